@@ -1,0 +1,1 @@
+//! Uppercut's JIT engine.

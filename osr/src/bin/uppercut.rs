@@ -1,0 +1,2 @@
+//! The `uppercut` command line.
+fn main() {}

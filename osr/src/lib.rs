@@ -1,0 +1,1 @@
+//! On-stack replacement for LLVM-JITted code.

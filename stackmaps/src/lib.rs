@@ -1,0 +1,1 @@
+//! Reader for LLVM StackMap v3 sections (`.llvm_stackmaps`).
