@@ -1,1 +1,4 @@
 //! Uppercut's JIT engine.
+
+pub mod code_memory;
+mod sys;

@@ -1,0 +1,1 @@
+//! Code memory (placeholder, being written).

@@ -1,0 +1,1 @@
+//! System calls for code memory (placeholder, being written).
