@@ -1,4 +1,41 @@
 //! Uppercut's JIT engine.
+//!
+//! A guest program (LLVM IR or bitcode) is loaded once and kept pristine; every compiled version
+//! of a function is built from it by MCJIT into the engine's own code memory, with each unit's
+//! `.llvm_stackmaps` and `.eh_frame` captured. The guest calls the host by name with
+//! `PerformCustomCallback(name, args)` (a *hypercall*); a callback can recompile a function,
+//! and every later call reaches the new version.
+//!
+//! ```no_run
+//! use uppercut_core::{Engine, EngineOptions, OptLevel};
+//!
+//! let engine = Engine::from_file("program.ll", EngineOptions::default())?;
+//! engine.register_callback("log", |h: &mut uppercut_core::Hypercall<'_>| {
+//!     eprintln!("the guest called {}", h.name());
+//!     Ok(std::ptr::null_mut())
+//! })?;
+//! let status = engine.run_main("program", &[])?;
+//! engine.recompile("hot_function", OptLevel::O3)?;
+//! # Ok::<(), uppercut_core::Error>(())
+//! ```
 
+mod arch;
+pub mod builtins;
 pub mod code_memory;
+mod engine;
+mod error;
+mod hypercall;
+mod ir;
+mod plugin;
 mod sys;
+mod types;
+
+pub use engine::{
+    CompileTimes, Engine, EngineOptions, JitFrame, Recompiled, UnitInfo, VersionInfo,
+};
+pub use error::{Error, Result};
+pub use hypercall::{
+    CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
+};
+pub use plugin::load_plugin;
+pub use types::{Address, OptLevel, UnitId, VersionId};

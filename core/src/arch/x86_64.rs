@@ -1,0 +1,204 @@
+//! x86-64 System V primitives.
+//!
+//! ```text
+//! guest_call(call):                      hypercall trampoline (both entries):
+//!   host frame                             guest frame ... call PerformCustomCallback
+//!   ├ ret addr                             ├ guest return address   <- [rbp+8]
+//!   ├ rbp, rbx, r12-r15 (callee-saved)     ├ guest rbp              <- [rbp]   (rbp = trampoline frame)
+//!   ├ call ptr            <- call.saved_rsp├ (rdi, rsi kept) rdx = rbp: the dispatcher reads the
+//!   └ guest frames ...                     └ guest's rsp (rbp+16), rbp and return address from it
+//!
+//! guest_abort(call): rsp = call.saved_rsp, pop the call pointer, return 1 from guest_call with
+//! the callee-saved registers it saved: every guest frame in between is dropped without unwinding.
+//! ```
+
+use std::ffi::{c_char, c_void};
+
+use crate::hypercall::{dispatch_dynamic, dispatch_fast};
+
+/// The argument block of `guest_call`. Offsets are fixed by the assembly below.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct GuestCall {
+    /// The guest function to call (offset 0).
+    pub(crate) target: u64,
+    /// Its integer arguments, in rdi, rsi, rdx, rcx, r8, r9 (offsets 8 to 48).
+    pub(crate) args: [u64; 6],
+    /// rax after the call returned (offset 56).
+    pub(crate) result: u64,
+    /// The host stack pointer to abort to (offset 64).
+    pub(crate) saved_rsp: u64,
+}
+
+const _: () = assert!(std::mem::offset_of!(GuestCall, args) == 8);
+const _: () = assert!(std::mem::offset_of!(GuestCall, result) == 56);
+const _: () = assert!(std::mem::offset_of!(GuestCall, saved_rsp) == 64);
+
+/// The frame that a hypercall trampoline pushed: `rbp` of the trampoline.
+///
+/// `[frame]` holds the guest's rbp, `[frame+8]` the return address into the guest, and the
+/// guest's stack pointer after the return is `frame + 16`.
+pub(crate) type TrampolineFrame = *const u64;
+
+std::arch::global_asm!(
+    ".pushsection .text.uppercut_primitives,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl uppercut_guest_call",
+    ".hidden uppercut_guest_call",
+    ".type uppercut_guest_call,@function",
+    "uppercut_guest_call:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_def_cfa_offset 16",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "push rdi",
+    "mov [rdi + 64], rsp",
+    "mov r11, rdi",
+    "mov rdi, [r11 + 8]",
+    "mov rsi, [r11 + 16]",
+    "mov rdx, [r11 + 24]",
+    "mov rcx, [r11 + 32]",
+    "mov r8, [r11 + 40]",
+    "mov r9, [r11 + 48]",
+    "xor eax, eax",
+    "call qword ptr [r11]",
+    "pop rdi",
+    "mov [rdi + 56], rax",
+    "xor eax, eax",
+    "2:",
+    "lea rsp, [rbp - 40]",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    ".cfi_def_cfa rsp, 8",
+    "ret",
+    ".cfi_endproc",
+    ".size uppercut_guest_call, . - uppercut_guest_call",
+    "",
+    ".p2align 4",
+    ".globl uppercut_guest_abort",
+    ".hidden uppercut_guest_abort",
+    ".type uppercut_guest_abort,@function",
+    "uppercut_guest_abort:",
+    "mov rsp, [rdi + 64]",
+    "lea rbp, [rsp + 48]",
+    "pop rdi",
+    "mov eax, 1",
+    "jmp 2b",
+    ".size uppercut_guest_abort, . - uppercut_guest_abort",
+    "",
+    ".p2align 4",
+    ".globl uppercut_hypercall_dynamic",
+    ".hidden uppercut_hypercall_dynamic",
+    ".type uppercut_hypercall_dynamic,@function",
+    "uppercut_hypercall_dynamic:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_def_cfa_offset 16",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "mov rdx, rbp",
+    "call {dynamic}",
+    "pop rbp",
+    ".cfi_def_cfa rsp, 8",
+    "ret",
+    ".cfi_endproc",
+    ".size uppercut_hypercall_dynamic, . - uppercut_hypercall_dynamic",
+    "",
+    ".p2align 4",
+    ".globl uppercut_hypercall_fast",
+    ".hidden uppercut_hypercall_fast",
+    ".type uppercut_hypercall_fast,@function",
+    "uppercut_hypercall_fast:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_def_cfa_offset 16",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "mov rdx, rbp",
+    "call {fast}",
+    "pop rbp",
+    ".cfi_def_cfa rsp, 8",
+    "ret",
+    ".cfi_endproc",
+    ".size uppercut_hypercall_fast, . - uppercut_hypercall_fast",
+    ".popsection",
+    dynamic = sym dispatch_dynamic,
+    fast = sym dispatch_fast,
+);
+
+unsafe extern "C" {
+    /// Calls `call.target` with `call.args`; returns 0 when it returned (result in
+    /// `call.result`) and 1 when a hypercall aborted it with [`guest_abort`].
+    fn uppercut_guest_call(call: *mut GuestCall) -> u64;
+    /// Returns to the `guest_call` that owns `call`, dropping every frame above it.
+    fn uppercut_guest_abort(call: *mut GuestCall) -> !;
+    fn uppercut_hypercall_dynamic(name: *const c_char, args: *mut c_void) -> *mut c_void;
+    fn uppercut_hypercall_fast(slot: *const c_void, args: *mut c_void) -> *mut c_void;
+}
+
+/// Calls guest code; `false` when a hypercall aborted it.
+///
+/// # Safety
+///
+/// `call.target` must be a function that takes up to six integer arguments, follows the C ABI
+/// and may be called with `call.args`.
+pub(crate) unsafe fn guest_call(call: &mut GuestCall) -> bool {
+    // SAFETY: the caller vouches for the target; the primitive saves and restores every
+    // callee-saved register and returns normally in both outcomes.
+    unsafe { uppercut_guest_call(call) == 0 }
+}
+
+/// Abandons the guest frames above `call`'s `guest_call` and makes it return `false`.
+///
+/// # Safety
+///
+/// `call` must belong to a `guest_call` still running on this thread, and every frame between
+/// here and it must be guest code or frames that own nothing to drop (the dispatcher drops its
+/// values before it aborts).
+pub(crate) unsafe fn guest_abort(call: *mut GuestCall) -> ! {
+    // SAFETY: as the caller vouches.
+    unsafe { uppercut_guest_abort(call) }
+}
+
+/// Address of the trampoline bound to `PerformCustomCallback`.
+pub(crate) fn hypercall_dynamic_entry() -> u64 {
+    uppercut_hypercall_dynamic as *const () as u64
+}
+
+/// Address of the trampoline that constant-name hypercalls call.
+pub(crate) fn hypercall_fast_entry() -> u64 {
+    uppercut_hypercall_fast as *const () as u64
+}
+
+/// Reads the guest state a trampoline frame records: `(rsp, rbp, return address)`.
+///
+/// # Safety
+///
+/// `frame` must be the frame pointer a trampoline passed to the dispatcher, while the
+/// trampoline is still running.
+pub(crate) unsafe fn exit_state(frame: TrampolineFrame) -> (u64, u64, u64) {
+    // SAFETY: the trampoline pushed rbp at `frame` and the call pushed the return address above.
+    unsafe { (frame as u64 + 16, *frame, *frame.add(1)) }
+}
+
+/// Encodes `jmp rel32` from `from` to `to`, or `None` when the distance does not fit.
+pub(crate) fn jmp_rel32(from: u64, to: u64) -> Option<[u8; 5]> {
+    let rel = (to as i64).wrapping_sub(from as i64 + 5);
+    let rel = i32::try_from(rel).ok()?;
+    let mut out = [0xE9, 0, 0, 0, 0];
+    out[1..].copy_from_slice(&rel.to_le_bytes());
+    Some(out)
+}

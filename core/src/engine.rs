@@ -1,0 +1,701 @@
+//! The engine: a guest module, its compiled versions, its callbacks.
+//!
+//! ```text
+//!   Engine::from_file ──> pristine module (kept) ──compile()──> base unit: every function, v0 each
+//!   recompile(f, O2) ──> unit with f only, built from the pristine module ──> f's new version
+//!        └─ relink: every older entry of f becomes `jmp <new entry>` (5 bytes that LLVM left as
+//!           a no-op for this), so calls from old code, from new code and through function
+//!           pointers the guest took earlier all reach the new version; units compiled later
+//!           call the newest entry directly.
+//! ```
+//!
+//! Why a patched jump and not an indirection cell: it costs nothing until a function is
+//! recompiled (one 5-byte no-op per call), needs no rewriting of how the guest takes function
+//! addresses (in constants, in global initialisers, through casts), and a function pointer the
+//! guest stored before the recompilation still works. The no-op area is reserved at every
+//! entry by `"patchable-function-entry"="5"`, so no branch inside the function can target the
+//! patched bytes; the arena keeps all code within `jmp rel32` reach.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::arch;
+use crate::code_memory::{ArenaConfig, CodeArena, CodeRegion};
+use crate::error::{Error, Result};
+use crate::hypercall::{self, Callback, Callbacks};
+use crate::ir::{self, Ir, Linker, ModuleFacts, UnitSpec};
+use crate::types::{OptLevel, UnitId, VersionId};
+
+/// How an engine compiles.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The optimisation level of the first compilation of every function.
+    pub opt_level: OptLevel,
+    /// Bytes of address space reserved for code and data (all within `jmp rel32` reach).
+    pub arena_size: usize,
+    /// Whether to install the built-in `uppercut.*` callbacks.
+    pub builtins: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            opt_level: OptLevel::O2,
+            arena_size: 1 << 30,
+            builtins: true,
+        }
+    }
+}
+
+/// A guest program under the JIT. Cheap to clone: clones share the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    ir: Mutex<Ir>,
+    facts: ModuleFacts,
+    arena: CodeArena,
+    state: Mutex<State>,
+    pub(crate) callbacks: Callbacks,
+    options: EngineOptions,
+}
+
+/// One compiled version of one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The version.
+    pub id: VersionId,
+    /// Its function.
+    pub function: String,
+    /// The unit that holds its code.
+    pub unit: UnitId,
+    /// Its entry address.
+    pub entry: u64,
+    /// Bytes from its entry to the next symbol of its unit (its code and padding).
+    pub size: u64,
+    /// The optimisation level it was built at.
+    pub opt_level: OptLevel,
+}
+
+/// Where one compile unit's memory lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitInfo {
+    /// The unit.
+    pub id: UnitId,
+    /// Its name.
+    pub name: String,
+    /// `(address, size)` of each code section.
+    pub code: Vec<(u64, u64)>,
+    /// `(name, address, size)` of each data section.
+    pub data: Vec<(String, u64, u64)>,
+    /// Hypercalls with a constant name that were linked straight to their callback's slot.
+    pub fast_hypercalls: usize,
+}
+
+/// What one compilation cost, split by phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CompileTimes {
+    /// Cloning, trimming and optimising the IR.
+    pub ir: Duration,
+    /// MCJIT code generation, relocation and finalisation.
+    pub codegen: Duration,
+    /// Redirecting old entries to the new code.
+    pub link: Duration,
+}
+
+/// The outcome of [`Engine::recompile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recompiled {
+    /// The new version.
+    pub version: VersionInfo,
+    /// How many older entries now jump to it.
+    pub redirected: usize,
+    /// Where the time went.
+    pub times: CompileTimes,
+}
+
+/// A JIT frame found on the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitFrame {
+    /// The frame's return address (into the function below).
+    pub return_address: u64,
+    /// The frame pointer of the frame that return address belongs to.
+    pub frame_pointer: u64,
+    /// The function and version the return address lies in.
+    pub version: VersionInfo,
+}
+
+#[derive(Default)]
+struct State {
+    compiled: bool,
+    units: Vec<Unit>,
+    versions: Vec<VersionInfo>,
+    /// Function name → its versions, oldest first.
+    functions: HashMap<String, Vec<VersionId>>,
+    /// Where the function currently lives when the host redirected it with `bind`.
+    redirected: HashMap<String, u64>,
+    globals: HashMap<String, u64>,
+    bindings: HashMap<String, u64>,
+}
+
+struct Unit {
+    id: UnitId,
+    name: String,
+    memory: ir::UnitMemory,
+    fast_hypercalls: usize,
+}
+
+impl Engine {
+    /// Loads a guest from a `.ll` or `.bc` file.
+    pub fn from_file(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Engine::from_bytes(&bytes, &path.display().to_string(), options)
+    }
+
+    /// Loads a guest from IR text or bitcode in memory; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str, options: EngineOptions) -> Result<Engine> {
+        let ir = Ir::load(bytes, origin)?;
+        let facts = ir.facts();
+        let arena = CodeArena::with_config(ArenaConfig::new().size(options.arena_size))?;
+        let engine = Engine {
+            inner: Arc::new(EngineInner {
+                ir: Mutex::new(ir),
+                facts,
+                arena,
+                state: Mutex::new(State::default()),
+                callbacks: Callbacks::default(),
+                options,
+            }),
+        };
+        if engine.inner.options.builtins {
+            crate::builtins::install(&engine)?;
+        }
+        Ok(engine)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<EngineInner>) -> Engine {
+        Engine { inner }
+    }
+
+    /// The options the engine was made with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// The code arena all units are allocated from.
+    pub fn arena(&self) -> &CodeArena {
+        &self.inner.arena
+    }
+
+    /// Registers (or replaces) the handler of hypercalls named `name`.
+    pub fn register_callback(&self, name: &str, callback: impl Callback) -> Result<()> {
+        self.inner.callbacks.register(name, Box::new(callback))
+    }
+
+    /// The names that have a handler.
+    pub fn callback_names(&self) -> Vec<String> {
+        self.inner.callbacks.names()
+    }
+
+    /// Whether `name` has a handler.
+    pub fn has_callback(&self, name: &str) -> bool {
+        self.inner.callbacks.is_registered(name)
+    }
+
+    /// Binds `name` to `address`.
+    ///
+    /// For a name the guest only declares, every unit compiled from now on resolves it to
+    /// `address`. For a function the guest defines, once compiled, its entries are redirected to
+    /// `address` (which must be within `jmp rel32` reach of them), so the host's code replaces it.
+    pub fn bind(&self, name: &str, address: u64) -> Result<()> {
+        if address == 0 {
+            return Err(Error::NullBinding(name.to_owned()));
+        }
+        let mut state = self.state();
+        if state.functions.contains_key(name) {
+            let entries = entries_of(&state, name);
+            redirect(&mut state, name, &entries, address)?;
+            state.redirected.insert(name.to_owned(), address);
+        }
+        state.bindings.insert(name.to_owned(), address);
+        Ok(())
+    }
+
+    /// Compiles every guest function (the base unit) at the engine's level, once; later calls
+    /// do nothing.
+    pub fn compile(&self) -> Result<()> {
+        if self.state().compiled {
+            return Ok(());
+        }
+        let ir = self.ir();
+        if self.state().compiled {
+            return Ok(());
+        }
+        let opt = self.inner.options.opt_level;
+        let name = format!("{}#base", ir.origin());
+        self.compile_unit(&ir, &name, None, opt)?;
+        self.state().compiled = true;
+        Ok(())
+    }
+
+    /// Compiles a new version of `function` from the pristine module at `opt`, and makes every
+    /// later call reach it (hot function replacement).
+    pub fn recompile(&self, function: &str, opt: OptLevel) -> Result<Recompiled> {
+        self.compile()?;
+        if !self.state().functions.contains_key(function) {
+            return Err(Error::NoSuchFunction(function.to_owned()));
+        }
+        let ir = self.ir();
+        let unit_index = self.state().units.len();
+        let name = format!("{}#{function}.{unit_index}", ir.origin());
+        let keep = [function.to_owned()];
+        let (versions, mut times) = self.compile_unit(&ir, &name, Some(&keep), opt)?;
+        drop(ir);
+        let version = versions
+            .into_iter()
+            .find(|v| v.function == function)
+            .ok_or_else(|| Error::Codegen {
+                unit: name.clone(),
+                message: format!("the unit does not define `{function}`"),
+            })?;
+        let link_start = Instant::now();
+        let mut state = self.state();
+        let older: Vec<u64> = entries_of(&state, function)
+            .into_iter()
+            .filter(|&e| e != version.entry)
+            .collect();
+        let target = state
+            .redirected
+            .get(function)
+            .copied()
+            .unwrap_or(version.entry);
+        redirect(&mut state, function, &older, target)?;
+        drop(state);
+        times.link = link_start.elapsed();
+        Ok(Recompiled {
+            redirected: older.len(),
+            version,
+            times,
+        })
+    }
+
+    /// The entry address that a call to `function` should use now (its newest version, or
+    /// where the host bound it).
+    pub fn entry(&self, function: &str) -> Result<u64> {
+        self.compile()?;
+        let state = self.state();
+        current_entry(&state, function).ok_or_else(|| Error::NoSuchFunction(function.to_owned()))
+    }
+
+    /// The address of a guest global variable.
+    pub fn global_address(&self, name: &str) -> Result<u64> {
+        self.compile()?;
+        self.state()
+            .globals
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NoSuchFunction(name.to_owned()))
+    }
+
+    /// Every version of `function`, oldest first.
+    pub fn versions(&self, function: &str) -> Vec<VersionInfo> {
+        let state = self.state();
+        state
+            .functions
+            .get(function)
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| state.versions[id.0 as usize].clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every version of every function, in the order they were compiled.
+    pub fn all_versions(&self) -> Vec<VersionInfo> {
+        self.state().versions.clone()
+    }
+
+    /// Where every unit's sections lie.
+    pub fn units(&self) -> Vec<UnitInfo> {
+        self.state().units.iter().map(unit_info).collect()
+    }
+
+    /// The version whose code contains `address`, if any.
+    pub fn version_at(&self, address: u64) -> Option<VersionInfo> {
+        version_at(&self.state(), address)
+    }
+
+    /// The captured bytes of a unit's data section (`.llvm_stackmaps`, `.eh_frame`, ...) and
+    /// the address they were loaded at.
+    pub fn unit_section(&self, unit: UnitId, section: &str) -> Option<(u64, Vec<u8>)> {
+        let state = self.state();
+        let unit = state.units.get(unit.0 as usize)?;
+        unit.memory.section(section).map(|(a, b)| (a, b.to_vec()))
+    }
+
+    /// The JIT frames on this thread's stack, innermost first, starting from the hypercall that
+    /// is running now (empty outside a hypercall). Walks the frame-pointer chain and stops at
+    /// the first return address outside JIT code.
+    pub fn jit_frames(&self) -> Vec<JitFrame> {
+        let exit = hypercall::innermost_exit_frame();
+        if exit == 0 {
+            return Vec::new();
+        }
+        let state = self.state();
+        let mut frames = Vec::new();
+        // SAFETY: `exit` is the frame pointer of a trampoline that is running on this thread.
+        let (_, mut rbp, mut ra) = unsafe { arch::exit_state(exit as *const u64) };
+        while let Some(version) = version_at(&state, ra) {
+            frames.push(JitFrame {
+                return_address: ra,
+                frame_pointer: rbp,
+                version,
+            });
+            // Every JIT frame keeps a frame pointer: [rbp] is the caller's rbp, [rbp+8] the
+            // return address into the caller. Stop unless the chain grows and stays aligned.
+            if rbp == 0 || rbp % 8 != 0 {
+                break;
+            }
+            // SAFETY: `rbp` is the frame pointer of a live JIT frame of this thread (JIT code is
+            // compiled with frame pointers), so its first two words are readable.
+            let (next_rbp, next_ra) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
+            if next_rbp <= rbp {
+                break;
+            }
+            rbp = next_rbp;
+            ra = next_ra;
+        }
+        frames
+    }
+
+    /// Runs `main(argc, argv, envp)` with `program` as `argv[0]` and `args` after it, after the
+    /// guest's static constructors and before its destructors, as `lli` does; returns `main`'s
+    /// result (0 for a `void main`).
+    pub fn run_main(&self, program: &str, args: &[String]) -> Result<i32> {
+        let main = self.inner.facts.main.as_ref().ok_or(Error::NoMain)?;
+        if !main.callable {
+            return Err(Error::BadMainSignature(main.signature.clone()));
+        }
+        self.compile()?;
+        for ctor in self.inner.facts.constructors.clone() {
+            self.call(&ctor, &[])?;
+        }
+        let argv_owned: Vec<CString> = std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .map(|a| CString::new(a.replace('\0', "")).expect("NULs removed"))
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        // SAFETY: `environ` is the process's environment block, valid for the process's life.
+        let envp = unsafe { environ } as u64;
+        let result = self.call(
+            "main",
+            &[argv_owned.len() as u64, argv.as_ptr() as u64, envp],
+        )?;
+        for dtor in self.inner.facts.destructors.clone() {
+            self.call(&dtor, &[])?;
+        }
+        Ok(if main.returns_int {
+            result as u32 as i32
+        } else {
+            0
+        })
+    }
+
+    /// Calls the guest function `function` with up to six integer or pointer arguments and
+    /// returns its integer result (`rax`).
+    ///
+    /// The call goes through the same entry as `main`: a hypercall inside it that fails stops
+    /// it and its error comes back here. A handler may call guest functions this way.
+    pub fn call(&self, function: &str, args: &[u64]) -> Result<u64> {
+        let entry = self.entry(function)?;
+        // SAFETY: `entry` is a compiled guest function; guest functions follow the C ABI, and
+        // extra integer arguments in registers are ignored by a callee that takes fewer.
+        unsafe { hypercall::call_guest(&self.inner, entry, args) }
+    }
+
+    /// The number of functions the guest defines.
+    pub fn function_names(&self) -> Vec<String> {
+        self.inner.facts.functions.clone()
+    }
+
+    /// Whether the guest defines `main`.
+    pub fn has_main(&self) -> bool {
+        self.inner.facts.main.is_some()
+    }
+
+    /// The pristine guest module as LLVM IR text.
+    pub fn pristine_ir(&self) -> String {
+        self.ir().pristine_text()
+    }
+
+    fn compile_unit(
+        &self,
+        ir: &Ir,
+        name: &str,
+        functions: Option<&[String]>,
+        opt: OptLevel,
+    ) -> Result<(Vec<VersionInfo>, CompileTimes)> {
+        let mut linker = EngineLinker {
+            engine: &self.inner,
+            snapshot: self.symbol_snapshot(),
+        };
+        let started = Instant::now();
+        let spec = UnitSpec {
+            name,
+            functions,
+            opt,
+        };
+        let (compiled, split) = ir.compile(&spec, &self.inner.arena, &mut linker)?;
+        let total = started.elapsed();
+        let times = CompileTimes {
+            ir: split,
+            codegen: total.saturating_sub(split),
+            link: Duration::ZERO,
+        };
+        let mut state = self.state();
+        let unit = UnitId(state.units.len() as u32);
+        let mut starts: Vec<u64> = compiled
+            .functions
+            .iter()
+            .map(|(_, a)| *a)
+            .chain(compiled.globals.iter().map(|(_, a)| *a))
+            .collect();
+        starts.sort_unstable();
+        let mut made = Vec::new();
+        for (function, entry) in &compiled.functions {
+            let region_end = compiled
+                .memory
+                .code
+                .iter()
+                .find(|r| r.contains(*entry as usize))
+                .map(|r| (r.addr() + r.len()) as u64)
+                .unwrap_or(*entry);
+            let next = starts
+                .iter()
+                .copied()
+                .find(|&s| s > *entry && s <= region_end)
+                .unwrap_or(region_end);
+            let id = VersionId(state.versions.len() as u32);
+            let info = VersionInfo {
+                id,
+                function: function.clone(),
+                unit,
+                entry: *entry,
+                size: next - entry,
+                opt_level: opt,
+            };
+            state.versions.push(info.clone());
+            state
+                .functions
+                .entry(function.clone())
+                .or_default()
+                .push(id);
+            made.push(info);
+        }
+        for (global, address) in &compiled.globals {
+            state.globals.entry(global.clone()).or_insert(*address);
+        }
+        state.units.push(Unit {
+            id: unit,
+            name: name.to_owned(),
+            memory: compiled.memory,
+            fast_hypercalls: compiled.fast_hypercalls,
+        });
+        Ok((made, times))
+    }
+
+    fn symbol_snapshot(&self) -> HashMap<String, u64> {
+        let state = self.state();
+        let mut out: HashMap<String, u64> = state.bindings.clone();
+        for (name, address) in &state.globals {
+            out.insert(name.clone(), *address);
+        }
+        for name in state.functions.keys() {
+            if let Some(entry) = current_entry(&state, name) {
+                out.insert(name.clone(), entry);
+            }
+        }
+        out
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ir(&self) -> MutexGuard<'_, Ir> {
+        self.inner.ir.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("Engine")
+            .field("units", &state.units.len())
+            .field("versions", &state.versions.len())
+            .finish()
+    }
+}
+
+unsafe extern "C" {
+    static environ: *const *const libc::c_char;
+}
+
+/// Resolves declarations while a unit links.
+struct EngineLinker<'a> {
+    engine: &'a EngineInner,
+    snapshot: HashMap<String, u64>,
+}
+
+impl Linker for EngineLinker<'_> {
+    fn resolve(&mut self, name: &str) -> Option<u64> {
+        if let Some(&a) = self.snapshot.get(name) {
+            return Some(a);
+        }
+        match name {
+            ir::HYPERCALL => return Some(arch::hypercall_dynamic_entry()),
+            ir::FAST_HYPERCALL => return Some(arch::hypercall_fast_entry()),
+            "registerCustomCallback" => return Some(hypercall::register_entry()),
+            _ => {}
+        }
+        process_symbol(name)
+    }
+
+    fn hypercall_slot(&mut self, name: &str) -> u64 {
+        self.engine.callbacks.slot(name) as u64
+    }
+}
+
+/// A symbol of the process (libc and whatever else is loaded), as the dynamic linker sees it.
+///
+/// glibc keeps a few functions out of `libc.so` (in `libc_nonshared.a`, linked into each
+/// executable): `dlsym` cannot find them, so they resolve to the copies linked into this
+/// program, as `lli` does.
+pub(crate) fn process_symbol(name: &str) -> Option<u64> {
+    let nonshared = match name {
+        "atexit" => Some(libc::atexit as *const () as u64),
+        "pthread_atfork" => Some(libc::pthread_atfork as *const () as u64),
+        _ => None,
+    };
+    if nonshared.is_some() {
+        return nonshared;
+    }
+    let c = CString::new(name).ok()?;
+    // SAFETY: `dlsym` with RTLD_DEFAULT and a NUL-terminated name only reads.
+    let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+    (!address.is_null()).then_some(address as u64)
+}
+
+fn current_entry(state: &State, function: &str) -> Option<u64> {
+    if let Some(&a) = state.redirected.get(function) {
+        return Some(a);
+    }
+    let id = state.functions.get(function)?.last()?;
+    Some(state.versions[id.0 as usize].entry)
+}
+
+fn entries_of(state: &State, function: &str) -> Vec<u64> {
+    state
+        .functions
+        .get(function)
+        .map(|ids| {
+            ids.iter()
+                .map(|id| state.versions[id.0 as usize].entry)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn version_at(state: &State, address: u64) -> Option<VersionInfo> {
+    state
+        .versions
+        .iter()
+        .find(|v| address > v.entry && address < v.entry + v.size.max(1))
+        .cloned()
+}
+
+fn unit_info(unit: &Unit) -> UnitInfo {
+    UnitInfo {
+        id: unit.id,
+        name: unit.name.clone(),
+        code: unit
+            .memory
+            .code
+            .iter()
+            .map(|r| (r.addr() as u64, r.len() as u64))
+            .collect(),
+        data: unit
+            .memory
+            .data
+            .iter()
+            .map(|(n, r, len)| (n.clone(), r.addr() as u64, *len as u64))
+            .collect(),
+        fast_hypercalls: unit.fast_hypercalls,
+    }
+}
+
+/// Makes each of `entries` jump to `target`.
+///
+/// Each entry must still hold the 5-byte no-op LLVM placed there, or a jump an earlier
+/// redirection wrote: anything else means the entry is not ours to patch.
+fn redirect(state: &mut State, function: &str, entries: &[u64], target: u64) -> Result<()> {
+    for &entry in entries {
+        if entry == target {
+            continue;
+        }
+        let jump = arch::jmp_rel32(entry, target).ok_or_else(|| Error::Relink {
+            function: function.to_owned(),
+            reason: format!("{target:#x} is out of jmp rel32 reach of the entry at {entry:#x}"),
+        })?;
+        let region = find_code_region(state, entry).ok_or_else(|| Error::Relink {
+            function: function.to_owned(),
+            reason: format!("the entry at {entry:#x} is not in the engine's code memory"),
+        })?;
+        let offset = entry as usize - region.addr();
+        let current = region
+            .as_slice()
+            .get(offset..offset + ir::PATCHABLE_ENTRY_BYTES)
+            .ok_or_else(|| Error::Relink {
+                function: function.to_owned(),
+                reason: format!("the entry at {entry:#x} ends past its code section"),
+            })?;
+        if !is_patchable_entry(current, entry) {
+            return Err(Error::Relink {
+                function: function.to_owned(),
+                reason: format!(
+                    "the entry at {entry:#x} holds {current:02x?}, not the reserved 5-byte no-op or an earlier jump"
+                ),
+            });
+        }
+        region.patch(offset, &jump)?;
+    }
+    Ok(())
+}
+
+/// Whether `bytes` (at `address`) decode as one 5-byte no-op or one 5-byte `jmp rel32`.
+fn is_patchable_entry(bytes: &[u8], address: u64) -> bool {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut decoder = Decoder::with_ip(64, bytes, address, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    instruction.len() == ir::PATCHABLE_ENTRY_BYTES
+        && matches!(instruction.mnemonic(), Mnemonic::Nop | Mnemonic::Jmp)
+}
+
+fn find_code_region(state: &mut State, address: u64) -> Option<&mut CodeRegion> {
+    state
+        .units
+        .iter_mut()
+        .flat_map(|u| u.memory.code.iter_mut())
+        .find(|r| r.contains(address as usize))
+}

@@ -1,0 +1,816 @@
+//! Everything that touches LLVM's IR and MCJIT: the only module of the workspace that holds
+//! inkwell's `'ctx` types. The rest of the engine sees owned names and addresses.
+//!
+//! ```text
+//!  bytes ──parse──> pristine module (never changed)
+//!                      └─prepare──> prepared module: local symbols promoted to external,
+//!                                   every function patchable at its entry, frame pointers kept
+//!                                      └─clone + keep the unit's functions + optimise
+//!                                           └─rewrite constant-name hypercalls, resolve every
+//!                                             declaration ──MCJIT──> CompiledUnit (addresses)
+//! ```
+
+use std::ffi::{CStr, CString, c_char};
+use std::sync::{Arc, Mutex};
+
+use inkwell::OptimizationLevel;
+use inkwell::context::Context;
+use inkwell::memory_buffer::MemoryBuffer;
+use inkwell::memory_manager::McjitMemoryManager;
+use inkwell::module::Module;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
+use llvm_sys::LLVMLinkage;
+use llvm_sys::core as llc;
+use llvm_sys::execution_engine as llee;
+use llvm_sys::prelude::{LLVMModuleRef, LLVMValueRef};
+
+use crate::code_memory::{CodeArena, CodeRegion, RegionRequest};
+use crate::error::{Error, Result};
+use crate::types::OptLevel;
+
+/// Bytes of no-ops that LLVM places at every guest function's entry, so that the entry can be
+/// redirected with one `jmp rel32` without touching an instruction that a branch may target.
+pub(crate) const PATCHABLE_ENTRY_BYTES: usize = 5;
+
+/// Name of the hypercall entry that constant-name hypercalls are rewritten to call.
+pub(crate) const FAST_HYPERCALL: &str = "__uppercut_hypercall_fast";
+/// The guest's hypercall entry, as the design note names it.
+pub(crate) const HYPERCALL: &str = "PerformCustomCallback";
+
+/// The LLVM context, the pristine guest module and its prepared copy.
+pub(crate) struct Ir {
+    // Field order is drop order: both modules borrow `context` and go first.
+    prepared: Module<'static>,
+    pristine: Module<'static>,
+    target: TargetMachine,
+    origin: String,
+    context: Box<Context>,
+}
+
+// SAFETY: an LLVM context and its modules are not tied to the thread that made them; they must
+// only not be used by two threads at once. The engine keeps `Ir` behind a mutex.
+unsafe impl Send for Ir {}
+
+/// What the engine needs to know about the guest module, as owned data.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ModuleFacts {
+    /// Functions with a body, in module order.
+    pub(crate) functions: Vec<String>,
+    /// Global variables with an initializer.
+    pub(crate) globals: Vec<String>,
+    /// `main`'s parameter count and whether it returns an integer, if the guest has one.
+    pub(crate) main: Option<MainShape>,
+    /// Static constructors in the order they must run.
+    pub(crate) constructors: Vec<String>,
+    /// Static destructors in the order they must run.
+    pub(crate) destructors: Vec<String>,
+}
+
+/// How `main` is declared.
+#[derive(Debug, Clone)]
+pub(crate) struct MainShape {
+    /// Whether it returns an integer (else `void`).
+    pub(crate) returns_int: bool,
+    /// Whether it can be called as `main(argc, argv, envp)`: at most three integer or pointer
+    /// parameters, an integer or `void` result.
+    pub(crate) callable: bool,
+    /// Its type as LLVM prints it.
+    pub(crate) signature: String,
+}
+
+/// What a unit contains and how it is optimised.
+pub(crate) struct UnitSpec<'a> {
+    /// A name for diagnostics and the module identifier.
+    pub(crate) name: &'a str,
+    /// The functions whose bodies the unit compiles; `None` means the whole module.
+    pub(crate) functions: Option<&'a [String]>,
+    /// The optimisation level.
+    pub(crate) opt: OptLevel,
+}
+
+/// How the compiler reaches the rest of the engine while it links a unit.
+pub(crate) trait Linker {
+    /// The address a declaration resolves to, or `None` when nothing provides it.
+    fn resolve(&mut self, name: &str) -> Option<u64>;
+    /// The hypercall slot for a callback name known at link time.
+    fn hypercall_slot(&mut self, name: &str) -> u64;
+}
+
+/// A unit after MCJIT: where everything landed.
+#[derive(Debug)]
+pub(crate) struct CompiledUnit {
+    /// `(function, entry address)` for every function the unit defines.
+    pub(crate) functions: Vec<(String, u64)>,
+    /// `(global, address)` for every global variable the unit defines.
+    pub(crate) globals: Vec<(String, u64)>,
+    /// The unit's memory.
+    pub(crate) memory: UnitMemory,
+    /// Hypercalls rewritten to the constant-name fast path.
+    pub(crate) fast_hypercalls: usize,
+}
+
+/// The sections MCJIT allocated for one unit.
+#[derive(Debug, Default)]
+pub(crate) struct UnitMemory {
+    /// Code sections (executable after finalisation).
+    pub(crate) code: Vec<CodeRegion>,
+    /// Data sections, with their names (`.llvm_stackmaps`, `.eh_frame`, `.data`, ...).
+    pub(crate) data: Vec<(String, CodeRegion, usize)>,
+    /// Which entries of `data` MCJIT asked to be read-only once finalised.
+    pub(crate) read_only: Vec<bool>,
+}
+
+impl UnitMemory {
+    /// The bytes of the named data section, if the unit has one.
+    pub(crate) fn section(&self, name: &str) -> Option<(u64, &[u8])> {
+        self.data
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, r, len)| (r.addr() as u64, &r.as_slice()[..*len]))
+    }
+}
+
+impl Ir {
+    /// Parses `.ll` text or `.bc` bitcode (LLVM tells them apart) and prepares it.
+    pub(crate) fn load(bytes: &[u8], origin: &str) -> Result<Ir> {
+        Target::initialize_native(&InitializationConfig::default()).map_err(|message| {
+            Error::Codegen {
+                unit: origin.to_owned(),
+                message,
+            }
+        })?;
+        let context = Box::new(Context::create());
+        // SAFETY: the context is boxed, so its address is stable; `Ir` drops both modules before
+        // the box (field order), and no `'static` borrow leaves this module: every method hands
+        // out owned data only.
+        let ctx: &'static Context = unsafe { &*(context.as_ref() as *const Context) };
+        let buffer = MemoryBuffer::create_from_memory_range_copy(bytes, origin);
+        let pristine = ctx
+            .create_module_from_ir(buffer)
+            .map_err(|e| Error::InvalidIr {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
+        pristine.verify().map_err(|e| Error::Verify {
+            module: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let prepared = pristine.clone();
+        prepare(prepared.as_mut_ptr());
+        prepared.verify().map_err(|e| Error::Verify {
+            module: format!("{origin} (prepared)"),
+            message: e.to_string(),
+        })?;
+        let triple = TargetMachine::get_default_triple();
+        let target = Target::from_triple(&triple).map_err(|e| Error::Codegen {
+            unit: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let cpu = TargetMachine::get_host_cpu_name();
+        let features = TargetMachine::get_host_cpu_features();
+        let target = target
+            .create_target_machine(
+                &triple,
+                &cpu.to_string_lossy(),
+                &features.to_string_lossy(),
+                OptimizationLevel::Default,
+                RelocMode::Default,
+                CodeModel::JITDefault,
+            )
+            .ok_or_else(|| Error::Codegen {
+                unit: origin.to_owned(),
+                message: "no target machine for the host".to_owned(),
+            })?;
+        Ok(Ir {
+            prepared,
+            pristine,
+            target,
+            origin: origin.to_owned(),
+            context,
+        })
+    }
+
+    /// Where the module came from.
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Facts about the guest module.
+    pub(crate) fn facts(&self) -> ModuleFacts {
+        let m = self.prepared.as_mut_ptr();
+        let mut facts = ModuleFacts::default();
+        for f in functions(m) {
+            // SAFETY: `f` is a function of the live module `m`.
+            if unsafe { llc::LLVMIsDeclaration(f) } == 0 {
+                facts.functions.push(value_name(f));
+            }
+        }
+        for g in globals(m) {
+            // SAFETY: `g` is a global variable of the live module `m`.
+            if unsafe { llc::LLVMIsDeclaration(g) } == 0 && !value_name(g).starts_with("llvm.") {
+                facts.globals.push(value_name(g));
+            }
+        }
+        let main = CString::from(c"main");
+        // SAFETY: `m` is live and `main` is NUL-terminated.
+        let f = unsafe { llc::LLVMGetNamedFunction(m, main.as_ptr()) };
+        // SAFETY: `f` is checked for null before use; it is a function of `m`.
+        if !f.is_null() && unsafe { llc::LLVMIsDeclaration(f) } == 0 {
+            // SAFETY: as above.
+            let ty = unsafe { llc::LLVMGlobalGetValueType(f) };
+            // SAFETY: `ty` is the function's type.
+            let ret = unsafe { llc::LLVMGetReturnType(ty) };
+            use llvm_sys::LLVMTypeKind::*;
+            // SAFETY: `ret` is a type of this context.
+            let kind = unsafe { llc::LLVMGetTypeKind(ret) };
+            // SAFETY: `ty` is a function type.
+            let count = unsafe { llc::LLVMCountParamTypes(ty) } as usize;
+            let mut params = vec![std::ptr::null_mut(); count];
+            // SAFETY: `params` has room for every parameter type.
+            unsafe { llc::LLVMGetParamTypes(ty, params.as_mut_ptr()) };
+            let params_ok = count <= 3
+                && params.iter().all(|&p| {
+                    // SAFETY: `p` is a parameter type of `ty`.
+                    let k = unsafe { llc::LLVMGetTypeKind(p) };
+                    matches!(k, LLVMIntegerTypeKind | LLVMPointerTypeKind)
+                });
+            // SAFETY: `ty` is a type of this context; LLVM returns an owned message.
+            let signature = unsafe {
+                let s = llc::LLVMPrintTypeToString(ty);
+                let out = CStr::from_ptr(s).to_string_lossy().into_owned();
+                llc::LLVMDisposeMessage(s);
+                out
+            };
+            facts.main = Some(MainShape {
+                returns_int: kind == LLVMIntegerTypeKind,
+                callable: params_ok && matches!(kind, LLVMIntegerTypeKind | LLVMVoidTypeKind),
+                signature,
+            });
+        }
+        facts.constructors = structors(m, c"llvm.global_ctors");
+        facts.destructors = structors(m, c"llvm.global_dtors");
+        facts.destructors.reverse();
+        facts
+    }
+
+    /// Builds, optimises, links and compiles one unit.
+    pub(crate) fn compile(
+        &self,
+        spec: &UnitSpec<'_>,
+        arena: &CodeArena,
+        linker: &mut dyn Linker,
+    ) -> Result<(CompiledUnit, std::time::Duration)> {
+        let started = std::time::Instant::now();
+        let module = self.prepared.clone();
+        module.set_name(spec.name);
+        let m = module.as_mut_ptr();
+        if let Some(keep) = spec.functions {
+            for name in keep {
+                let c =
+                    CString::new(name.as_str()).map_err(|_| Error::NoSuchFunction(name.clone()))?;
+                // SAFETY: `m` is live and `c` NUL-terminated.
+                let f = unsafe { llc::LLVMGetNamedFunction(m, c.as_ptr()) };
+                // SAFETY: `f` is checked for null first; then it is a function of `m`.
+                if f.is_null() || unsafe { llc::LLVMIsDeclaration(f) } != 0 {
+                    return Err(Error::NoSuchFunction(name.clone()));
+                }
+            }
+            keep_only(m, keep);
+        }
+        module.verify().map_err(|e| Error::Verify {
+            module: spec.name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let pipeline = format!("default<O{}>", spec.opt.as_u8());
+        module
+            .run_passes(&pipeline, &self.target, PassBuilderOptions::create())
+            .map_err(|e| Error::Optimise {
+                pipeline: pipeline.clone(),
+                message: e.to_string(),
+            })?;
+        let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
+
+        // Resolve every declaration before code generation: an unresolved one would become a
+        // call to address 0 (MCJIT does not fail on it).
+        let mut mappings = Vec::new();
+        for v in functions(m).chain(globals(m)) {
+            // SAFETY: `v` is a global value of `m`.
+            let is_decl = unsafe { llc::LLVMIsDeclaration(v) } != 0;
+            // SAFETY: as above (0 for non-intrinsics and for global variables).
+            let intrinsic = unsafe { llc::LLVMIsAFunction(v) }
+                .is_null()
+                .then_some(0)
+                .unwrap_or_else(|| {
+                    // SAFETY: `v` is a function here.
+                    unsafe { llc::LLVMGetIntrinsicID(v) }
+                });
+            if !is_decl || intrinsic != 0 {
+                continue;
+            }
+            let name = value_name(v);
+            if name.starts_with("llvm.") {
+                continue;
+            }
+            // SAFETY: `v` is a global value of `m`.
+            if unsafe { llc::LLVMGetFirstUse(v) }.is_null() {
+                continue;
+            }
+            let address = linker
+                .resolve(&name)
+                .ok_or_else(|| Error::UnresolvedSymbol(name.clone()))?;
+            mappings.push((v, address));
+        }
+
+        let ir_time = started.elapsed();
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let manager = MemoryManager {
+            arena: arena.clone(),
+            captured: Arc::clone(&captured),
+        };
+        let defined: Vec<(String, bool)> = functions(m)
+            .map(|f| (f, true))
+            .chain(globals(m).map(|g| (g, false)))
+            // SAFETY: each value is a global value of `m`.
+            .filter(|(v, _)| unsafe { llc::LLVMIsDeclaration(*v) } == 0)
+            .map(|(v, is_fn)| (value_name(v), is_fn))
+            .filter(|(n, _)| !n.starts_with("llvm."))
+            .collect();
+        let engine = module
+            .create_mcjit_execution_engine_with_memory_manager(
+                manager,
+                spec.opt.codegen(),
+                CodeModel::JITDefault,
+                true,
+                false,
+            )
+            .map_err(|e| Error::Codegen {
+                unit: spec.name.to_owned(),
+                message: e.to_string(),
+            })?;
+        let ee = engine.as_mut_ptr();
+        for (v, address) in mappings {
+            // SAFETY: `ee` owns `m` now, and `v` is one of its declarations.
+            unsafe { llee::LLVMAddGlobalMapping(ee, v, address as *mut _) };
+        }
+        let mut functions_out = Vec::new();
+        let mut globals_out = Vec::new();
+        for (name, is_fn) in defined {
+            let c = CString::new(name.as_str()).expect("LLVM names hold no NUL");
+            // SAFETY: `ee` is live; the first lookup finalises the object (relocations, then
+            // our manager's `finalize_memory`).
+            let address = unsafe {
+                if is_fn {
+                    llee::LLVMGetFunctionAddress(ee, c.as_ptr())
+                } else {
+                    llee::LLVMGetGlobalValueAddress(ee, c.as_ptr())
+                }
+            };
+            if address == 0 {
+                continue;
+            }
+            if is_fn {
+                functions_out.push((name, address));
+            } else {
+                globals_out.push((name, address));
+            }
+        }
+        // Dropping the engine destroys the module and the manager; the captured regions stay.
+        drop(engine);
+        drop(module);
+        let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(message) = captured.error.take() {
+            return Err(Error::Codegen {
+                unit: spec.name.to_owned(),
+                message,
+            });
+        }
+        if !captured.finalized {
+            return Err(Error::Codegen {
+                unit: spec.name.to_owned(),
+                message: "MCJIT never finalised the unit's memory".to_owned(),
+            });
+        }
+        let unit = CompiledUnit {
+            functions: functions_out,
+            globals: globals_out,
+            memory: std::mem::take(&mut captured.memory),
+            fast_hypercalls,
+        };
+        Ok((unit, ir_time))
+    }
+
+    /// The pristine module as LLVM prints it (for debugging and for later instrumentation).
+    pub(crate) fn pristine_text(&self) -> String {
+        self.pristine.print_to_string().to_string()
+    }
+
+    /// Keeps the `context` field read (it exists to own the modules' context).
+    #[allow(dead_code)]
+    fn context(&self) -> &Context {
+        &self.context
+    }
+}
+
+/// Makes the guest module fit for unit-by-unit compilation, once, right after parsing:
+/// every symbol external (so any unit can reach any other's), every function with a patchable
+/// entry and frame pointers.
+fn prepare(m: LLVMModuleRef) {
+    let mut anon = 0;
+    let values: Vec<LLVMValueRef> = functions(m).chain(globals(m)).chain(aliases(m)).collect();
+    for v in values {
+        let name = value_name(v);
+        if name.starts_with("llvm.") {
+            continue;
+        }
+        if name.is_empty() {
+            let new = format!("__uppercut.anon.{anon}");
+            anon += 1;
+            // SAFETY: `v` is a global value of `m`; the name is passed with its length.
+            unsafe { llc::LLVMSetValueName2(v, new.as_ptr().cast(), new.len()) };
+        }
+        // SAFETY: `v` is a global value of `m`.
+        let linkage = unsafe { llc::LLVMGetLinkage(v) };
+        // SAFETY: `v` is a global value of `m`.
+        let is_decl = unsafe { llc::LLVMIsDeclaration(v) } != 0;
+        use LLVMLinkage::*;
+        let promote = matches!(
+            linkage,
+            LLVMPrivateLinkage
+                | LLVMInternalLinkage
+                | LLVMLinkOnceAnyLinkage
+                | LLVMLinkOnceODRLinkage
+                | LLVMWeakAnyLinkage
+                | LLVMWeakODRLinkage
+        );
+        if promote && !is_decl {
+            // SAFETY: `v` is a definition of `m`; external linkage is valid for any definition.
+            unsafe {
+                llc::LLVMSetLinkage(v, LLVMExternalLinkage);
+                llc::LLVMSetVisibility(v, llvm_sys::LLVMVisibility::LLVMDefaultVisibility);
+                llvm_sys::comdat::LLVMSetComdat(v, std::ptr::null_mut());
+            }
+        }
+        // SAFETY: `v` is a global value of `m`.
+        if !unsafe { llc::LLVMIsAFunction(v) }.is_null() && !is_decl {
+            add_fn_attribute(
+                v,
+                "patchable-function-entry",
+                &PATCHABLE_ENTRY_BYTES.to_string(),
+            );
+            add_fn_attribute(v, "frame-pointer", "all");
+        }
+    }
+}
+
+/// Turns every function and global the unit does not compile into a declaration that the linker
+/// resolves to the engine's current address for it.
+fn keep_only(m: LLVMModuleRef, keep: &[String]) {
+    for f in functions(m).collect::<Vec<_>>() {
+        let name = value_name(f);
+        // SAFETY: `f` is a function of `m`.
+        if unsafe { llc::LLVMIsDeclaration(f) } != 0 || keep.contains(&name) {
+            continue;
+        }
+        // SAFETY: `f` is a definition of `m`. A declaration of the same type and calling
+        // convention takes over all its uses; then the definition is deleted and the declaration
+        // takes its name.
+        unsafe {
+            let ty = llc::LLVMGlobalGetValueType(f);
+            let tmp = format!("{name}.uppercut.decl");
+            let c = CString::new(tmp).expect("no NUL");
+            let decl = llc::LLVMAddFunction(m, c.as_ptr(), ty);
+            llc::LLVMSetFunctionCallConv(decl, llc::LLVMGetFunctionCallConv(f));
+            llc::LLVMReplaceAllUsesWith(f, decl);
+            llc::LLVMDeleteFunction(f);
+            llc::LLVMSetValueName2(decl, name.as_ptr().cast(), name.len());
+        }
+    }
+    for g in globals(m).collect::<Vec<_>>() {
+        let name = value_name(g);
+        // SAFETY: `g` is a global variable of `m`.
+        if unsafe { llc::LLVMIsDeclaration(g) } != 0 {
+            continue;
+        }
+        if matches!(
+            name.as_str(),
+            "llvm.global_ctors" | "llvm.global_dtors" | "llvm.used" | "llvm.compiler.used"
+        ) {
+            // SAFETY: these appending globals are only read by code generation; a unit that
+            // does not own the module's functions must not register them again.
+            unsafe { llc::LLVMDeleteGlobal(g) };
+            continue;
+        }
+        // SAFETY: `g` is a definition of `m`; without an initializer it becomes a declaration,
+        // which must have external linkage.
+        unsafe {
+            llc::LLVMSetInitializer(g, std::ptr::null_mut());
+            llc::LLVMSetLinkage(g, LLVMLinkage::LLVMExternalLinkage);
+            llvm_sys::comdat::LLVMSetComdat(g, std::ptr::null_mut());
+        }
+    }
+    for a in aliases(m).collect::<Vec<_>>() {
+        let name = value_name(a);
+        // SAFETY: `a` is an alias of `m`; a declaration of its value type replaces it, as for
+        // functions above (aliases are resolved to the base unit's address like any symbol).
+        unsafe {
+            let ty = llc::LLVMGlobalGetValueType(a);
+            let tmp = CString::new(format!("{name}.uppercut.decl")).expect("no NUL");
+            let decl = if llc::LLVMGetTypeKind(ty) == llvm_sys::LLVMTypeKind::LLVMFunctionTypeKind {
+                llc::LLVMAddFunction(m, tmp.as_ptr(), ty)
+            } else {
+                llc::LLVMAddGlobal(m, ty, tmp.as_ptr())
+            };
+            llc::LLVMReplaceAllUsesWith(a, decl);
+            llc::LLVMDeleteGlobal(a);
+            llc::LLVMSetValueName2(decl, name.as_ptr().cast(), name.len());
+        }
+    }
+}
+
+/// Rewrites `PerformCustomCallback("constant", args)` into a call of the fast entry with the
+/// callback's slot, so that the name is looked up once, here, not at every call.
+fn rewrite_constant_hypercalls(m: LLVMModuleRef, linker: &mut dyn Linker) -> usize {
+    let name = CString::from(c"PerformCustomCallback");
+    // SAFETY: `m` is live; `name` is NUL-terminated.
+    let target = unsafe { llc::LLVMGetNamedFunction(m, name.as_ptr()) };
+    if target.is_null() {
+        return 0;
+    }
+    let mut calls = Vec::new();
+    // SAFETY: walking the use list of a live function.
+    let mut u = unsafe { llc::LLVMGetFirstUse(target) };
+    while !u.is_null() {
+        // SAFETY: `u` is a use of `target`.
+        let user = unsafe { llc::LLVMGetUser(u) };
+        // SAFETY: `user` is a live value.
+        if !unsafe { llc::LLVMIsACallInst(user) }.is_null()
+            // SAFETY: `user` is a call instruction.
+            && unsafe { llc::LLVMGetCalledValue(user) } == target
+            // SAFETY: as above.
+            && unsafe { llc::LLVMGetNumArgOperands(user) } == 2
+        {
+            calls.push(user);
+        }
+        // SAFETY: `u` is a live use.
+        u = unsafe { llc::LLVMGetNextUse(u) };
+    }
+    if calls.is_empty() {
+        return 0;
+    }
+    let fast_name = CString::new(FAST_HYPERCALL).expect("no NUL");
+    // SAFETY: `m` is live.
+    let mut fast = unsafe { llc::LLVMGetNamedFunction(m, fast_name.as_ptr()) };
+    if fast.is_null() {
+        // SAFETY: declares `ptr (ptr, ptr)` in `m`'s context.
+        fast = unsafe {
+            let ctx = llc::LLVMGetModuleContext(m);
+            let ptr = llc::LLVMPointerTypeInContext(ctx, 0);
+            let mut params = [ptr, ptr];
+            let ty = llc::LLVMFunctionType(ptr, params.as_mut_ptr(), 2, 0);
+            llc::LLVMAddFunction(m, fast_name.as_ptr(), ty)
+        };
+    }
+    let mut rewritten = 0;
+    for call in calls {
+        // SAFETY: `call` is a call with two arguments.
+        let arg = unsafe { llc::LLVMGetOperand(call, 0) };
+        let Some(callback) = constant_string(arg) else {
+            continue;
+        };
+        let slot = linker.hypercall_slot(&callback);
+        // SAFETY: `call` is a live call; operand 0 becomes a constant pointer of the same type,
+        // and the callee (the last operand) a function of the same type.
+        unsafe {
+            let ctx = llc::LLVMGetModuleContext(m);
+            let i64t = llc::LLVMInt64TypeInContext(ctx);
+            let ptr = llc::LLVMPointerTypeInContext(ctx, 0);
+            let slot_ptr = llc::LLVMConstIntToPtr(llc::LLVMConstInt(i64t, slot, 0), ptr);
+            llc::LLVMSetOperand(call, 0, slot_ptr);
+            let callee = llc::LLVMGetNumOperands(call) as u32 - 1;
+            llc::LLVMSetOperand(call, callee, fast);
+        }
+        rewritten += 1;
+    }
+    rewritten
+}
+
+/// The text of a constant C string that `v` points to, if it is one.
+fn constant_string(v: LLVMValueRef) -> Option<String> {
+    // SAFETY: `v` is a live value; each cast check returns null on mismatch.
+    let g = unsafe { llc::LLVMIsAGlobalVariable(v) };
+    if g.is_null() {
+        return None;
+    }
+    // SAFETY: `g` is a global variable.
+    if unsafe { llc::LLVMIsGlobalConstant(g) } == 0 {
+        return None;
+    }
+    // SAFETY: as above; null without an initializer.
+    let init = unsafe { llc::LLVMGetInitializer(g) };
+    // SAFETY: `init` is checked for null, then a live constant.
+    if init.is_null() || unsafe { llc::LLVMIsConstantString(init) } == 0 {
+        return None;
+    }
+    let mut len = 0;
+    // SAFETY: `init` is a constant data sequential; the returned bytes live as long as it.
+    let ptr = unsafe { llc::LLVMGetAsString(init, &mut len) };
+    // SAFETY: LLVM returns `len` valid bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    let end = bytes.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&bytes[..end]).ok().map(str::to_owned)
+}
+
+/// Names of the functions in `llvm.global_ctors`/`dtors`, by ascending priority.
+fn structors(m: LLVMModuleRef, name: &CStr) -> Vec<String> {
+    // SAFETY: `m` is live; `name` NUL-terminated.
+    let g = unsafe { llc::LLVMGetNamedGlobal(m, name.as_ptr()) };
+    if g.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `g` is a global variable of `m`.
+    let init = unsafe { llc::LLVMGetInitializer(g) };
+    if init.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    // SAFETY: `init` is a constant array of `{ i32, ptr, ptr }`; each access is bounded by the
+    // operand counts LLVM reports.
+    unsafe {
+        let n = llc::LLVMGetNumOperands(init);
+        for i in 0..n.max(0) as u32 {
+            let entry = llc::LLVMGetOperand(init, i);
+            if llc::LLVMGetNumOperands(entry) < 2 {
+                continue;
+            }
+            let prio = llc::LLVMConstIntGetZExtValue(llc::LLVMGetOperand(entry, 0));
+            let f = llc::LLVMGetOperand(entry, 1);
+            if llc::LLVMIsAFunction(f).is_null() {
+                continue;
+            }
+            out.push((prio, out.len(), value_name(f)));
+        }
+    }
+    out.sort();
+    out.into_iter().map(|(_, _, n)| n).collect()
+}
+
+fn add_fn_attribute(f: LLVMValueRef, key: &str, value: &str) {
+    // SAFETY: `f` is a function; the attribute is created in its context with explicit lengths.
+    unsafe {
+        let ctx = llc::LLVMGetTypeContext(llc::LLVMTypeOf(f));
+        let a = llc::LLVMCreateStringAttribute(
+            ctx,
+            key.as_ptr().cast::<c_char>(),
+            key.len() as u32,
+            value.as_ptr().cast::<c_char>(),
+            value.len() as u32,
+        );
+        llc::LLVMAddAttributeAtIndex(f, llvm_sys::LLVMAttributeFunctionIndex, a);
+    }
+}
+
+fn value_name(v: LLVMValueRef) -> String {
+    let mut len = 0;
+    // SAFETY: `v` is a live value; LLVM returns `len` bytes that live as long as the value.
+    let ptr = unsafe { llc::LLVMGetValueName2(v, &mut len) };
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn functions(m: LLVMModuleRef) -> impl Iterator<Item = LLVMValueRef> {
+    // SAFETY: `m` is live for the iteration; the next pointer is read before the caller may
+    // change the current value.
+    walk(unsafe { llc::LLVMGetFirstFunction(m) }, |v| unsafe {
+        llc::LLVMGetNextFunction(v)
+    })
+}
+
+fn globals(m: LLVMModuleRef) -> impl Iterator<Item = LLVMValueRef> {
+    // SAFETY: as for `functions`.
+    walk(unsafe { llc::LLVMGetFirstGlobal(m) }, |v| unsafe {
+        llc::LLVMGetNextGlobal(v)
+    })
+}
+
+fn aliases(m: LLVMModuleRef) -> impl Iterator<Item = LLVMValueRef> {
+    // SAFETY: as for `functions`.
+    walk(unsafe { llc::LLVMGetFirstGlobalAlias(m) }, |v| unsafe {
+        llc::LLVMGetNextGlobalAlias(v)
+    })
+}
+
+fn walk(
+    first: LLVMValueRef,
+    next: impl Fn(LLVMValueRef) -> LLVMValueRef,
+) -> impl Iterator<Item = LLVMValueRef> {
+    let mut cur = first;
+    std::iter::from_fn(move || {
+        if cur.is_null() {
+            return None;
+        }
+        let v = cur;
+        cur = next(v);
+        Some(v)
+    })
+}
+
+/// What the memory manager hands back after MCJIT is done.
+#[derive(Default)]
+struct Captured {
+    memory: UnitMemory,
+    finalized: bool,
+    error: Option<String>,
+}
+
+/// MCJIT's memory manager: every section comes from the engine's code arena, and is kept
+/// (with its name) after MCJIT is dropped.
+#[derive(Debug)]
+struct MemoryManager {
+    arena: CodeArena,
+    captured: Arc<Mutex<Captured>>,
+}
+
+impl std::fmt::Debug for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Captured")
+            .field("finalized", &self.finalized)
+            .finish()
+    }
+}
+
+impl MemoryManager {
+    fn allocate(&mut self, size: usize, alignment: u32, name: Option<(&str, bool)>) -> *mut u8 {
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        let size = size.max(1);
+        let align = (alignment as usize).max(1);
+        let request = match name {
+            None => RegionRequest::code(size),
+            Some(_) => RegionRequest::data(size),
+        };
+        match self.arena.allocate(request.align(align)) {
+            Ok(mut region) => {
+                let ptr = region.as_mut_ptr();
+                match name {
+                    None => captured.memory.code.push(region),
+                    Some((name, read_only)) => {
+                        captured.memory.data.push((name.to_owned(), region, size));
+                        captured.memory.read_only.push(read_only);
+                    }
+                }
+                ptr
+            }
+            Err(e) => {
+                captured.error.get_or_insert_with(|| e.to_string());
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+impl McjitMemoryManager for MemoryManager {
+    fn allocate_code_section(
+        &mut self,
+        size: libc::uintptr_t,
+        alignment: libc::c_uint,
+        _section_id: libc::c_uint,
+        _section_name: &str,
+    ) -> *mut u8 {
+        self.allocate(size, alignment, None)
+    }
+
+    fn allocate_data_section(
+        &mut self,
+        size: libc::uintptr_t,
+        alignment: libc::c_uint,
+        _section_id: libc::c_uint,
+        section_name: &str,
+        is_read_only: bool,
+    ) -> *mut u8 {
+        self.allocate(size, alignment, Some((section_name, is_read_only)))
+    }
+
+    fn finalize_memory(&mut self) -> Result<(), String> {
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &captured.error {
+            return Err(e.clone());
+        }
+        let memory = &mut captured.memory;
+        for region in &mut memory.code {
+            region.publish().map_err(|e| e.to_string())?;
+        }
+        for ((_, region, _), read_only) in memory.data.iter_mut().zip(&memory.read_only) {
+            if *read_only {
+                region.make_read_only().map_err(|e| e.to_string())?;
+            }
+        }
+        captured.finalized = true;
+        Ok(())
+    }
+
+    fn destroy(&mut self) {}
+}

@@ -1,0 +1,404 @@
+//! The engine end to end: loading, linking, hypercalls, recompile-and-relink.
+
+use std::ffi::{CStr, c_void};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use uppercut_core::{CallbackError, Engine, EngineOptions, Error, Hypercall, OptLevel};
+
+fn engine(ir: &str) -> Engine {
+    Engine::from_bytes(ir.as_bytes(), "test.ll", EngineOptions::default()).expect("loads")
+}
+
+fn engine_at(ir: &str, opt_level: OptLevel) -> Engine {
+    let options = EngineOptions {
+        opt_level,
+        ..EngineOptions::default()
+    };
+    Engine::from_bytes(ir.as_bytes(), "test.ll", options).expect("loads")
+}
+
+const ADD: &str = r#"
+define i64 @add(i64 %a, i64 %b) {
+  %s = add i64 %a, %b
+  ret i64 %s
+}
+define i32 @main(i32 %argc, ptr %argv) {
+  %r = call i64 @add(i64 40, i64 2)
+  %t = trunc i64 %r to i32
+  ret i32 %t
+}
+"#;
+
+#[test]
+fn runs_main_and_calls_functions() {
+    for opt in [OptLevel::O0, OptLevel::O2] {
+        let e = engine_at(ADD, opt);
+        assert_eq!(e.run_main("test", &[]).unwrap(), 42);
+        assert_eq!(e.call("add", &[5, 6]).unwrap(), 11);
+    }
+}
+
+#[test]
+fn main_gets_argc_and_argv() {
+    let ir = r#"
+declare i64 @strlen(ptr)
+define i32 @main(i32 %argc, ptr %argv) {
+  %p = getelementptr ptr, ptr %argv, i64 2
+  %s = load ptr, ptr %p
+  %n = call i64 @strlen(ptr %s)
+  %n32 = trunc i64 %n to i32
+  %x = mul i32 %argc, 100
+  %r = add i32 %x, %n32
+  ret i32 %r
+}
+"#;
+    let e = engine(ir);
+    let args = vec!["a".to_owned(), "hello".to_owned()];
+    assert_eq!(e.run_main("prog", &args).unwrap(), 305);
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let garbage = Engine::from_bytes(b"this is not IR", "bad.ll", EngineOptions::default());
+    assert!(
+        matches!(garbage, Err(Error::InvalidIr { .. })),
+        "{garbage:?}"
+    );
+    let bitcode_garbage =
+        Engine::from_bytes(b"BC\xc0\xde\x00\x01", "bad.bc", EngineOptions::default());
+    assert!(matches!(bitcode_garbage, Err(Error::InvalidIr { .. })));
+    let missing = Engine::from_file("/nonexistent/x.ll", EngineOptions::default());
+    assert!(matches!(missing, Err(Error::Read { .. })));
+
+    let no_main = engine("define i32 @f() {\n ret i32 1\n}\n");
+    assert!(matches!(no_main.run_main("p", &[]), Err(Error::NoMain)));
+
+    let odd_main = engine("define i32 @main(double %x) {\n ret i32 1\n}\n");
+    assert!(matches!(
+        odd_main.run_main("p", &[]),
+        Err(Error::BadMainSignature(_))
+    ));
+}
+
+#[test]
+fn unresolved_symbols_fail_before_codegen() {
+    let ir = r#"
+declare i32 @uppercut_test_no_such_function(i32)
+define i32 @main() {
+  %r = call i32 @uppercut_test_no_such_function(i32 1)
+  ret i32 %r
+}
+"#;
+    let e = engine(ir);
+    match e.run_main("p", &[]) {
+        Err(Error::UnresolvedSymbol(name)) => assert_eq!(name, "uppercut_test_no_such_function"),
+        other => panic!("expected an unresolved symbol, got {other:?}"),
+    }
+    let data = r#"
+@uppercut_test_no_such_global = external global i32
+define i32 @main() {
+  %r = load i32, ptr @uppercut_test_no_such_global
+  ret i32 %r
+}
+"#;
+    let e = engine(data);
+    assert!(
+        matches!(e.run_main("p", &[]), Err(Error::UnresolvedSymbol(n)) if n == "uppercut_test_no_such_global")
+    );
+}
+
+extern "C" fn host_seven() -> i64 {
+    7
+}
+
+extern "C" fn host_nine() -> i64 {
+    9
+}
+
+const USES_HOST: &str = r#"
+declare i64 @host_value()
+; Calls are redirected; copies that the optimiser inlined are not (OSR handles those).
+define i64 @f() noinline {
+  %v = call i64 @host_value()
+  %r = add i64 %v, 100
+  ret i64 %r
+}
+define ptr @f_address() {
+  ret ptr @f
+}
+define i64 @call_f() {
+  %r = call i64 @f()
+  ret i64 %r
+}
+define i64 @call_through(ptr %fp) {
+  %r = call i64 %fp()
+  ret i64 %r
+}
+"#;
+
+#[test]
+fn bindings_resolve_declarations() {
+    let e = engine(USES_HOST);
+    e.bind("host_value", host_seven as *const () as u64)
+        .unwrap();
+    assert_eq!(e.call("f", &[]).unwrap(), 107);
+    assert!(matches!(e.bind("x", 0), Err(Error::NullBinding(_))));
+}
+
+#[test]
+fn recompile_reaches_old_callers_new_callers_and_old_function_pointers() {
+    for opt in [OptLevel::O0, OptLevel::O2] {
+        let e = engine_at(USES_HOST, opt);
+        e.bind("host_value", host_seven as *const () as u64)
+            .unwrap();
+        let old_pointer = e.call("f_address", &[]).unwrap();
+        let old_entry = e.entry("f").unwrap();
+        assert_eq!(e.call("call_f", &[]).unwrap(), 107);
+
+        // A new version of `f` links `host_value` to another address: seeing 109 proves the
+        // call went to the new code.
+        e.bind("host_value", host_nine as *const () as u64).unwrap();
+        let done = e.recompile("f", OptLevel::O2).unwrap();
+        assert_eq!(done.redirected, 1);
+        assert_ne!(done.version.entry, old_entry);
+        assert_eq!(e.entry("f").unwrap(), done.version.entry);
+        assert_eq!(e.versions("f").len(), 2);
+
+        assert_eq!(e.call("call_f", &[]).unwrap(), 109, "old caller");
+        assert_eq!(
+            e.call("call_through", &[old_pointer]).unwrap(),
+            109,
+            "old function pointer"
+        );
+        assert_eq!(e.call("f", &[]).unwrap(), 109, "new entry");
+
+        // Again: every older entry now jumps straight to the newest version.
+        e.bind("host_value", host_seven as *const () as u64)
+            .unwrap();
+        let again = e.recompile("f", OptLevel::O0).unwrap();
+        assert_eq!(again.redirected, 2);
+        assert_eq!(e.call("call_through", &[old_pointer]).unwrap(), 107);
+        assert_eq!(e.call("call_f", &[]).unwrap(), 107);
+    }
+}
+
+#[test]
+fn recompiling_an_unknown_function_is_an_error() {
+    let e = engine(ADD);
+    assert!(matches!(
+        e.recompile("nope", OptLevel::O2),
+        Err(Error::NoSuchFunction(_))
+    ));
+}
+
+const HYPERCALLS: &str = r#"
+@.name = private unnamed_addr constant [7 x i8] c"double\00"
+@.unknown = private unnamed_addr constant [8 x i8] c"nowhere\00"
+declare ptr @PerformCustomCallback(ptr, ptr)
+
+define i64 @constant_name(i64 %x) {
+  %p = inttoptr i64 %x to ptr
+  %r = notail call ptr @PerformCustomCallback(ptr @.name, ptr %p)
+  %i = ptrtoint ptr %r to i64
+  ret i64 %i
+}
+define i64 @dynamic_name(ptr %name, i64 %x) {
+  %p = inttoptr i64 %x to ptr
+  %r = call ptr @PerformCustomCallback(ptr %name, ptr %p)
+  %i = ptrtoint ptr %r to i64
+  ret i64 %i
+}
+define i64 @unknown() {
+  %r = call ptr @PerformCustomCallback(ptr @.unknown, ptr null)
+  %i = ptrtoint ptr %r to i64
+  ret i64 %i
+}
+define i64 @plus_one(i64 %x) {
+  %r = add i64 %x, 1
+  ret i64 %r
+}
+"#;
+
+fn double(h: &mut Hypercall<'_>) -> Result<*mut c_void, CallbackError> {
+    Ok((h.args() as usize * 2) as *mut c_void)
+}
+
+#[test]
+fn hypercalls_by_constant_and_dynamic_name() {
+    let e = engine(HYPERCALLS);
+    e.register_callback("double", double).unwrap();
+    assert_eq!(e.call("constant_name", &[21]).unwrap(), 42);
+    let name = c"double";
+    assert_eq!(
+        e.call("dynamic_name", &[name.as_ptr() as u64, 5]).unwrap(),
+        10
+    );
+}
+
+#[test]
+fn unknown_callbacks_stop_the_guest_with_an_error() {
+    let e = engine(HYPERCALLS);
+    match e.call("unknown", &[]) {
+        Err(Error::UnknownCallback(name)) => assert_eq!(name, "nowhere"),
+        other => panic!("expected an unknown callback, got {other:?}"),
+    }
+    let bad = c"no-such-name";
+    assert!(matches!(
+        e.call("dynamic_name", &[bad.as_ptr() as u64, 1]),
+        Err(Error::UnknownCallback(n)) if n == "no-such-name"
+    ));
+    // The engine is still usable, and a handler registered later is found.
+    e.register_callback("nowhere", |_: &mut Hypercall<'_>| Ok(77 as *mut c_void))
+        .unwrap();
+    assert_eq!(e.call("unknown", &[]).unwrap(), 77);
+}
+
+#[test]
+fn panicking_and_failing_handlers_stop_the_guest_cleanly() {
+    let e = engine(HYPERCALLS);
+    e.register_callback(
+        "double",
+        |_: &mut Hypercall<'_>| -> Result<*mut c_void, CallbackError> {
+            panic!("handler exploded")
+        },
+    )
+    .unwrap();
+    match e.call("constant_name", &[1]) {
+        Err(Error::CallbackPanicked { name, message }) => {
+            assert_eq!(name, "double");
+            assert_eq!(message, "handler exploded");
+        }
+        other => panic!("expected a panic report, got {other:?}"),
+    }
+    e.register_callback("double", |_: &mut Hypercall<'_>| Err("refused".into()))
+        .unwrap();
+    assert!(matches!(
+        e.call("constant_name", &[1]),
+        Err(Error::CallbackFailed { message, .. }) if message == "refused"
+    ));
+    // The guest can run again afterwards.
+    assert_eq!(e.call("plus_one", &[1]).unwrap(), 2);
+}
+
+#[test]
+fn handlers_may_call_guest_functions_and_see_the_guest_state() {
+    let e = engine(HYPERCALLS);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = Arc::clone(&seen);
+    e.register_callback("double", move |h: &mut Hypercall<'_>| {
+        let state = h.guest_state();
+        let version = h
+            .engine()
+            .version_at(state.return_address)
+            .ok_or("return address not in JIT code")?;
+        assert_eq!(version.function, "constant_name");
+        assert!(state.rsp != 0 && state.rbp >= state.rsp);
+        seen2.fetch_add(1, Ordering::SeqCst);
+        let inner = h.engine().call("plus_one", &[h.args() as u64])?;
+        Ok(inner as *mut c_void)
+    })
+    .unwrap();
+    assert_eq!(e.call("constant_name", &[41]).unwrap(), 42);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn nested_failures_return_to_the_innermost_entry() {
+    let e = engine(HYPERCALLS);
+    // The outer handler calls the guest, whose hypercall fails; the outer handler sees the
+    // error and recovers.
+    e.register_callback("double", |h: &mut Hypercall<'_>| {
+        let inner = h.engine().call("unknown", &[]);
+        assert!(matches!(inner, Err(Error::UnknownCallback(_))));
+        Ok(5 as *mut c_void)
+    })
+    .unwrap();
+    assert_eq!(e.call("constant_name", &[0]).unwrap(), 5);
+}
+
+const RECOMPILE_FROM_GUEST: &str = r#"
+@.recompile = private unnamed_addr constant [19 x i8] c"uppercut.recompile\00"
+@.frames = private unnamed_addr constant [22 x i8] c"uppercut.print_frames\00"
+@.info = private unnamed_addr constant [19 x i8] c"uppercut.code_info\00"
+@.work = private unnamed_addr constant [5 x i8] c"work\00"
+declare ptr @PerformCustomCallback(ptr, ptr)
+
+define i64 @work(i64 %n) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %acc = phi i64 [ 0, %entry ], [ %acc1, %loop ]
+  %sq = mul i64 %i, %i
+  %acc1 = add i64 %acc, %sq
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, %n
+  br i1 %done, label %exit, label %loop
+exit:
+  ret i64 %acc1
+}
+
+define i64 @recompile_work() {
+  %args = alloca { ptr, i64 }
+  store ptr @.work, ptr %args
+  %level = getelementptr { ptr, i64 }, ptr %args, i32 0, i32 1
+  store i64 2, ptr %level
+  %r = call ptr @PerformCustomCallback(ptr @.recompile, ptr %args)
+  %i = ptrtoint ptr %r to i64
+  ret i64 %i
+}
+
+define i64 @depth(i64 %n) {
+  %z = icmp eq i64 %n, 0
+  br i1 %z, label %base, label %rec
+base:
+  %r = call ptr @PerformCustomCallback(ptr @.frames, ptr null)
+  %i = ptrtoint ptr %r to i64
+  ret i64 %i
+rec:
+  %m = sub i64 %n, 1
+  %d = call i64 @depth(i64 %m)
+  ret i64 %d
+}
+
+define ptr @info() {
+  %r = call ptr @PerformCustomCallback(ptr @.info, ptr @.work)
+  ret ptr %r
+}
+"#;
+
+#[test]
+fn builtin_recompile_replaces_a_function_from_inside_the_guest() {
+    let e = engine_at(RECOMPILE_FROM_GUEST, OptLevel::O0);
+    assert_eq!(e.call("work", &[1000]).unwrap(), 332_833_500);
+    let status = e.call("recompile_work", &[]).unwrap();
+    // SAFETY: the built-in returns a NUL-terminated status that lives until the next built-in
+    // hypercall on this thread.
+    let status = unsafe { CStr::from_ptr(status as *const CChar) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(status.starts_with("recompiled work at O2 as v"), "{status}");
+    let versions = e.versions("work");
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[1].opt_level, OptLevel::O2);
+    assert_eq!(e.call("work", &[1000]).unwrap(), 332_833_500);
+
+    let info = e.call("info", &[]).unwrap();
+    // SAFETY: as above.
+    let info = unsafe { CStr::from_ptr(info as *const CChar) }
+        .to_str()
+        .unwrap();
+    assert_eq!(info.lines().count(), 2, "{info}");
+    assert!(info.lines().all(|l| l.starts_with("work v")), "{info}");
+}
+
+#[test]
+fn builtin_print_frames_walks_every_jit_frame() {
+    let e = engine_at(RECOMPILE_FROM_GUEST, OptLevel::O0);
+    // depth(5) makes six frames of `depth`; the walk stops at the host's frame.
+    assert_eq!(e.call("depth", &[5]).unwrap(), 6);
+}
+
+type CChar = std::ffi::c_char;

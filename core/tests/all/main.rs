@@ -1,0 +1,3 @@
+//! Integration tests of `uppercut-core`.
+
+mod engine;
