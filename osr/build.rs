@@ -2,8 +2,7 @@
 //! links its `registerCustomCallback` calls against the engine.
 
 fn main() {
-    for symbol in ["registerCustomCallback"] {
-        println!("cargo:rustc-link-arg-bin=uppercut=-Wl,--undefined={symbol}");
-        println!("cargo:rustc-link-arg-bin=uppercut=-Wl,--export-dynamic-symbol={symbol}");
-    }
+    let symbol = "registerCustomCallback";
+    println!("cargo:rustc-link-arg-bin=uppercut=-Wl,--undefined={symbol}");
+    println!("cargo:rustc-link-arg-bin=uppercut=-Wl,--export-dynamic-symbol={symbol}");
 }

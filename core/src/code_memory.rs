@@ -278,6 +278,11 @@ pub enum CodeMemoryError {
 
 struct Hex<'a>(&'a Range<usize>);
 
+/// `addr..addr + len`, saturating (an error value may come from anywhere).
+fn addr_range(addr: usize, len: usize) -> Range<usize> {
+    addr..addr.saturating_add(len)
+}
+
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}..{:#x}", self.0.start, self.0.end)
@@ -334,37 +339,37 @@ impl fmt::Display for CodeMemoryError {
             } => write!(
                 f,
                 "{} overlaps the live region {}",
-                Hex(&(*addr..addr + len)),
+                Hex(&addr_range(*addr, *len)),
                 Hex(existing)
             ),
             StraddlesArena { addr, len, arena } => write!(
                 f,
                 "{} lies partly inside and partly outside the code arena {}",
-                Hex(&(*addr..addr + len)),
+                Hex(&addr_range(*addr, *len)),
                 Hex(arena)
             ),
             OutsideArena { addr, len, arena } => write!(
                 f,
                 "{} is outside the code arena {} and the arena places nothing outside itself",
-                Hex(&(*addr..addr + len)),
+                Hex(&addr_range(*addr, *len)),
                 Hex(arena)
             ),
             OutOfReach { addr, len, span } => write!(
                 f,
                 "{} is out of reach: code memory would span {} ({:#x} bytes, more than {MAX_SPAN:#x})",
-                Hex(&(*addr..addr + len)),
+                Hex(&addr_range(*addr, *len)),
                 Hex(span),
                 span.end - span.start
             ),
             AddressInUse { addr, len } => write!(
                 f,
                 "{} is already in use by another mapping of the process",
-                Hex(&(*addr..addr + len))
+                Hex(&addr_range(*addr, *len))
             ),
             KernelRefused { addr, len, source } => write!(
                 f,
                 "the kernel refused to map {}: {source}",
-                Hex(&(*addr..addr + len))
+                Hex(&addr_range(*addr, *len))
             ),
             RangeTooSmall { range, len } => {
                 write!(f, "range {} is too small for {len:#x} bytes", Hex(range))
@@ -382,7 +387,7 @@ impl fmt::Display for CodeMemoryError {
             } => write!(
                 f,
                 "cannot make region {} {to}: {source}",
-                Hex(&(*addr..addr + len))
+                Hex(&addr_range(*addr, *len))
             ),
             WrongState {
                 addr,
@@ -1221,6 +1226,11 @@ impl fmt::Debug for CodeArena {
 /// [`replace`](Self::replace), its pages are not executable: a thread executing them at that
 /// moment faults. Patch only while no thread can be running in the region (for example while
 /// the guest is stopped in a hypercall).
+///
+/// **Reading while guest code runs.** [`as_slice`](Self::as_slice) borrows the bytes as
+/// immutable; guest code that stores into a read-write data region while such a borrow is live
+/// is a data race. Read guest-written data only while the guest cannot run (running JIT code is
+/// `unsafe` for this reason among others).
 ///
 /// **Instruction cache.** x86-64 keeps instruction fetch coherent with stores, and the
 /// `mprotect` that publishes a region is a serialising system call, so no explicit cache flush is
@@ -2192,9 +2202,9 @@ mod tests {
         region.publish().unwrap();
         assert_perms(&region, Permissions::READ_EXECUTE);
         assert_eq!(call(&region), 5);
-        // The span now includes the outside region: an address as far on the other side is out
-        // of reach although it alone would fit.
-        let other_side = region.addr() + MAX_SPAN - p;
+        // The span now includes the outside region: the highest page that the arena alone
+        // would keep within reach is now out of it.
+        let other_side = range.start + MAX_SPAN - p;
         assert!(matches!(
             arena.allocate(RegionRequest::code(p).at(other_side)),
             Err(CodeMemoryError::OutOfReach { .. })

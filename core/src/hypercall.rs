@@ -148,7 +148,9 @@ pub(crate) struct Slot {
 pub(crate) struct Callbacks {
     slots: Mutex<HashMap<String, Box<Slot>>>,
     /// Handlers replaced by a later registration: kept until the engine goes, since a
-    /// hypercall may still be running them.
+    /// hypercall may still be running them. The outer box is what a running hypercall points
+    /// into, so it must stay where it is.
+    #[allow(clippy::vec_box)]
     retired: Mutex<Vec<Box<Handler>>>,
 }
 

@@ -402,3 +402,38 @@ fn builtin_print_frames_walks_every_jit_frame() {
 }
 
 type CChar = std::ffi::c_char;
+
+#[test]
+fn no_page_is_writable_and_executable_while_guest_code_runs() {
+    let e = engine(HYPERCALLS);
+    let checked = Arc::new(AtomicUsize::new(0));
+    let checked2 = Arc::clone(&checked);
+    e.register_callback("double", move |h: &mut Hypercall<'_>| {
+        // The guest is live below us on the stack, in code the engine compiled.
+        assert!(
+            h.engine()
+                .version_at(h.guest_state().return_address)
+                .is_some()
+        );
+        let wx = uppercut_core::code_memory::writable_executable_mappings()
+            .map_err(|e| e.to_string())?;
+        assert!(wx.is_empty(), "writable and executable: {wx:?}");
+        checked2.fetch_add(1, Ordering::SeqCst);
+        Ok(std::ptr::null_mut())
+    })
+    .unwrap();
+    e.call("constant_name", &[1]).unwrap();
+    // After a relink too: patching is a scoped step that ends executable again.
+    e.recompile("constant_name", OptLevel::O0).unwrap();
+    e.call("constant_name", &[1]).unwrap();
+    assert_eq!(checked.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn constant_names_take_the_fast_path() {
+    let e = engine(HYPERCALLS);
+    e.compile().unwrap();
+    let fast: usize = e.units().iter().map(|u| u.fast_hypercalls).sum();
+    // `constant_name` and `unknown` name a constant; `dynamic_name` does not.
+    assert_eq!(fast, 2);
+}
