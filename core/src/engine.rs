@@ -382,14 +382,69 @@ impl Engine {
     /// guest's static constructors and before its destructors, as `lli` does; returns `main`'s
     /// result (0 for a `void main`).
     pub fn run_main(&self, program: &str, args: &[String]) -> Result<i32> {
+        self.check_main()?;
+        self.compile()?;
+        self.run_constructors()?;
+        let status = self.call_main(program, args)?;
+        for dtor in &self.inner.facts.destructors {
+            self.call(dtor, &[])?;
+        }
+        Ok(status)
+    }
+
+    /// Runs the guest as a process does, and exits the process with `main`'s result.
+    ///
+    /// As natively, the guest's static destructors run from an `atexit` handler registered
+    /// before its constructors: after the guest's own `atexit` handlers, whether `main` returns
+    /// or the guest calls `exit`. The engine stays alive until the process ends. Returns only
+    /// when the guest cannot start or is stopped by a failing hypercall.
+    pub fn exec_main(&self, program: &str, args: &[String]) -> Error {
+        let run = || -> Result<i32> {
+            self.check_main()?;
+            self.compile()?;
+            if !self.inner.facts.destructors.is_empty() {
+                let mut slot = EXIT_DESTRUCTORS.lock().unwrap_or_else(|e| e.into_inner());
+                let first = slot.is_none();
+                *slot = Some(self.clone());
+                drop(slot);
+                if first {
+                    // SAFETY: registering a handler that only reads a static is always sound.
+                    unsafe { libc::atexit(run_exit_destructors) };
+                }
+            }
+            self.run_constructors()?;
+            self.call_main(program, args)
+        };
+        match run() {
+            // SAFETY: `exit` runs the atexit handlers (the guest's, then its destructors) and
+            // flushes stdio; the engine they need is kept in `EXIT_DESTRUCTORS`.
+            Ok(status) => unsafe { libc::exit(status) },
+            Err(e) => e,
+        }
+    }
+
+    fn check_main(&self) -> Result<()> {
         let main = self.inner.facts.main.as_ref().ok_or(Error::NoMain)?;
         if !main.callable {
             return Err(Error::BadMainSignature(main.signature.clone()));
         }
-        self.compile()?;
-        for ctor in self.inner.facts.constructors.clone() {
-            self.call(&ctor, &[])?;
+        Ok(())
+    }
+
+    fn run_constructors(&self) -> Result<()> {
+        for ctor in &self.inner.facts.constructors {
+            self.call(ctor, &[])?;
         }
+        Ok(())
+    }
+
+    fn call_main(&self, program: &str, args: &[String]) -> Result<i32> {
+        let returns_int = self
+            .inner
+            .facts
+            .main
+            .as_ref()
+            .is_some_and(|m| m.returns_int);
         let argv_owned: Vec<CString> = std::iter::once(program)
             .chain(args.iter().map(String::as_str))
             .map(|a| CString::new(a.replace('\0', "")).expect("NULs removed"))
@@ -402,14 +457,7 @@ impl Engine {
             "main",
             &[argv_owned.len() as u64, argv.as_ptr() as u64, envp],
         )?;
-        for dtor in self.inner.facts.destructors.clone() {
-            self.call(&dtor, &[])?;
-        }
-        Ok(if main.returns_int {
-            result as u32 as i32
-        } else {
-            0
-        })
+        Ok(if returns_int { result as u32 as i32 } else { 0 })
     }
 
     /// Calls the guest function `function` with up to six integer or pointer arguments and
@@ -552,6 +600,26 @@ unsafe extern "C" {
     static environ: *const *const libc::c_char;
 }
 
+/// The engine whose guest destructors run at process exit ([`Engine::exec_main`]).
+static EXIT_DESTRUCTORS: Mutex<Option<Engine>> = Mutex::new(None);
+
+extern "C" fn run_exit_destructors() {
+    let engine = EXIT_DESTRUCTORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(engine) = engine {
+        for dtor in &engine.inner.facts.destructors {
+            if let Err(e) = engine.call(dtor, &[]) {
+                eprintln!("uppercut: destructor `{dtor}`: {e}");
+                return;
+            }
+        }
+        // The process is ending: the engine's code must stay mapped for whatever runs after.
+        std::mem::forget(engine);
+    }
+}
+
 /// Resolves declarations while a unit links.
 struct EngineLinker<'a> {
     engine: &'a EngineInner,
@@ -577,6 +645,11 @@ impl Linker for EngineLinker<'_> {
     }
 }
 
+unsafe extern "C" {
+    /// In glibc's `libc_nonshared.a`, like `atexit`.
+    fn at_quick_exit(f: extern "C" fn()) -> libc::c_int;
+}
+
 /// A symbol of the process (libc and whatever else is loaded), as the dynamic linker sees it.
 ///
 /// glibc keeps a few functions out of `libc.so` (in `libc_nonshared.a`, linked into each
@@ -586,6 +659,7 @@ pub(crate) fn process_symbol(name: &str) -> Option<u64> {
     let nonshared = match name {
         "atexit" => Some(libc::atexit as *const () as u64),
         "pthread_atfork" => Some(libc::pthread_atfork as *const () as u64),
+        "at_quick_exit" => Some(at_quick_exit as *const () as u64),
         _ => None,
     };
     if nonshared.is_some() {

@@ -42,6 +42,8 @@ pub(crate) const HYPERCALL: &str = "PerformCustomCallback";
 pub(crate) struct Ir {
     // Field order is drop order: both modules borrow `context` and go first.
     prepared: Module<'static>,
+    /// The prepared module as bitcode: every unit starts as a copy of it.
+    prepared_bitcode: Vec<u8>,
     pristine: Module<'static>,
     target: TargetMachine,
     origin: String,
@@ -156,7 +158,7 @@ impl Ir {
             module: origin.to_owned(),
             message: e.to_string(),
         })?;
-        let prepared = pristine.clone();
+        let prepared = copy_module(ctx, &pristine.write_bitcode_to_memory().as_slice(), origin)?;
         prepare(prepared.as_mut_ptr());
         prepared.verify().map_err(|e| Error::Verify {
             module: format!("{origin} (prepared)"),
@@ -182,8 +184,10 @@ impl Ir {
                 unit: origin.to_owned(),
                 message: "no target machine for the host".to_owned(),
             })?;
+        let prepared_bitcode = prepared.write_bitcode_to_memory().as_slice().to_vec();
         Ok(Ir {
             prepared,
+            prepared_bitcode,
             pristine,
             target,
             origin: origin.to_owned(),
@@ -262,10 +266,9 @@ impl Ir {
         linker: &mut dyn Linker,
     ) -> Result<(CompiledUnit, std::time::Duration)> {
         let started = std::time::Instant::now();
-        // SAFETY: the prepared module was verified when it was made and is never changed, so
-        // cloning it is sound (inkwell's `clone` verifies it again on every call, which costs
-        // more than the rest of a small unit's IR work); the clone belongs to the same context.
-        let module = unsafe { Module::new(llc::LLVMCloneModule(self.prepared.as_mut_ptr())) };
+        // SAFETY: `context` outlives the module, as in `load`.
+        let ctx: &'static Context = unsafe { &*(self.context.as_ref() as *const Context) };
+        let module = copy_module(ctx, &self.prepared_bitcode, spec.name)?;
         module.set_name(spec.name);
         let m = module.as_mut_ptr();
         if let Some(keep) = spec.functions {
@@ -277,6 +280,14 @@ impl Ir {
                 // SAFETY: `f` is checked for null first; then it is a function of `m`.
                 if f.is_null() || unsafe { llc::LLVMIsDeclaration(f) } != 0 {
                     return Err(Error::NoSuchFunction(name.clone()));
+                }
+                if labels_escape(f) {
+                    return Err(Error::Relink {
+                        function: name.clone(),
+                        reason: "the addresses of its labels escape it (a computed-goto table): \
+                                 a new version would keep jumping into the old one"
+                            .to_owned(),
+                    });
                 }
             }
             keep_only(m, keep);
@@ -414,6 +425,21 @@ impl Ir {
     }
 }
 
+/// A module of `ctx` read from `bitcode`: how the engine copies modules.
+///
+/// Not `LLVMCloneModule`: a clone keeps `blockaddress` constants in global initialisers (the
+/// label tables of computed `goto`) pointing at the original function, and code generation then
+/// fails with "Undefined temporary symbol". A bitcode round trip has no such gap (and costs
+/// about what a clone costs, since inkwell's clone verifies the module first).
+fn copy_module(ctx: &'static Context, bitcode: &[u8], name: &str) -> Result<Module<'static>> {
+    let buffer = MemoryBuffer::create_from_memory_range_copy(bitcode, name);
+    ctx.create_module_from_ir(buffer)
+        .map_err(|e| Error::InvalidIr {
+            origin: name.to_owned(),
+            message: e.to_string(),
+        })
+}
+
 /// Makes the guest module fit for unit-by-unit compilation, once, right after parsing:
 /// every symbol external (so any unit can reach any other's), every function with a patchable
 /// entry and frame pointers.
@@ -530,6 +556,21 @@ fn keep_only(m: LLVMModuleRef, keep: &[String]) {
     }
 }
 
+/// Whether a `blockaddress` of `f` is used anywhere but in `f`'s own instructions.
+fn labels_escape(f: LLVMValueRef) -> bool {
+    users(f).into_iter().any(|user| {
+        // SAFETY: `user` is a live value.
+        !unsafe { llc::LLVMIsABlockAddress(user) }.is_null()
+            && users(user).into_iter().any(|inner| {
+                // SAFETY: `inner` is a live value; instructions have a parent block.
+                unsafe {
+                    llc::LLVMIsAInstruction(inner).is_null()
+                        || llc::LLVMGetBasicBlockParent(llc::LLVMGetInstructionParent(inner)) != f
+                }
+            })
+    })
+}
+
 /// Rewrites `PerformCustomCallback("constant", args)` into a call of the fast entry with the
 /// callback's slot, so that the name is looked up once, here, not at every call.
 fn rewrite_constant_hypercalls(m: LLVMModuleRef, linker: &mut dyn Linker) -> usize {
@@ -539,24 +580,17 @@ fn rewrite_constant_hypercalls(m: LLVMModuleRef, linker: &mut dyn Linker) -> usi
     if target.is_null() {
         return 0;
     }
-    let mut calls = Vec::new();
-    // SAFETY: walking the use list of a live function.
-    let mut u = unsafe { llc::LLVMGetFirstUse(target) };
-    while !u.is_null() {
-        // SAFETY: `u` is a use of `target`.
-        let user = unsafe { llc::LLVMGetUser(u) };
-        // SAFETY: `user` is a live value.
-        if !unsafe { llc::LLVMIsACallInst(user) }.is_null()
-            // SAFETY: `user` is a call instruction.
-            && unsafe { llc::LLVMGetCalledValue(user) } == target
-            // SAFETY: as above.
-            && unsafe { llc::LLVMGetNumArgOperands(user) } == 2
-        {
-            calls.push(user);
-        }
-        // SAFETY: `u` is a live use.
-        u = unsafe { llc::LLVMGetNextUse(u) };
-    }
+    let calls: Vec<LLVMValueRef> = users(target)
+        .into_iter()
+        .filter(|&user| {
+            // SAFETY: `user` is a live value; the call checks run only on call instructions.
+            unsafe {
+                !llc::LLVMIsACallInst(user).is_null()
+                    && llc::LLVMGetCalledValue(user) == target
+                    && llc::LLVMGetNumArgOperands(user) == 2
+            }
+        })
+        .collect();
     if calls.is_empty() {
         return 0;
     }
@@ -670,6 +704,20 @@ fn add_fn_attribute(f: LLVMValueRef, key: &str, value: &str) {
         );
         llc::LLVMAddAttributeAtIndex(f, llvm_sys::LLVMAttributeFunctionIndex, a);
     }
+}
+
+/// The values that use `v` (a user appears once per use).
+fn users(v: LLVMValueRef) -> Vec<LLVMValueRef> {
+    let mut out = Vec::new();
+    // SAFETY: walking the use list of a live value, which nothing changes meanwhile.
+    unsafe {
+        let mut u = llc::LLVMGetFirstUse(v);
+        while !u.is_null() {
+            out.push(llc::LLVMGetUser(u));
+            u = llc::LLVMGetNextUse(u);
+        }
+    }
+    out
 }
 
 fn value_name(v: LLVMValueRef) -> String {

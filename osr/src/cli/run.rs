@@ -67,9 +67,13 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     };
     let engine = Engine::from_file(&run.file, options)?;
     let program = run.file.display().to_string();
-    let status = engine.run_main(&program, &run.guest_args)?;
-    // `exit` runs the guest's atexit handlers and flushes its stdio buffers, as natively.
-    std::process::exit(status)
+    // The Rust runtime ignores SIGPIPE; a C program starts with the default (die on a closed
+    // pipe), and may inspect or rely on it.
+    // SAFETY: resetting one signal's disposition before any guest code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // On success this exits the process with main's result, after the guest's atexit handlers
+    // and destructors, with its stdio flushed, as natively.
+    Err(engine.exec_main(&program, &run.guest_args).into())
 }
 
 #[cfg(test)]

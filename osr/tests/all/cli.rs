@@ -1,0 +1,240 @@
+//! The `uppercut` command line: `run`'s error contract and plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn uppercut() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_uppercut"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn clang(args: &[&str]) {
+    let status = Command::new("clang-19")
+        .args(args)
+        .status()
+        .expect("clang-19 runs");
+    assert!(status.success(), "clang-19 {args:?} failed");
+}
+
+/// Asserts the tool's own failure: exit status 2 and exactly one line on stderr, which
+/// contains `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+    assert!(stderr.starts_with("uppercut: "), "{stderr:?}");
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} does not mention {needle:?}"
+    );
+}
+
+#[test]
+fn run_reports_bad_input_in_one_line_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let out = uppercut()
+        .args(["run", "/nonexistent/prog.ll"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "cannot read /nonexistent/prog.ll");
+
+    let bad = write(d, "bad.ll", "define i32 @main( {\n");
+    let out = uppercut().arg("run").arg(&bad).output().unwrap();
+    assert_one_line_error(&out, "invalid IR or bitcode");
+
+    let bad_bc = d.join("bad.bc");
+    std::fs::write(&bad_bc, b"BC\xc0\xde garbage").unwrap();
+    let out = uppercut().arg("run").arg(&bad_bc).output().unwrap();
+    assert_one_line_error(&out, "invalid IR or bitcode");
+
+    let no_main = write(d, "nomain.ll", "define i32 @f() {\n  ret i32 0\n}\n");
+    let out = uppercut().arg("run").arg(&no_main).output().unwrap();
+    assert_one_line_error(&out, "no `main`");
+
+    let unresolved = write(
+        d,
+        "unresolved.ll",
+        "declare void @uppercut_missing_fn()\ndefine i32 @main() {\n  call void @uppercut_missing_fn()\n  ret i32 0\n}\n",
+    );
+    let out = uppercut().arg("run").arg(&unresolved).output().unwrap();
+    assert_one_line_error(&out, "unresolved symbol `uppercut_missing_fn`");
+
+    let unknown = write(
+        d,
+        "unknown.c",
+        "void *PerformCustomCallback(const char *, void *);\n\
+         #include <stdio.h>\n\
+         int main(void) { printf(\"before\\n\"); PerformCustomCallback(\"no.such.callback\", 0); printf(\"after\\n\"); return 0; }\n",
+    );
+    let ll = d.join("unknown.ll");
+    clang(&[
+        "-O2",
+        "-S",
+        "-emit-llvm",
+        unknown.to_str().unwrap(),
+        "-o",
+        ll.to_str().unwrap(),
+    ]);
+    let out = uppercut().arg("run").arg(&ll).output().unwrap();
+    assert_one_line_error(&out, "unknown callback `no.such.callback`");
+    // What the guest printed before it was stopped is flushed; nothing after.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\n");
+
+    let out = uppercut().args(["run", "-O9", "x.ll"]).output().unwrap();
+    assert_one_line_error(&out, "-O9");
+    let out = uppercut().arg("frobnicate").output().unwrap();
+    assert_one_line_error(&out, "unknown command");
+    let out = uppercut()
+        .args(["run", "--load", "/nonexistent/p.so", "x.ll"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "cannot load plugin /nonexistent/p.so");
+}
+
+#[test]
+fn run_passes_arguments_stdin_and_exit_status_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(
+        dir.path(),
+        "echo.c",
+        r#"#include <stdio.h>
+int main(int argc, char **argv) {
+  long sum = 0, x;
+  while (scanf("%ld", &x) == 1) sum += x;
+  for (int i = 1; i < argc; i++) printf("arg %s\n", argv[i]);
+  printf("sum %ld\n", sum);
+  return argc + 40;
+}
+"#,
+    );
+    let ll = dir.path().join("echo.ll");
+    clang(&[
+        "-O0",
+        "-S",
+        "-emit-llvm",
+        src.to_str().unwrap(),
+        "-o",
+        ll.to_str().unwrap(),
+    ]);
+    let mut child = uppercut()
+        .args(["run", "-O0"])
+        .arg(&ll)
+        .args(["one", "-O3", "--load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1 2 3 39\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "arg one\narg -O3\narg --load\nsum 45\n"
+    );
+    assert_eq!(out.status.code(), Some(44));
+}
+
+#[test]
+fn plugins_register_callbacks_with_the_c_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plugin = write(
+        d,
+        "plugin.c",
+        r#"#include <stdint.h>
+int registerCustomCallback(const char *name, void *(*fn)(void *, void *), void *ctx);
+static long offset = 1000;
+static void *add(void *args, void *ctx) {
+  long *pair = args;
+  return (void *)(intptr_t)(pair[0] + pair[1] + *(long *)ctx);
+}
+__attribute__((constructor)) static void init(void) {
+  if (registerCustomCallback("plugin.add", add, &offset) != 0) __builtin_trap();
+  if (registerCustomCallback("", add, 0) != -1) __builtin_trap();
+}
+"#,
+    );
+    let so = d.join("plugin.so");
+    clang(&[
+        "-shared",
+        "-fPIC",
+        "-O2",
+        plugin.to_str().unwrap(),
+        "-o",
+        so.to_str().unwrap(),
+    ]);
+    let guest = write(
+        d,
+        "guest.c",
+        r#"#include <stdio.h>
+#include <stdint.h>
+void *PerformCustomCallback(const char *name, void *args);
+int main(void) {
+  long pair[2] = {20, 22};
+  const char *dynamic = "plugin.add";
+  printf("%ld\n", (long)(intptr_t)PerformCustomCallback("plugin.add", pair));
+  pair[0] = 1;
+  printf("%ld\n", (long)(intptr_t)PerformCustomCallback(dynamic, pair));
+  return 0;
+}
+"#,
+    );
+    let ll = d.join("guest.ll");
+    clang(&[
+        "-O2",
+        "-S",
+        "-emit-llvm",
+        guest.to_str().unwrap(),
+        "-o",
+        ll.to_str().unwrap(),
+    ]);
+    let out = uppercut()
+        .arg("run")
+        .arg("--load")
+        .arg(&so)
+        .arg(&ll)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1042\n1023\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn the_demo_recompiles_its_own_hot_function_while_it_runs() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/demo/hotswap.c");
+    if !demo.exists() {
+        panic!("{} is missing", demo.display());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ll = dir.path().join("hotswap.ll");
+    clang(&[
+        "-O0",
+        "-S",
+        "-emit-llvm",
+        demo.to_str().unwrap(),
+        "-o",
+        ll.to_str().unwrap(),
+    ]);
+    let out = uppercut().args(["run", "-O0"]).arg(&ll).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("recompiled"), "{stdout}");
+}

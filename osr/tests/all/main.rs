@@ -1,0 +1,6 @@
+//! Integration tests of `uppercut-osr`: the differential corpus (`tests/programs/`) run natively
+//! and under `uppercut run`, and the helpers they share.
+
+mod cli;
+mod differential;
+mod support;
