@@ -158,7 +158,7 @@ impl Ir {
             module: origin.to_owned(),
             message: e.to_string(),
         })?;
-        let prepared = copy_module(ctx, &pristine.write_bitcode_to_memory().as_slice(), origin)?;
+        let prepared = copy_module(ctx, pristine.write_bitcode_to_memory().as_slice(), origin)?;
         prepare(prepared.as_mut_ptr());
         prepared.verify().map_err(|e| Error::Verify {
             module: format!("{origin} (prepared)"),
