@@ -22,6 +22,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use uppercut_stackmaps::{EH_FRAME_SECTION, EhFrameSection, STACKMAP_SECTION, StackMap};
+
 use crate::arch;
 use crate::code_memory::{ArenaConfig, CodeArena, CodeRegion};
 use crate::error::{Error, Result};
@@ -343,6 +345,31 @@ impl Engine {
         unit.memory.section(section).map(|(a, b)| (a, b.to_vec()))
     }
 
+    /// Runs `f` on a unit's frame metadata: its parsed `.llvm_stackmaps` (present when the
+    /// unit's code has call-site records: statepoints, stackmaps, patchpoints) and its
+    /// `.eh_frame` at its load address. `None` when there is no such unit.
+    ///
+    /// `f` runs with the engine's registry locked: it must not call back into the engine.
+    pub fn with_unit_metadata<R>(
+        &self,
+        unit: UnitId,
+        f: impl FnOnce(Option<&StackMap<'_>>, Option<&EhFrameSection<'_>>) -> R,
+    ) -> Option<R> {
+        let state = self.state();
+        let unit = state.units.get(unit.0 as usize)?;
+        // Both were checked when the unit was registered; a failure now cannot happen, and
+        // would only hide the metadata (fail closed).
+        let map = unit
+            .memory
+            .section(STACKMAP_SECTION)
+            .and_then(|(_, bytes)| StackMap::parse(bytes).ok());
+        let cfi = unit
+            .memory
+            .section(EH_FRAME_SECTION)
+            .and_then(|(address, bytes)| EhFrameSection::new(bytes, address).ok());
+        Some(f(map.as_ref(), cfi.as_ref()))
+    }
+
     /// The JIT frames on this thread's stack, innermost first, starting from the hypercall that
     /// is running now (empty outside a hypercall). Walks the frame-pointer chain and stops at
     /// the first return address outside JIT code.
@@ -505,6 +532,7 @@ impl Engine {
             opt,
         };
         let (compiled, split) = ir.compile(&spec, &self.inner.arena, &mut linker)?;
+        check_metadata(name, &compiled.memory)?;
         let total = started.elapsed();
         let times = CompileTimes {
             ir: split,
@@ -717,6 +745,33 @@ fn unit_info(unit: &Unit) -> UnitInfo {
             .collect(),
         fast_hypercalls: unit.fast_hypercalls,
     }
+}
+
+/// Checks a new unit's frame metadata before the engine trusts it: the stack map parses and
+/// every function it describes lies in the unit's code; the `.eh_frame` section parses.
+fn check_metadata(unit: &str, memory: &ir::UnitMemory) -> Result<()> {
+    let corrupt = |source| Error::StackMaps {
+        unit: unit.to_owned(),
+        source,
+    };
+    if let Some((_, bytes)) = memory.section(STACKMAP_SECTION) {
+        let map = StackMap::parse(bytes).map_err(corrupt)?;
+        for function in map.functions() {
+            let address = function.address();
+            if !memory.code.iter().any(|r| r.contains(address as usize)) {
+                return Err(Error::Codegen {
+                    unit: unit.to_owned(),
+                    message: format!(
+                        "the stack map describes a function at {address:#x}, outside the unit's code"
+                    ),
+                });
+            }
+        }
+    }
+    if let Some((address, bytes)) = memory.section(EH_FRAME_SECTION) {
+        EhFrameSection::new(bytes, address).map_err(corrupt)?;
+    }
+    Ok(())
 }
 
 /// Makes each of `entries` jump to `target`.

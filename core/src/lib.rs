@@ -39,3 +39,5 @@ pub use hypercall::{
 };
 pub use plugin::load_plugin;
 pub use types::{Address, OptLevel, UnitId, VersionId};
+/// The frame-metadata reader the engine uses, for [`Engine::with_unit_metadata`].
+pub use uppercut_stackmaps as stackmaps;

@@ -437,3 +437,98 @@ fn constant_names_take_the_fast_path() {
     // `constant_name` and `unknown` name a constant; `dynamic_name` does not.
     assert_eq!(fast, 2);
 }
+
+const STATEPOINTS: &str = r#"
+declare i64 @g(i64)
+declare token @llvm.experimental.gc.statepoint.p0(i64, i32, ptr, i32, i32, ...)
+declare i64 @llvm.experimental.gc.result.i64(token)
+
+define i64 @g_impl(i64 %x) noinline {
+  %r = add i64 %x, 1
+  ret i64 %r
+}
+
+define i64 @loop(i64 %n, i64 %m) gc "shadow-stack" {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %acc = phi i64 [%n, %entry], [%acc1, %loop]
+  %x = mul i64 %i, %m
+  %tok = call token (i64, i32, ptr, i32, i32, ...) @llvm.experimental.gc.statepoint.p0(i64 7, i32 0, ptr elementtype(i64 (i64)) @g_impl, i32 1, i32 0, i64 %x, i32 0, i32 0) [ "deopt"(i64 %i, i64 %acc, i64 %m, i64 %n) ]
+  %r = call i64 @llvm.experimental.gc.result.i64(token %tok)
+  %acc1 = add i64 %acc, %r
+  %i1 = add i64 %i, 1
+  %c = icmp ult i64 %i1, %n
+  br i1 %c, label %loop, label %exit
+exit:
+  ret i64 %acc1
+}
+"#;
+
+#[test]
+fn units_register_their_stackmaps_and_cfi() {
+    use uppercut_core::stackmaps::{DwarfReg, ReturnAddress};
+    for opt in [OptLevel::O0, OptLevel::O2] {
+        let e = engine_at(STATEPOINTS, opt);
+        // sum over i < 4 of (i*2 + 1), plus n = 4
+        assert_eq!(e.call("loop", &[4, 2]).unwrap(), 4 + 1 + 3 + 5 + 7);
+        let version = e.versions("loop").pop().unwrap();
+        let checked = e
+            .with_unit_metadata(version.unit, |map, cfi| {
+                let map = map.expect("the unit has a stack map");
+                let cfi = cfi.expect("the unit has an .eh_frame");
+                let records: Vec<_> = map.records().filter(|r| r.id().0 == 7).collect();
+                assert!(!records.is_empty());
+                for record in records {
+                    let ra = record.return_address().0;
+                    assert!(ra > version.entry && ra < version.entry + version.size);
+                    assert_eq!(
+                        map.lookup(ReturnAddress(ra)).map(|r| r.index()),
+                        Some(record.index())
+                    );
+                    // Frame pointers everywhere: the CFA is rbp + 16.
+                    let frame = cfi
+                        .frame_info_for_return_address(ReturnAddress(ra))
+                        .unwrap();
+                    assert_eq!(frame.cfa.register, DwarfReg(6));
+                    assert_eq!(frame.cfa.offset, 16);
+                }
+                true
+            })
+            .unwrap();
+        assert!(checked);
+    }
+}
+
+#[test]
+fn functions_whose_label_addresses_escape_are_not_recompiled() {
+    let ir = r#"
+@table = internal constant [2 x ptr] [ptr blockaddress(@run, %a), ptr blockaddress(@run, %b)]
+define i32 @run(i32 %n) {
+entry:
+  %first = load ptr, ptr @table
+  indirectbr ptr %first, [label %a, label %b]
+a:
+  %x = phi i32 [ 0, %entry ], [ %x1, %a ]
+  %i = phi i32 [ 0, %entry ], [ %i1, %a ]
+  %x1 = add i32 %x, %i
+  %i1 = add i32 %i, 1
+  %done = icmp sge i32 %i1, %n
+  %idx = zext i1 %done to i64
+  %p = getelementptr [2 x ptr], ptr @table, i64 0, i64 %idx
+  %next = load ptr, ptr %p
+  indirectbr ptr %next, [label %a, label %b]
+b:
+  %r = phi i32 [ 0, %entry ], [ %x1, %a ]
+  ret i32 %r
+}
+"#;
+    let e = engine(ir);
+    assert_eq!(e.call("run", &[10]).unwrap(), 45);
+    assert!(matches!(
+        e.recompile("run", OptLevel::O0),
+        Err(Error::Relink { .. })
+    ));
+    assert_eq!(e.call("run", &[10]).unwrap(), 45);
+}
