@@ -238,3 +238,78 @@ fn the_demo_recompiles_its_own_hot_function_while_it_runs() {
     );
     assert!(stdout.contains("recompiled"), "{stdout}");
 }
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../stackmaps/tests/fixtures")
+}
+
+/// `uppercut stackmaps FILE.o` prints exactly what `llvm-readobj-19 --stackmap` prints, from
+/// `LLVM StackMap Version: 3` on: against the committed goldens, and against the live tool.
+#[test]
+fn stackmaps_prints_what_llvm_readobj_prints() {
+    let mut objects: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "o"))
+        .collect();
+    objects.sort();
+    assert!(objects.len() >= 8, "fixtures missing: {objects:?}");
+    for object in objects {
+        let out = uppercut().arg("stackmaps").arg(&object).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = String::from_utf8(out.stdout).unwrap();
+        let golden = std::fs::read_to_string(object.with_extension("readobj.txt")).unwrap();
+        assert_eq!(ours, golden, "{}", object.display());
+        let live = Command::new("llvm-readobj-19")
+            .arg("--stackmap")
+            .arg(&object)
+            .output()
+            .unwrap();
+        let live = String::from_utf8(live.stdout).unwrap();
+        let start = live
+            .find("LLVM StackMap Version: 3")
+            .expect("llvm-readobj prints a stack map");
+        assert_eq!(ours, &live[start..], "{}", object.display());
+    }
+}
+
+#[test]
+fn stackmaps_rejects_corrupt_and_non_elf_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "not-elf.o", "hello, world\n");
+    let out = uppercut().arg("stackmaps").arg(&text).output().unwrap();
+    assert_one_line_error(&out, "not-elf.o");
+
+    // A real object cut short: its section headers (at the end) are gone.
+    let good = std::fs::read(fixtures().join("statepoints.O2.o")).unwrap();
+    let path = dir.path().join("truncated.o");
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    let out = uppercut().arg("stackmaps").arg(&path).output().unwrap();
+    assert_one_line_error(&out, "truncated.o");
+
+    // An object without a stack map section.
+    let plain = write(dir.path(), "plain.c", "int f(int x) { return x + 1; }\n");
+    let object = dir.path().join("plain.o");
+    clang(&[
+        "-c",
+        "-O2",
+        plain.to_str().unwrap(),
+        "-o",
+        object.to_str().unwrap(),
+    ]);
+    let out = uppercut().arg("stackmaps").arg(&object).output().unwrap();
+    assert_one_line_error(&out, "plain.o");
+
+    let out = uppercut()
+        .args(["stackmaps", "/nonexistent.o"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "cannot read /nonexistent.o");
+    let out = uppercut().arg("stackmaps").output().unwrap();
+    assert_one_line_error(&out, "usage");
+}
