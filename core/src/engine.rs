@@ -36,8 +36,12 @@ use crate::types::{OptLevel, UnitId, VersionId};
 pub struct EngineOptions {
     /// The optimisation level of the first compilation of every function.
     pub opt_level: OptLevel,
-    /// Bytes of address space reserved for code and data (all within `jmp rel32` reach).
-    pub arena_size: usize,
+    /// Where and how large the engine's code arena is: every unit's code and data are carved
+    /// from it, all within `jmp rel32` reach. [`ArenaConfig::placement`] puts the engine's code
+    /// at a chosen address
+    /// ([`ArenaPlacement::At`](crate::code_memory::ArenaPlacement::At)) or near one; the engine fails to start with
+    /// an error saying why when the address cannot be had.
+    pub arena: ArenaConfig,
     /// Whether to install the built-in `uppercut.*` callbacks.
     pub builtins: bool,
 }
@@ -46,7 +50,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             opt_level: OptLevel::O2,
-            arena_size: 1 << 30,
+            arena: ArenaConfig::default(),
             builtins: true,
         }
     }
@@ -148,8 +152,20 @@ struct State {
 struct Unit {
     id: UnitId,
     name: String,
+    /// Empty once the unit's memory was handed to the caller ([`Engine::take_unit_memory`]).
     memory: ir::UnitMemory,
     fast_hypercalls: usize,
+    detached: bool,
+}
+
+/// A unit's memory, handed over to the caller by [`Engine::take_unit_memory`]: the caller
+/// decides when it is freed (dropping a region unmaps it).
+#[derive(Debug)]
+pub struct UnitMemory {
+    /// The unit's code sections, executable.
+    pub code: Vec<CodeRegion>,
+    /// The unit's data sections with their names.
+    pub data: Vec<(String, CodeRegion)>,
 }
 
 impl Engine {
@@ -167,7 +183,7 @@ impl Engine {
     pub fn from_bytes(bytes: &[u8], origin: &str, options: EngineOptions) -> Result<Engine> {
         let ir = Ir::load(bytes, origin)?;
         let facts = ir.facts();
-        let arena = CodeArena::with_config(ArenaConfig::new().size(options.arena_size))?;
+        let arena = CodeArena::with_config(options.arena.clone())?;
         let engine = Engine {
             inner: Arc::new(EngineInner {
                 ir: Mutex::new(ir),
@@ -287,6 +303,36 @@ impl Engine {
             redirected: older.len(),
             version,
             times,
+        })
+    }
+
+    /// Hands a unit's code and data memory to the caller, who then decides when it is freed
+    /// (the design note's "transfer the code memory ownership after compilation").
+    ///
+    /// The engine keeps its records of the unit's versions but no longer patches, frees or
+    /// reads that memory: a later recompilation of one of its functions redirects the entries
+    /// the engine still owns, not the ones in the handed-over memory, and frame walks stop at
+    /// it. Freeing the memory while guest code can still reach it (a caller, a function
+    /// pointer, a frame) is the caller's responsibility.
+    pub fn take_unit_memory(&self, unit: UnitId) -> Result<UnitMemory> {
+        let mut state = self.state();
+        let entry = state
+            .units
+            .get_mut(unit.0 as usize)
+            .filter(|u| !u.detached)
+            .ok_or_else(|| Error::Relink {
+                function: unit.to_string(),
+                reason: "no such unit, or its memory was already handed over".to_owned(),
+            })?;
+        entry.detached = true;
+        let memory = std::mem::take(&mut entry.memory);
+        Ok(UnitMemory {
+            code: memory.code,
+            data: memory
+                .data
+                .into_iter()
+                .map(|(name, region, _)| (name, region))
+                .collect(),
         })
     }
 
@@ -587,6 +633,7 @@ impl Engine {
             name: name.to_owned(),
             memory: compiled.memory,
             fast_hypercalls: compiled.fast_hypercalls,
+            detached: false,
         });
         Ok((made, times))
     }
@@ -723,6 +770,7 @@ fn version_at(state: &State, address: u64) -> Option<VersionInfo> {
     state
         .versions
         .iter()
+        .filter(|v| !state.units[v.unit.0 as usize].detached)
         .find(|v| address > v.entry && address < v.entry + v.size.max(1))
         .cloned()
 }

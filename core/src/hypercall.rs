@@ -456,6 +456,8 @@ fn dispatch(
 
 /// Stops the guest with `error`: back to the innermost `call_guest` of this thread, or, on a
 /// thread the engine never entered, out of the process with the error on stderr.
+#[cold]
+#[inline(never)]
 fn fail(running: Running, error: Error) -> ! {
     if running.call.is_null() {
         eprintln!("uppercut: {error}");

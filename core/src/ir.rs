@@ -291,6 +291,16 @@ impl Ir {
                 }
             }
             keep_only(m, keep);
+            if let Some(tls) = globals(m).find(|&g| {
+                // SAFETY: `g` is a global variable of `m`.
+                unsafe { llc::LLVMIsThreadLocal(g) != 0 && !llc::LLVMGetFirstUse(g).is_null() }
+            }) {
+                // A unit of its own cannot reach another unit's thread-local storage by address.
+                return Err(Error::Relink {
+                    function: keep.join(", "),
+                    reason: format!("it uses the thread-local variable `{}`", value_name(tls)),
+                });
+            }
         }
         module.verify().map_err(|e| Error::Verify {
             module: spec.name.to_owned(),

@@ -31,7 +31,7 @@ mod sys;
 mod types;
 
 pub use engine::{
-    CompileTimes, Engine, EngineOptions, JitFrame, Recompiled, UnitInfo, VersionInfo,
+    CompileTimes, Engine, EngineOptions, JitFrame, Recompiled, UnitInfo, UnitMemory, VersionInfo,
 };
 pub use error::{Error, Result};
 pub use hypercall::{

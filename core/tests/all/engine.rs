@@ -532,3 +532,86 @@ b:
     ));
     assert_eq!(e.call("run", &[10]).unwrap(), 45);
 }
+
+#[test]
+fn code_goes_where_the_caller_asks_or_the_engine_says_why_not() {
+    use uppercut_core::code_memory::{ArenaConfig, ArenaPlacement};
+    // Far from where Linux puts executables, heaps, libraries and stacks on x86-64.
+    let wanted: usize = 0x2000_0000_0000;
+    let options = EngineOptions {
+        arena: ArenaConfig::new()
+            .size(64 << 20)
+            .placement(ArenaPlacement::At(wanted)),
+        ..EngineOptions::default()
+    };
+    let e = Engine::from_bytes(ADD.as_bytes(), "placed.ll", options).unwrap();
+    assert_eq!(e.run_main("p", &[]).unwrap(), 42);
+    let entry = e.entry("add").unwrap() as usize;
+    assert!(
+        (wanted..wanted + (64 << 20)).contains(&entry),
+        "{entry:#x} not at {wanted:#x}"
+    );
+
+    // The same spot again is taken: a clear error, not a silent move.
+    let again = EngineOptions {
+        arena: ArenaConfig::new()
+            .size(64 << 20)
+            .placement(ArenaPlacement::At(wanted)),
+        ..EngineOptions::default()
+    };
+    let refused = Engine::from_bytes(ADD.as_bytes(), "placed.ll", again);
+    assert!(matches!(refused, Err(Error::CodeMemory(_))), "{refused:?}");
+    let message = refused.unwrap_err().to_string();
+    assert!(message.starts_with("code memory: "), "{message}");
+}
+
+#[test]
+fn unit_memory_can_be_handed_to_the_caller() {
+    let e = engine(USES_HOST);
+    e.bind("host_value", host_seven as *const () as u64)
+        .unwrap();
+    let middle = e.recompile("f", OptLevel::O0).unwrap();
+    let newest = e.recompile("f", OptLevel::O2).unwrap();
+    let before = e.arena().stats();
+    let memory = e.take_unit_memory(middle.version.unit).unwrap();
+    assert!(!memory.code.is_empty());
+    assert!(
+        memory
+            .code
+            .iter()
+            .any(|r| r.contains(middle.version.entry as usize))
+    );
+    // The engine no longer walks, reads or patches that memory.
+    assert!(e.version_at(middle.version.entry + 1).is_none());
+    assert!(e.take_unit_memory(middle.version.unit).is_err());
+    // The caller frees it: nothing reaches it any more, since every older entry of `f` jumps
+    // straight to the newest version.
+    drop(memory);
+    let after = e.arena().stats();
+    assert!(after.live_regions < before.live_regions);
+    assert_eq!(e.call("call_f", &[]).unwrap(), 107);
+    assert_eq!(e.entry("f").unwrap(), newest.version.entry);
+    // A later recompilation redirects the entries the engine still owns.
+    let third = e.recompile("f", OptLevel::O1).unwrap();
+    assert_eq!(third.redirected, 2);
+    assert_eq!(e.call("call_f", &[]).unwrap(), 107);
+}
+
+#[test]
+fn functions_using_thread_locals_are_not_recompiled() {
+    let ir = r#"
+@counter = internal thread_local global i64 0
+define i64 @bump() {
+  %v = load i64, ptr @counter
+  %n = add i64 %v, 1
+  store i64 %n, ptr @counter
+  ret i64 %n
+}
+"#;
+    let e = engine(ir);
+    assert_eq!(e.call("bump", &[]).unwrap(), 1);
+    assert!(
+        matches!(e.recompile("bump", OptLevel::O2), Err(Error::Relink { reason, .. }) if reason.contains("counter"))
+    );
+    assert_eq!(e.call("bump", &[]).unwrap(), 2);
+}
