@@ -595,7 +595,17 @@ impl Engine {
             .collect();
         starts.sort_unstable();
         let mut made = Vec::new();
+        // MCJIT answers a lookup of a function it did not emit (`available_externally` bodies
+        // of library functions) with the process's symbol: only code in this unit is a version.
+        let in_unit = |address: u64, regions: &[CodeRegion]| {
+            regions.iter().any(|r| r.contains(address as usize))
+        };
+        let data_regions: Vec<&CodeRegion> =
+            compiled.memory.data.iter().map(|(_, r, _)| r).collect();
         for (function, entry) in &compiled.functions {
+            if !in_unit(*entry, &compiled.memory.code) {
+                continue;
+            }
             let region_end = compiled
                 .memory
                 .code
@@ -626,7 +636,9 @@ impl Engine {
             made.push(info);
         }
         for (global, address) in &compiled.globals {
-            state.globals.entry(global.clone()).or_insert(*address);
+            if data_regions.iter().any(|r| r.contains(*address as usize)) {
+                state.globals.entry(global.clone()).or_insert(*address);
+            }
         }
         state.units.push(Unit {
             id: unit,

@@ -318,6 +318,7 @@ impl Ir {
         // Resolve every declaration before code generation: an unresolved one would become a
         // call to address 0 (MCJIT does not fail on it).
         let mut mappings = Vec::new();
+        let mut null_weak = Vec::new();
         for v in functions(m).chain(globals(m)) {
             // SAFETY: `v` is a global value of `m`.
             let is_decl = unsafe { llc::LLVMIsDeclaration(v) } != 0;
@@ -339,10 +340,28 @@ impl Ir {
             if unsafe { llc::LLVMGetFirstUse(v) }.is_null() {
                 continue;
             }
-            let address = linker
-                .resolve(&name)
-                .ok_or_else(|| Error::UnresolvedSymbol(name.clone()))?;
-            mappings.push((v, address));
+            // An undefined weak symbol is null natively; any other must resolve.
+            // SAFETY: `v` is a global value of `m`.
+            let weak = unsafe { llc::LLVMGetLinkage(v) } == LLVMLinkage::LLVMExternalWeakLinkage;
+            match linker.resolve(&name) {
+                Some(address) => mappings.push((v, address)),
+                None if weak => null_weak.push(v),
+                None => return Err(Error::UnresolvedSymbol(name)),
+            }
+        }
+        // MCJIT cannot map a symbol to 0 (the mapping is dropped, and one unresolved symbol
+        // leaves the unit's other relocations unapplied): the null goes into the IR instead.
+        for v in null_weak {
+            // SAFETY: `v` is a declaration of `m`; every use becomes a null pointer (what an
+            // undefined weak symbol is), then the unused declaration is deleted.
+            unsafe {
+                llc::LLVMReplaceAllUsesWith(v, llc::LLVMConstNull(llc::LLVMTypeOf(v)));
+                if llc::LLVMIsAFunction(v).is_null() {
+                    llc::LLVMDeleteGlobal(v);
+                } else {
+                    llc::LLVMDeleteFunction(v);
+                }
+            }
         }
 
         let ir_time = started.elapsed();

@@ -40,6 +40,7 @@ macro_rules! programs {
             globals
             goto_irreducible
             interpreter
+            linkage
             many_live
             mutual_recursion
             quick_exit
