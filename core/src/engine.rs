@@ -185,12 +185,12 @@ impl Engine {
         let facts = ir.facts();
         let arena = CodeArena::with_config(options.arena.clone())?;
         let engine = Engine {
-            inner: Arc::new(EngineInner {
+            inner: Arc::new_cyclic(|weak| EngineInner {
                 ir: Mutex::new(ir),
                 facts,
                 arena,
                 state: Mutex::new(State::default()),
-                callbacks: Callbacks::default(),
+                callbacks: Callbacks::new(weak.clone()),
                 options,
             }),
         };
@@ -512,6 +512,7 @@ impl Engine {
     }
 
     fn call_main(&self, program: &str, args: &[String]) -> Result<i32> {
+        hypercall::set_program_engine(&self.inner);
         let returns_int = self
             .inner
             .facts

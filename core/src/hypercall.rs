@@ -9,13 +9,18 @@
 //! A handler that fails or panics, or a name nobody registered, stops the guest: the dispatcher
 //! records the error and returns straight to the host frame that entered the guest
 //! ([`crate::arch::guest_abort`]), without unwinding through JIT frames.
+//!
+//! Threads that the guest starts itself (`pthread_create`) may make hypercalls too: a
+//! constant-name call finds its engine through its slot, a dynamic name reaches the engine that
+//! runs the program's `main`. Such a thread has no host frame to return to, so a failing
+//! hypercall there prints the error and exits the process with status 2.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::arch::{self, GuestCall, TrampolineFrame};
 use crate::engine::{Engine, EngineInner};
@@ -139,13 +144,15 @@ type Handler = Box<dyn Callback>;
 /// A callback's place in an engine: its address is what constant-name hypercalls pass.
 pub(crate) struct Slot {
     name: String,
+    /// The engine, for hypercalls from threads the engine did not enter.
+    engine: Weak<EngineInner>,
     /// The current handler (a leaked `Box<Handler>`), or null while none is registered.
     handler: AtomicPtr<Handler>,
 }
 
 /// An engine's callbacks, by name.
-#[derive(Default)]
 pub(crate) struct Callbacks {
+    engine: Weak<EngineInner>,
     slots: Mutex<HashMap<String, Box<Slot>>>,
     /// Handlers replaced by a later registration: kept until the engine goes, since a
     /// hypercall may still be running them. The outer box is what a running hypercall points
@@ -155,6 +162,15 @@ pub(crate) struct Callbacks {
 }
 
 impl Callbacks {
+    /// The callbacks of the engine `engine` will point to.
+    pub(crate) fn new(engine: Weak<EngineInner>) -> Callbacks {
+        Callbacks {
+            engine,
+            slots: Mutex::default(),
+            retired: Mutex::default(),
+        }
+    }
+
     /// Registers (or replaces) the handler of `name`.
     pub(crate) fn register(&self, name: &str, callback: Handler) -> Result<()> {
         if name.is_empty() || name.contains('\0') {
@@ -181,6 +197,7 @@ impl Callbacks {
         let slot = slots.entry(name.to_owned()).or_insert_with(|| {
             Box::new(Slot {
                 name: name.to_owned(),
+                engine: self.engine.clone(),
                 handler: AtomicPtr::new(std::ptr::null_mut()),
             })
         });
@@ -347,7 +364,25 @@ pub(crate) extern "C" fn dispatch_fast(
     // SAFETY: constant-name hypercalls pass a slot address that the engine's `Callbacks` owns
     // for the engine's life, and the guest runs only while its engine lives.
     let slot = unsafe { &*slot };
-    dispatch(running, slot, args, frame)
+    if running.engine.is_null() {
+        // A thread the guest started itself: the slot knows its engine.
+        let Some(engine) = slot.engine.upgrade() else {
+            fail(running, Error::UnknownCallback(slot.name.clone()));
+        };
+        return dispatch(&engine, running, slot, args, frame);
+    }
+    // SAFETY: `running.engine` points at the engine handle of the `call_guest` frame that is
+    // still below us on this thread's stack.
+    dispatch(unsafe { &*running.engine }, running, slot, args, frame)
+}
+
+/// The engine that runs the program (`main`), for hypercalls by dynamic name from threads the
+/// guest started itself.
+static PROGRAM_ENGINE: Mutex<Weak<EngineInner>> = Mutex::new(Weak::new());
+
+/// Makes `engine` the one that hypercalls from guest-started threads reach.
+pub(crate) fn set_program_engine(engine: &Arc<EngineInner>) {
+    *PROGRAM_ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(engine);
 }
 
 /// Entry from `PerformCustomCallback`: `name` is looked up now.
@@ -357,18 +392,27 @@ pub(crate) extern "C" fn dispatch_dynamic(
     frame: TrampolineFrame,
 ) -> *mut c_void {
     let running = RUNNING.with(Cell::get);
-    if running.engine.is_null() {
-        fail(
-            running,
-            Error::CallbackFailed {
-                name: "?".to_owned(),
-                message: "hypercall from a thread that the engine did not enter".to_owned(),
-            },
-        );
-    }
-    // SAFETY: `running.engine` points at the engine handle of the `call_guest` frame that is
-    // still below us on this thread's stack.
-    let engine = unsafe { &*running.engine };
+    let fallback;
+    let engine = if running.engine.is_null() {
+        fallback = PROGRAM_ENGINE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade();
+        match &fallback {
+            Some(engine) => engine,
+            None => fail(
+                running,
+                Error::CallbackFailed {
+                    name: "?".to_owned(),
+                    message: "hypercall from a thread of no running program".to_owned(),
+                },
+            ),
+        }
+    } else {
+        // SAFETY: `running.engine` points at the engine handle of the `call_guest` frame that
+        // is still below us on this thread's stack.
+        unsafe { &*running.engine }
+    };
     let name = if name.is_null() {
         None
     } else {
@@ -383,26 +427,16 @@ pub(crate) extern "C" fn dispatch_dynamic(
     };
     let slot = engine.callbacks.slot(name);
     // SAFETY: slots live as long as the engine.
-    dispatch(running, unsafe { &*slot }, args, frame)
+    dispatch(engine, running, unsafe { &*slot }, args, frame)
 }
 
 fn dispatch(
+    engine: &Arc<EngineInner>,
     running: Running,
     slot: &Slot,
     args: *mut c_void,
     frame: TrampolineFrame,
 ) -> *mut c_void {
-    if running.engine.is_null() {
-        fail(
-            running,
-            Error::CallbackFailed {
-                name: slot.name.clone(),
-                message: "hypercall from a thread that the engine did not enter".to_owned(),
-            },
-        );
-    }
-    // SAFETY: see `dispatch_dynamic`.
-    let engine = unsafe { &*running.engine };
     let mut handler = slot.handler.load(Ordering::Acquire);
     if handler.is_null() && adopt_plugin_callback(&engine.callbacks, &slot.name) {
         handler = slot.handler.load(Ordering::Acquire);

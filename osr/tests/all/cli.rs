@@ -313,3 +313,51 @@ fn stackmaps_rejects_corrupt_and_non_elf_files() {
     let out = uppercut().arg("stackmaps").output().unwrap();
     assert_one_line_error(&out, "usage");
 }
+
+#[test]
+fn threads_the_guest_starts_can_make_hypercalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(
+        dir.path(),
+        "threads.c",
+        r#"#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+void *PerformCustomCallback(const char *name, void *args);
+static void *worker(void *arg) {
+  const char *dynamic = arg;
+  /* A constant name (linked to its slot) and a dynamic one, from a thread of the guest's own. */
+  /* A reply lives until the thread's next built-in hypercall. */
+  const char *a = PerformCustomCallback("uppercut.code_info", "worker");
+  int ok = strncmp(a, "worker v", 8) == 0;
+  const char *b = PerformCustomCallback(dynamic, "worker");
+  return (void *)(long)(ok && strncmp(b, "worker v", 8) == 0);
+}
+int main(void) {
+  pthread_t t[4];
+  char name[] = "uppercut.code_info";
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], 0, worker, name);
+  int ok = 0;
+  for (int i = 0; i < 4; i++) { void *r; pthread_join(t[i], &r); ok += (int)(long)r; }
+  printf("%d threads got answers\n", ok);
+  return ok == 4 ? 0 : 1;
+}
+"#,
+    );
+    let ll = dir.path().join("threads.ll");
+    clang(&[
+        "-O2",
+        "-S",
+        "-emit-llvm",
+        src.to_str().unwrap(),
+        "-o",
+        ll.to_str().unwrap(),
+    ]);
+    let out = uppercut().arg("run").arg(&ll).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "4 threads got answers\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
