@@ -302,6 +302,9 @@ impl Ir {
                 });
             }
         }
+        if spec.opt != OptLevel::O0 {
+            release_optnone(m);
+        }
         module.verify().map_err(|e| Error::Verify {
             module: spec.name.to_owned(),
             message: e.to_string(),
@@ -516,6 +519,27 @@ fn prepare(m: LLVMModuleRef) {
                 &PATCHABLE_ENTRY_BYTES.to_string(),
             );
             add_fn_attribute(v, "frame-pointer", "all");
+        }
+    }
+}
+
+/// Lets the optimiser at a function that `clang -O0` marked `optnone` (with the `noinline` it
+/// always pairs with it): a version asked for at O1 and above is optimised, whatever level the
+/// guest was compiled at. `noinline` without `optnone` is the programmer's and stays.
+fn release_optnone(m: LLVMModuleRef) {
+    let kind = |name: &str| {
+        // SAFETY: looks up an attribute kind by name (with its length).
+        unsafe { llc::LLVMGetEnumAttributeKindForName(name.as_ptr().cast(), name.len()) }
+    };
+    let (optnone, noinline) = (kind("optnone"), kind("noinline"));
+    let index = llvm_sys::LLVMAttributeFunctionIndex;
+    for f in functions(m) {
+        // SAFETY: `f` is a function of `m`; attributes are read and removed at the function index.
+        unsafe {
+            if !llc::LLVMGetEnumAttributeAtIndex(f, index, optnone).is_null() {
+                llc::LLVMRemoveEnumAttributeAtIndex(f, index, optnone);
+                llc::LLVMRemoveEnumAttributeAtIndex(f, index, noinline);
+            }
         }
     }
 }

@@ -615,3 +615,43 @@ define i64 @bump() {
     );
     assert_eq!(e.call("bump", &[]).unwrap(), 2);
 }
+
+#[test]
+fn versions_above_o0_optimise_functions_clang_marked_optnone() {
+    // What `clang -O0` emits: `noinline optnone` on every function.
+    let ir = r#"
+define i64 @sum() noinline optnone {
+entry:
+  %acc = alloca i64
+  %i = alloca i64
+  store i64 0, ptr %acc
+  store i64 0, ptr %i
+  br label %loop
+loop:
+  %iv = load i64, ptr %i
+  %a = load i64, ptr %acc
+  %a1 = add i64 %a, %iv
+  store i64 %a1, ptr %acc
+  %iv1 = add i64 %iv, 1
+  store i64 %iv1, ptr %i
+  %done = icmp eq i64 %iv1, 1000
+  br i1 %done, label %exit, label %loop
+exit:
+  %r = load i64, ptr %acc
+  ret i64 %r
+}
+"#;
+    let e = engine_at(ir, OptLevel::O0);
+    assert_eq!(e.call("sum", &[]).unwrap(), 499_500);
+    let o0 = e.versions("sum").pop().unwrap();
+    let o2 = e.recompile("sum", OptLevel::O2).unwrap().version;
+    assert_eq!(e.call("sum", &[]).unwrap(), 499_500);
+    // At O2 the loop folds to a constant: far less code than the O0 loop.
+    assert!(
+        o2.size < o0.size,
+        "O2 {} bytes, O0 {} bytes",
+        o2.size,
+        o0.size
+    );
+    assert!(o2.size <= 32, "O2 {} bytes", o2.size);
+}

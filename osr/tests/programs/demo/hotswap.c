@@ -16,8 +16,9 @@
 // starting with "engine:", the only lines that may differ from run to run. Everything else is
 // deterministic. It cannot run natively (PerformCustomCallback is the engine's).
 //
-// Run it (-O0 without optnone, so the O2 version really is different code):
-//   clang-19 -O0 -Xclang -disable-O0-optnone -S -emit-llvm hotswap.c -o hotswap.ll
+// Run it (the engine lifts clang -O0's `optnone` from the versions it builds at O1 and above,
+// so the O2 version really is optimised code):
+//   clang-19 -O0 -S -emit-llvm hotswap.c -o hotswap.ll
 //   uppercut run -O0 hotswap.ll
 #include <stdint.h>
 #include <stdio.h>
