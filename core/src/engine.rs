@@ -546,7 +546,7 @@ impl Engine {
         unsafe { hypercall::call_guest(&self.inner, entry, args) }
     }
 
-    /// The number of functions the guest defines.
+    /// The names of the functions the guest defines, in module order.
     pub fn function_names(&self) -> Vec<String> {
         self.inner.facts.functions.clone()
     }

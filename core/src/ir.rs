@@ -449,12 +449,6 @@ impl Ir {
     pub(crate) fn pristine_text(&self) -> String {
         self.pristine.print_to_string().to_string()
     }
-
-    /// Keeps the `context` field read (it exists to own the modules' context).
-    #[allow(dead_code)]
-    fn context(&self) -> &Context {
-        &self.context
-    }
 }
 
 /// A module of `ctx` read from `bitcode`: how the engine copies modules.
