@@ -1717,13 +1717,18 @@ mod tests {
     }
 
     /// The permissions of every mapping that overlaps `range`.
+    /// The protections across `range`, in address order. Neighbouring mappings with the same
+    /// protection count once: the kernel does not always merge them (it keeps two areas apart
+    /// when their pages were faulted in separately), and that is not the arena's doing.
     fn perms_of(range: Range<usize>) -> Vec<Permissions> {
-        process_mappings()
+        let mut perms: Vec<Permissions> = process_mappings()
             .unwrap()
             .into_iter()
             .filter(|m| m.range.start < range.end && range.start < m.range.end)
             .map(|m| m.perms)
-            .collect()
+            .collect();
+        perms.dedup();
+        perms
     }
 
     fn pages_of(region: &CodeRegion) -> Range<usize> {
