@@ -331,7 +331,7 @@ impl Engine {
             data: memory
                 .data
                 .into_iter()
-                .map(|(name, region, _)| (name, region))
+                .map(|d| (d.name, d.region))
                 .collect(),
         })
     }
@@ -588,32 +588,22 @@ impl Engine {
         };
         let mut state = self.state();
         let unit = UnitId(state.units.len() as u32);
-        let mut starts: Vec<u64> = compiled
-            .functions
-            .iter()
-            .map(|(_, a)| *a)
-            .chain(compiled.globals.iter().map(|(_, a)| *a))
-            .collect();
+        let mut starts: Vec<u64> = compiled.functions.iter().map(|(_, a)| *a).collect();
         starts.sort_unstable();
         let mut made = Vec::new();
-        // MCJIT answers a lookup of a function it did not emit (`available_externally` bodies
-        // of library functions) with the process's symbol: only code in this unit is a version.
-        let in_unit = |address: u64, regions: &[CodeRegion]| {
-            regions.iter().any(|r| r.contains(address as usize))
-        };
-        let data_regions: Vec<&CodeRegion> =
-            compiled.memory.data.iter().map(|(_, r, _)| r).collect();
         for (function, entry) in &compiled.functions {
-            if !in_unit(*entry, &compiled.memory.code) {
-                continue;
-            }
-            let region_end = compiled
+            // MCJIT answers a lookup of a function it did not emit (`available_externally`
+            // bodies of library functions) with the process's symbol: only code in this unit is
+            // a version.
+            let Some(region) = compiled
                 .memory
                 .code
                 .iter()
                 .find(|r| r.contains(*entry as usize))
-                .map(|r| (r.addr() + r.len()) as u64)
-                .unwrap_or(*entry);
+            else {
+                continue;
+            };
+            let region_end = (region.addr() + region.len()) as u64;
             let next = starts
                 .iter()
                 .copied()
@@ -637,7 +627,12 @@ impl Engine {
             made.push(info);
         }
         for (global, address) in &compiled.globals {
-            if data_regions.iter().any(|r| r.contains(*address as usize)) {
+            let in_unit = compiled
+                .memory
+                .data
+                .iter()
+                .any(|d| d.region.contains(*address as usize));
+            if in_unit {
                 state.globals.entry(global.clone()).or_insert(*address);
             }
         }
@@ -802,7 +797,13 @@ fn unit_info(unit: &Unit) -> UnitInfo {
             .memory
             .data
             .iter()
-            .map(|(n, r, len)| (n.clone(), r.addr() as u64, *len as u64))
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.region.addr() as u64,
+                    d.region.len() as u64,
+                )
+            })
             .collect(),
         fast_hypercalls: unit.fast_hypercalls,
     }

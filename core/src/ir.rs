@@ -117,10 +117,19 @@ pub(crate) struct CompiledUnit {
 pub(crate) struct UnitMemory {
     /// Code sections (executable after finalisation).
     pub(crate) code: Vec<CodeRegion>,
-    /// Data sections, with their names (`.llvm_stackmaps`, `.eh_frame`, `.data`, ...).
-    pub(crate) data: Vec<(String, CodeRegion, usize)>,
-    /// Which entries of `data` MCJIT asked to be read-only once finalised.
-    pub(crate) read_only: Vec<bool>,
+    /// Data sections (`.llvm_stackmaps`, `.eh_frame`, `.data`, ...).
+    pub(crate) data: Vec<DataSection>,
+}
+
+/// One data section MCJIT allocated.
+#[derive(Debug)]
+pub(crate) struct DataSection {
+    /// Its name.
+    pub(crate) name: String,
+    /// Its memory; `len()` is the section's size.
+    pub(crate) region: CodeRegion,
+    /// Whether MCJIT asked for it to be read-only once finalised.
+    pub(crate) read_only: bool,
 }
 
 impl UnitMemory {
@@ -128,8 +137,8 @@ impl UnitMemory {
     pub(crate) fn section(&self, name: &str) -> Option<(u64, &[u8])> {
         self.data
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, r, len)| (r.addr() as u64, &r.as_slice()[..*len]))
+            .find(|d| d.name == name)
+            .map(|d| (d.region.addr() as u64, d.region.as_slice()))
     }
 }
 
@@ -843,7 +852,6 @@ impl std::fmt::Debug for Captured {
 impl MemoryManager {
     fn allocate(&mut self, size: usize, alignment: u32, name: Option<(&str, bool)>) -> *mut u8 {
         let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        let size = size.max(1);
         let align = (alignment as usize).max(1);
         let request = match name {
             None => RegionRequest::code(size),
@@ -854,10 +862,11 @@ impl MemoryManager {
                 let ptr = region.as_mut_ptr();
                 match name {
                     None => captured.memory.code.push(region),
-                    Some((name, read_only)) => {
-                        captured.memory.data.push((name.to_owned(), region, size));
-                        captured.memory.read_only.push(read_only);
-                    }
+                    Some((name, read_only)) => captured.memory.data.push(DataSection {
+                        name: name.to_owned(),
+                        region,
+                        read_only,
+                    }),
                 }
                 ptr
             }
@@ -900,10 +909,8 @@ impl McjitMemoryManager for MemoryManager {
         for region in &mut memory.code {
             region.publish().map_err(|e| e.to_string())?;
         }
-        for ((_, region, _), read_only) in memory.data.iter_mut().zip(&memory.read_only) {
-            if *read_only {
-                region.make_read_only().map_err(|e| e.to_string())?;
-            }
+        for section in memory.data.iter_mut().filter(|d| d.read_only) {
+            section.region.make_read_only().map_err(|e| e.to_string())?;
         }
         captured.finalized = true;
         Ok(())
