@@ -38,6 +38,6 @@ pub use hypercall::{
     CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
 };
 pub use plugin::load_plugin;
-pub use types::{Address, OptLevel, UnitId, VersionId};
+pub use types::{Address, OptLevel, SiteId, UnitId, ValueKind, VersionId};
 /// The frame-metadata reader the engine uses, for [`Engine::with_unit_metadata`].
 pub use uppercut_stackmaps as stackmaps;

@@ -97,3 +97,82 @@ impl fmt::Display for Address {
         write!(f, "{:#x}", self.0)
     }
 }
+
+/// Identifies one OSR site of an instrumented guest module, unique within an engine.
+///
+/// Every compiled version of a function records its sites in `.llvm_stackmaps` (statepoint
+/// records at the site's return address), and the first deopt location of each record is the
+/// site id as a constant: `[Constant(site), value 0, …, value n-1]`, the values in the order of
+/// the site's [`ValueKind`] list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteId(pub u32);
+
+impl fmt::Display for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "site{}", self.0)
+    }
+}
+
+/// The LLVM type of one value of an OSR site's state, or of a call's result.
+///
+/// In a transfer buffer every value takes one 64-bit slot holding its bits, zero-extended:
+/// integers narrower than 64 bits in the low bits, `float` as its 32 bits, `double` as its 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// `i1`.
+    I1,
+    /// `i8`.
+    I8,
+    /// `i16`.
+    I16,
+    /// `i32`.
+    I32,
+    /// `i64`.
+    I64,
+    /// `ptr` (address space 0).
+    Ptr,
+    /// `float`.
+    F32,
+    /// `double`.
+    F64,
+}
+
+impl ValueKind {
+    /// Whether the x86-64 System V ABI returns a value of this kind in `xmm0` (else `rax`).
+    pub fn is_float(self) -> bool {
+        matches!(self, ValueKind::F32 | ValueKind::F64)
+    }
+
+    /// The value's size in bytes (1 for `i1`).
+    pub fn size(self) -> u32 {
+        match self {
+            ValueKind::I1 | ValueKind::I8 => 1,
+            ValueKind::I16 => 2,
+            ValueKind::I32 | ValueKind::F32 => 4,
+            ValueKind::I64 | ValueKind::Ptr | ValueKind::F64 => 8,
+        }
+    }
+
+    /// Keeps the bits that belong to a value of this kind and clears the rest.
+    pub fn mask(self, bits: u64) -> u64 {
+        match self.size() {
+            8 => bits,
+            n => bits & ((1u64 << (n * 8)) - 1),
+        }
+    }
+}
+
+impl fmt::Display for ValueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ValueKind::I1 => "i1",
+            ValueKind::I8 => "i8",
+            ValueKind::I16 => "i16",
+            ValueKind::I32 => "i32",
+            ValueKind::I64 => "i64",
+            ValueKind::Ptr => "ptr",
+            ValueKind::F32 => "float",
+            ValueKind::F64 => "double",
+        })
+    }
+}
