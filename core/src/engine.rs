@@ -29,7 +29,8 @@ use crate::code_memory::{ArenaConfig, CodeArena, CodeRegion};
 use crate::error::{Error, Result};
 use crate::hypercall::{self, Callback, Callbacks};
 use crate::ir::{self, Ir, Linker, ModuleFacts, UnitSpec};
-use crate::types::{OptLevel, UnitId, VersionId};
+use crate::sites::{Instrumentation, OsrModule};
+use crate::types::{OptLevel, SiteId, UnitId, VersionId};
 
 /// How an engine compiles.
 #[derive(Debug, Clone)]
@@ -44,6 +45,10 @@ pub struct EngineOptions {
     pub arena: ArenaConfig,
     /// Whether to install the built-in `uppercut.*` callbacks.
     pub builtins: bool,
+    /// OSR instrumentation of the guest module (sites, shadow-stack frames), done once at load:
+    /// every version is then built from the instrumented module. `None` compiles the guest as
+    /// it is.
+    pub instrument: Option<Instrumentation>,
 }
 
 impl Default for EngineOptions {
@@ -52,6 +57,7 @@ impl Default for EngineOptions {
             opt_level: OptLevel::O2,
             arena: ArenaConfig::default(),
             builtins: true,
+            instrument: None,
         }
     }
 }
@@ -65,6 +71,7 @@ pub struct Engine {
 pub(crate) struct EngineInner {
     ir: Mutex<Ir>,
     facts: ModuleFacts,
+    osr: Option<Arc<OsrModule>>,
     arena: CodeArena,
     state: Mutex<State>,
     pub(crate) callbacks: Callbacks,
@@ -86,6 +93,56 @@ pub struct VersionInfo {
     pub size: u64,
     /// The optimisation level it was built at.
     pub opt_level: OptLevel,
+    /// A whole function, or a continuation of it.
+    pub kind: VersionKind,
+    /// The globals it was specialised on, with the values it assumes (their bits).
+    pub specialisation: Vec<(String, u64)>,
+}
+
+/// What a version's code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionKind {
+    /// The whole function, entered at its entry.
+    Function,
+    /// A continuation: `ret (ptr state)`, resuming the function right after a site.
+    Continuation(SiteId),
+}
+
+/// What [`Engine::compile_version`] builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRequest {
+    /// The function.
+    pub function: String,
+    /// The optimisation level.
+    pub opt_level: OptLevel,
+    /// Globals to treat as constants with these values (their bits, zero-extended); each must
+    /// be specialisable ([`OsrModule::global`]).
+    pub specialisation: Vec<(String, u64)>,
+    /// Whether every older entry of the function should jump to the new version.
+    pub relink: bool,
+}
+
+impl VersionRequest {
+    /// A plain version of `function` at `opt_level`, relinked.
+    pub fn new(function: &str, opt_level: OptLevel) -> VersionRequest {
+        VersionRequest {
+            function: function.to_owned(),
+            opt_level,
+            specialisation: Vec::new(),
+            relink: true,
+        }
+    }
+}
+
+/// A compiled continuation ([`Engine::compile_continuation`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    /// Its code, as a version of the function.
+    pub version: VersionInfo,
+    /// The site it resumes after.
+    pub site: SiteId,
+    /// Where the time went (`link` is zero: nothing is redirected).
+    pub times: CompileTimes,
 }
 
 /// Where one compile unit's memory lies.
@@ -181,13 +238,15 @@ impl Engine {
 
     /// Loads a guest from IR text or bitcode in memory; `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str, options: EngineOptions) -> Result<Engine> {
-        let ir = Ir::load(bytes, origin)?;
+        let ir = Ir::load(bytes, origin, options.instrument.as_ref())?;
         let facts = ir.facts();
+        let osr = ir.osr().cloned().map(Arc::new);
         let arena = CodeArena::with_config(options.arena.clone())?;
         let engine = Engine {
             inner: Arc::new_cyclic(|weak| EngineInner {
                 ir: Mutex::new(ir),
                 facts,
+                osr,
                 arena,
                 state: Mutex::new(State::default()),
                 callbacks: Callbacks::new(weak.clone()),
@@ -258,9 +317,15 @@ impl Engine {
         if self.state().compiled {
             return Ok(());
         }
-        let opt = self.inner.options.opt_level;
         let name = format!("{}#base", ir.origin());
-        self.compile_unit(&ir, &name, None, opt)?;
+        let spec = UnitSpec {
+            name: &name,
+            functions: None,
+            opt: self.inner.options.opt_level,
+            continuation: None,
+            specialise: &[],
+        };
+        self.compile_unit(&ir, &spec)?;
         self.state().compiled = true;
         Ok(())
     }
@@ -268,15 +333,30 @@ impl Engine {
     /// Compiles a new version of `function` from the pristine module at `opt`, and makes every
     /// later call reach it (hot function replacement).
     pub fn recompile(&self, function: &str, opt: OptLevel) -> Result<Recompiled> {
+        self.compile_version(&VersionRequest::new(function, opt))
+    }
+
+    /// Compiles a new version of a function from the pristine (or instrumented) module: at a
+    /// level, specialised on global values, and relinked or not.
+    pub fn compile_version(&self, request: &VersionRequest) -> Result<Recompiled> {
         self.compile()?;
+        let function = request.function.as_str();
         if !self.state().functions.contains_key(function) {
             return Err(Error::NoSuchFunction(function.to_owned()));
         }
+        self.check_specialisation(&request.specialisation)?;
         let ir = self.ir();
         let unit_index = self.state().units.len();
         let name = format!("{}#{function}.{unit_index}", ir.origin());
         let keep = [function.to_owned()];
-        let (versions, mut times) = self.compile_unit(&ir, &name, Some(&keep), opt)?;
+        let spec = UnitSpec {
+            name: &name,
+            functions: Some(&keep),
+            opt: request.opt_level,
+            continuation: None,
+            specialise: &request.specialisation,
+        };
+        let (versions, mut times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
         let version = versions
             .into_iter()
@@ -285,6 +365,13 @@ impl Engine {
                 unit: name.clone(),
                 message: format!("the unit does not define `{function}`"),
             })?;
+        if !request.relink {
+            return Ok(Recompiled {
+                redirected: 0,
+                version,
+                times,
+            });
+        }
         let link_start = Instant::now();
         let mut state = self.state();
         let older: Vec<u64> = entries_of(&state, function)
@@ -304,6 +391,97 @@ impl Engine {
             version,
             times,
         })
+    }
+
+    /// Compiles a continuation of `function` that resumes right after `site`, at `opt`,
+    /// specialised on `specialisation`: `ret (ptr state)`, taking the site's values (and the
+    /// call's result after them) one 64-bit slot each. Needs an instrumented engine.
+    pub fn compile_continuation(
+        &self,
+        function: &str,
+        site: SiteId,
+        opt: OptLevel,
+        specialisation: &[(String, u64)],
+    ) -> Result<Continuation> {
+        self.compile()?;
+        let osr = self.osr().ok_or_else(|| {
+            Error::Osr("the engine was created without OSR instrumentation".to_owned())
+        })?;
+        let info = osr.site(site).ok_or_else(|| Error::NoSuchSite {
+            function: function.to_owned(),
+            site,
+            reason: "no such site".to_owned(),
+        })?;
+        if info.function != function {
+            return Err(Error::NoSuchSite {
+                function: function.to_owned(),
+                site,
+                reason: format!("it belongs to `{}`", info.function),
+            });
+        }
+        self.check_specialisation(specialisation)?;
+        let ir = self.ir();
+        let unit_index = self.state().units.len();
+        let name = format!("{}#{function}.osr.{}.{unit_index}", ir.origin(), site.0);
+        let symbol = format!("{function}.osr.{}.{unit_index}", site.0);
+        let keep = [function.to_owned()];
+        let spec = UnitSpec {
+            name: &name,
+            functions: Some(&keep),
+            opt,
+            continuation: Some((site, &symbol)),
+            specialise: specialisation,
+        };
+        let (versions, times) = self.compile_unit(&ir, &spec)?;
+        drop(ir);
+        let version = versions
+            .into_iter()
+            .find(|v| v.kind == VersionKind::Continuation(site))
+            .ok_or_else(|| Error::Codegen {
+                unit: name.clone(),
+                message: format!("the unit does not define `{symbol}`"),
+            })?;
+        Ok(Continuation {
+            version,
+            site,
+            times,
+        })
+    }
+
+    /// What OSR instrumentation made of the guest module (`None` without instrumentation).
+    pub fn osr(&self) -> Option<Arc<OsrModule>> {
+        self.inner.osr.clone()
+    }
+
+    /// The instrumented module as LLVM prints it (the prepared module without instrumentation):
+    /// what every version is built from.
+    pub fn instrumented_ir(&self) -> String {
+        self.ir().prepared_text()
+    }
+
+    fn check_specialisation(&self, values: &[(String, u64)]) -> Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let osr = self.osr().ok_or_else(|| {
+            Error::Osr("specialisation needs an engine created with OSR instrumentation".to_owned())
+        })?;
+        for (global, _) in values {
+            match osr.global(global).map(|g| &g.specialisable) {
+                Some(Ok(_)) => {}
+                Some(Err(why)) => {
+                    return Err(Error::Osr(format!(
+                        "cannot specialise on `{global}`: {why}"
+                    )));
+                }
+                None => {
+                    return Err(Error::Osr(format!(
+                        "cannot specialise on `{global}`: no such global variable in the guest"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Hands a unit's code and data memory to the caller, who then decides when it is freed
@@ -564,21 +742,16 @@ impl Engine {
     fn compile_unit(
         &self,
         ir: &Ir,
-        name: &str,
-        functions: Option<&[String]>,
-        opt: OptLevel,
+        spec: &UnitSpec<'_>,
     ) -> Result<(Vec<VersionInfo>, CompileTimes)> {
         let mut linker = EngineLinker {
             engine: &self.inner,
             snapshot: self.symbol_snapshot(),
         };
         let started = Instant::now();
-        let spec = UnitSpec {
-            name,
-            functions,
-            opt,
-        };
-        let (compiled, split) = ir.compile(&spec, &self.inner.arena, &mut linker)?;
+        let name = spec.name;
+        let opt = spec.opt;
+        let (compiled, split) = ir.compile(spec, &self.inner.arena, &mut linker)?;
         check_metadata(name, &compiled.memory)?;
         let total = started.elapsed();
         let times = CompileTimes {
@@ -610,20 +783,36 @@ impl Engine {
                 .find(|&s| s > *entry && s <= region_end)
                 .unwrap_or(region_end);
             let id = VersionId(state.versions.len() as u32);
+            let (base, kind) = match spec.continuation {
+                Some((site, symbol)) if symbol == function => (
+                    spec.functions
+                        .and_then(|f| f.first())
+                        .cloned()
+                        .unwrap_or_default(),
+                    VersionKind::Continuation(site),
+                ),
+                _ => (function.clone(), VersionKind::Function),
+            };
             let info = VersionInfo {
                 id,
-                function: function.clone(),
+                function: base,
                 unit,
                 entry: *entry,
                 size: next - entry,
                 opt_level: opt,
+                kind,
+                specialisation: spec.specialise.to_vec(),
             };
             state.versions.push(info.clone());
-            state
-                .functions
-                .entry(function.clone())
-                .or_default()
-                .push(id);
+            if kind == VersionKind::Function {
+                // Continuations are entered only by transfers, never through the function's
+                // entries: they are not redirected and never redirected to.
+                state
+                    .functions
+                    .entry(function.clone())
+                    .or_default()
+                    .push(id);
+            }
             made.push(info);
         }
         for (global, address) in &compiled.globals {
@@ -718,6 +907,12 @@ impl Linker for EngineLinker<'_> {
             ir::HYPERCALL => return Some(arch::hypercall_dynamic_entry()),
             ir::FAST_HYPERCALL => return Some(arch::hypercall_fast_entry()),
             "registerCustomCallback" => return Some(hypercall::register_entry()),
+            ir::instrument::SHADOW_PUSH => {
+                return Some(crate::shadow::shadow_push as *const () as u64);
+            }
+            ir::instrument::SHADOW_POP => {
+                return Some(crate::shadow::shadow_pop as *const () as u64);
+            }
             _ => {}
         }
         process_symbol(name)

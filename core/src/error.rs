@@ -101,6 +101,18 @@ pub enum Error {
     },
     /// A guest function was called with more arguments than the entry primitive passes.
     TooManyArguments(usize),
+    /// A continuation was asked for at a site the function does not have.
+    NoSuchSite {
+        /// The function.
+        function: String,
+        /// The site.
+        site: crate::types::SiteId,
+        /// Why it cannot be found or used.
+        reason: String,
+    },
+    /// The request needs OSR instrumentation, which the engine was created without, or a
+    /// global that cannot be specialised on.
+    Osr(String),
 }
 
 impl fmt::Display for Error {
@@ -161,6 +173,12 @@ impl fmt::Display for Error {
             Error::TooManyArguments(n) => {
                 write!(f, "a guest call takes at most 6 integer arguments, got {n}")
             }
+            Error::NoSuchSite {
+                function,
+                site,
+                reason,
+            } => write!(f, "no continuation of `{function}` at {site}: {reason}"),
+            Error::Osr(message) => write!(f, "osr: {message}"),
         }
     }
 }

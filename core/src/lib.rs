@@ -27,17 +27,23 @@ mod error;
 mod hypercall;
 mod ir;
 mod plugin;
+pub mod shadow;
+mod sites;
 mod sys;
 mod types;
 
 pub use engine::{
-    CompileTimes, Engine, EngineOptions, JitFrame, Recompiled, UnitInfo, UnitMemory, VersionInfo,
+    CompileTimes, Continuation, Engine, EngineOptions, JitFrame, Recompiled, UnitInfo, UnitMemory,
+    VersionInfo, VersionKind, VersionRequest,
 };
 pub use error::{Error, Result};
 pub use hypercall::{
     CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
 };
 pub use plugin::load_plugin;
+pub use sites::{
+    FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo, SiteKind,
+};
 pub use types::{Address, OptLevel, SiteId, UnitId, ValueKind, VersionId};
 /// The frame-metadata reader the engine uses, for [`Engine::with_unit_metadata`].
 pub use uppercut_stackmaps as stackmaps;

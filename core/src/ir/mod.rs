@@ -27,7 +27,12 @@ use llvm_sys::prelude::{LLVMModuleRef, LLVMValueRef};
 
 use crate::code_memory::{CodeArena, CodeRegion, RegionRequest};
 use crate::error::{Error, Result};
-use crate::types::OptLevel;
+use crate::sites::{Instrumentation, OsrModule};
+use crate::types::{OptLevel, SiteId};
+
+mod continuation;
+pub(crate) mod instrument;
+mod llvm;
 
 /// Bytes of no-ops that LLVM places at every guest function's entry, so that the entry can be
 /// redirected with one `jmp rel32` without touching an instruction that a branch may target.
@@ -47,6 +52,8 @@ pub(crate) struct Ir {
     pristine: Module<'static>,
     target: TargetMachine,
     origin: String,
+    /// What OSR instrumentation made of the prepared module, when it was instrumented.
+    osr: Option<OsrModule>,
     context: Box<Context>,
 }
 
@@ -89,6 +96,11 @@ pub(crate) struct UnitSpec<'a> {
     pub(crate) functions: Option<&'a [String]>,
     /// The optimisation level.
     pub(crate) opt: OptLevel,
+    /// Build a continuation of the (single) function at this site, under this name, instead of
+    /// the function itself.
+    pub(crate) continuation: Option<(SiteId, &'a str)>,
+    /// Globals whose loads become these constants (their bits, zero-extended).
+    pub(crate) specialise: &'a [(String, u64)],
 }
 
 /// How the compiler reaches the rest of the engine while it links a unit.
@@ -144,7 +156,11 @@ impl UnitMemory {
 
 impl Ir {
     /// Parses `.ll` text or `.bc` bitcode (LLVM tells them apart) and prepares it.
-    pub(crate) fn load(bytes: &[u8], origin: &str) -> Result<Ir> {
+    pub(crate) fn load(
+        bytes: &[u8],
+        origin: &str,
+        instrumentation: Option<&Instrumentation>,
+    ) -> Result<Ir> {
         Target::initialize_native(&InitializationConfig::default()).map_err(|message| {
             Error::Codegen {
                 unit: origin.to_owned(),
@@ -193,6 +209,26 @@ impl Ir {
                 unit: origin.to_owned(),
                 message: "no target machine for the host".to_owned(),
             })?;
+        let osr = match instrumentation {
+            Some(config) => {
+                let m = prepared.as_mut_ptr();
+                let selected = instrument::select(m);
+                let pipeline = "function(sroa<modify-cfg>,mem2reg)";
+                prepared
+                    .run_passes(pipeline, &target, PassBuilderOptions::create())
+                    .map_err(|e| Error::Optimise {
+                        pipeline: pipeline.to_owned(),
+                        message: e.to_string(),
+                    })?;
+                let osr = instrument::rewrite(m, config, &selected);
+                prepared.verify().map_err(|e| Error::Verify {
+                    module: format!("{origin} (instrumented)"),
+                    message: e.to_string(),
+                })?;
+                Some(osr)
+            }
+            None => None,
+        };
         let prepared_bitcode = prepared.write_bitcode_to_memory().as_slice().to_vec();
         Ok(Ir {
             prepared,
@@ -200,8 +236,19 @@ impl Ir {
             pristine,
             target,
             origin: origin.to_owned(),
+            osr,
             context,
         })
+    }
+
+    /// What OSR instrumentation made of the module, if it was instrumented.
+    pub(crate) fn osr(&self) -> Option<&OsrModule> {
+        self.osr.as_ref()
+    }
+
+    /// The instrumented (or prepared) module as LLVM prints it.
+    pub(crate) fn prepared_text(&self) -> String {
+        self.prepared.print_to_string().to_string()
     }
 
     /// Where the module came from.
@@ -311,6 +358,15 @@ impl Ir {
                 });
             }
         }
+        if let Some((site, name)) = spec.continuation {
+            let [function] = spec.functions.unwrap_or_default() else {
+                return Err(Error::Osr(
+                    "a continuation unit holds exactly one function".to_owned(),
+                ));
+            };
+            continuation::build(m, function, site, name)?;
+        }
+        specialise(m, spec.specialise)?;
         if spec.opt != OptLevel::O0 {
             release_optnone(m);
         }
@@ -318,7 +374,12 @@ impl Ir {
             module: spec.name.to_owned(),
             message: e.to_string(),
         })?;
-        let pipeline = format!("default<O{}>", spec.opt.as_u8());
+        let mut pipeline = format!("default<O{}>", spec.opt.as_u8());
+        if spec.continuation.is_some() {
+            // The continuation's state arrives in slots; make it SSA values again, whatever
+            // the level.
+            pipeline = format!("function(mem2reg),{pipeline}");
+        }
         module
             .run_passes(&pipeline, &self.target, PassBuilderOptions::create())
             .map_err(|e| Error::Optimise {
@@ -326,6 +387,37 @@ impl Ir {
                 message: e.to_string(),
             })?;
         let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
+        if self.osr.is_some() {
+            // Calls with a "deopt" bundle become statepoints whose stack-map records sit at
+            // their return addresses; every other call stays a plain call.
+            let gc_functions: Vec<LLVMValueRef> = functions(m)
+                .filter(|&f| llvm::gc_name(f).as_deref() == instrument::REWRITE_GC.to_str().ok())
+                .collect();
+            for &f in &gc_functions {
+                for b in llvm::blocks(f) {
+                    for i in llvm::instructions(b) {
+                        if llvm::is_call(i) && llvm::deopt_operands(i).is_none() {
+                            llvm::add_call_string_attribute(i, "gc-leaf-function", "");
+                        }
+                    }
+                }
+            }
+            if !gc_functions.is_empty() {
+                module
+                    .run_passes(
+                        "rewrite-statepoints-for-gc",
+                        &self.target,
+                        PassBuilderOptions::create(),
+                    )
+                    .map_err(|e| Error::Optimise {
+                        pipeline: "rewrite-statepoints-for-gc".to_owned(),
+                        message: e.to_string(),
+                    })?;
+                for &f in &gc_functions {
+                    llvm::set_gc(f, instrument::CODEGEN_GC);
+                }
+            }
+        }
 
         // Resolve every declaration before code generation: an unresolved one would become a
         // call to address 0 (MCJIT does not fail on it).
@@ -536,10 +628,18 @@ fn release_optnone(m: LLVMModuleRef) {
     };
     let (optnone, noinline) = (kind("optnone"), kind("noinline"));
     let index = llvm_sys::LLVMAttributeFunctionIndex;
+    let was = instrument::WAS_OPTNONE;
     for f in functions(m) {
         // SAFETY: `f` is a function of `m`; attributes are read and removed at the function index.
         unsafe {
-            if !llc::LLVMGetEnumAttributeAtIndex(f, index, optnone).is_null() {
+            let lifted = !llc::LLVMGetStringAttributeAtIndex(
+                f,
+                index,
+                was.as_ptr().cast(),
+                was.len() as u32,
+            )
+            .is_null();
+            if lifted || !llc::LLVMGetEnumAttributeAtIndex(f, index, optnone).is_null() {
                 llc::LLVMRemoveEnumAttributeAtIndex(f, index, optnone);
                 llc::LLVMRemoveEnumAttributeAtIndex(f, index, noinline);
             }
@@ -583,6 +683,20 @@ fn keep_only(m: LLVMModuleRef, keep: &[String]) {
             // SAFETY: these appending globals are only read by code generation; a unit that
             // does not own the module's functions must not register them again.
             unsafe { llc::LLVMDeleteGlobal(g) };
+            continue;
+        }
+        // SAFETY: `g` is a definition of `m`.
+        let (constant, unnamed) = unsafe {
+            (
+                llc::LLVMIsGlobalConstant(g) != 0,
+                llc::LLVMGetUnnamedAddress(g) != llvm_sys::LLVMUnnamedAddr::LLVMNoUnnamedAddr,
+            )
+        };
+        if constant && unnamed {
+            // Its address means nothing: the unit keeps its own copy (strings, the names of
+            // constant-name hypercalls, which then link to the fast path).
+            // SAFETY: `g` is a definition of `m`; internal linkage is valid for it.
+            unsafe { llc::LLVMSetLinkage(g, LLVMLinkage::LLVMInternalLinkage) };
             continue;
         }
         // SAFETY: `g` is a definition of `m`; without an initializer it becomes a declaration,
@@ -685,6 +799,60 @@ fn rewrite_constant_hypercalls(m: LLVMModuleRef, linker: &mut dyn Linker) -> usi
         rewritten += 1;
     }
     rewritten
+}
+
+/// Replaces every direct load of each global with the constant its bits make.
+fn specialise(m: LLVMModuleRef, values: &[(String, u64)]) -> Result<()> {
+    for (name, bits) in values {
+        let c = CString::new(name.as_str()).map_err(|_| Error::NoSuchFunction(name.clone()))?;
+        // SAFETY: `m` is live and `c` NUL-terminated.
+        let g = unsafe { llc::LLVMGetNamedGlobal(m, c.as_ptr()) };
+        if g.is_null() {
+            return Err(Error::Osr(format!(
+                "no global named `{name}` to specialise on"
+            )));
+        }
+        for user in users(g) {
+            if !llvm::is_instruction(user) || llvm::opcode(user) != llvm_sys::LLVMOpcode::LLVMLoad {
+                continue;
+            }
+            let ty = llvm::type_of(user);
+            let Some(kind) = llvm::value_kind(ty) else {
+                continue;
+            };
+            let bits = kind.mask(*bits);
+            let ctx = llvm::context_of(m);
+            // SAFETY: constants of the load's own type, made from its bits.
+            let value = unsafe {
+                match kind {
+                    crate::types::ValueKind::Ptr => {
+                        llc::LLVMConstIntToPtr(llvm::const_int(llvm::int_type(ctx, 64), bits), ty)
+                    }
+                    crate::types::ValueKind::F32 => {
+                        llc::LLVMConstBitCast(llvm::const_int(llvm::int_type(ctx, 32), bits), ty)
+                    }
+                    crate::types::ValueKind::F64 => {
+                        llc::LLVMConstBitCast(llvm::const_int(llvm::int_type(ctx, 64), bits), ty)
+                    }
+                    _ => llvm::const_int(ty, bits),
+                }
+            };
+            llvm::replace_all_uses(user, value);
+            llvm::erase(user);
+        }
+    }
+    Ok(())
+}
+
+/// How LLVM prints a type.
+fn type_name(ty: llvm_sys::prelude::LLVMTypeRef) -> String {
+    // SAFETY: `ty` is a live type; LLVM returns an owned message, freed here.
+    unsafe {
+        let s = llc::LLVMPrintTypeToString(ty);
+        let out = CStr::from_ptr(s).to_string_lossy().into_owned();
+        llc::LLVMDisposeMessage(s);
+        out
+    }
 }
 
 /// The text of a constant C string that `v` points to, if it is one.

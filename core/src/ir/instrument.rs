@@ -1,0 +1,909 @@
+//! OSR instrumentation of the prepared module (see [`crate::sites`] for the picture).
+//!
+//! Runs once, on the module every version is built from:
+//! 1. [`select`]: which functions can carry sites; the rest keep running wherever they are.
+//! 2. SROA and mem2reg (by the caller), so that state is SSA values, not stack memory.
+//! 3. [`rewrite`]: escaping memory to shadow-stack frames, counters at loop headers and
+//!    entries, hypercalls after watched stores, and a `"deopt"` bundle on every call that can
+//!    reach a hypercall, holding the values live after it.
+
+use std::collections::{HashMap, HashSet};
+
+use llvm_sys::LLVMOpcode;
+use llvm_sys::prelude::LLVMModuleRef;
+
+use super::llvm::{self as l, Block, Builder, Value};
+use super::{HYPERCALL, functions, globals, value_name};
+use crate::sites::{
+    FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo, SiteKind,
+};
+use crate::types::SiteId;
+
+/// The host function that opens a shadow-stack frame: `ptr (ptr map, i64 size)`.
+pub(crate) const SHADOW_PUSH: &str = "__uppercut_shadow_push";
+/// The host function that closes one: `void (ptr frame)`.
+pub(crate) const SHADOW_POP: &str = "__uppercut_shadow_pop";
+/// A string attribute that marks functions whose `optnone` instrumentation lifted, so that
+/// versions at O1 and above also drop the `noinline` clang paired with it.
+pub(crate) const WAS_OPTNONE: &str = "uppercut-was-optnone";
+/// Statepoint GC strategy for `rewrite-statepoints-for-gc`; code generation uses
+/// [`CODEGEN_GC`] (identical records, see DESIGN.md).
+pub(crate) const REWRITE_GC: &std::ffi::CStr = c"statepoint-example";
+/// The GC strategy instrumented functions are compiled under.
+pub(crate) const CODEGEN_GC: &std::ffi::CStr = c"shadow-stack";
+/// Bytes before the first slot of a shadow-stack frame: `StackEntry { Next, Map }`.
+const SHADOW_HEADER: u64 = 16;
+/// Largest alignment a shadow-stack slot can have (frames are 16-byte aligned).
+const SHADOW_ALIGN: u64 = 16;
+
+/// Functions that carry sites (`Ok`) or why not (`Err`), decided before SROA; lifts `optnone`
+/// on the selected ones so that SROA and mem2reg reach them.
+pub(crate) fn select(m: LLVMModuleRef) -> HashMap<String, std::result::Result<(), String>> {
+    let mut out = HashMap::new();
+    for f in functions(m) {
+        if l::is_declaration(f) || value_name(f).starts_with("llvm.") {
+            continue;
+        }
+        let verdict = exclusion(f);
+        if verdict.is_none() && l::has_fn_attribute(f, "optnone") {
+            l::remove_fn_attribute(f, "optnone");
+            super::add_fn_attribute(f, WAS_OPTNONE, "");
+        }
+        out.insert(value_name(f), verdict.map_or(Ok(()), Err));
+    }
+    out
+}
+
+/// Why `f` cannot carry sites, if it cannot.
+fn exclusion(f: Value) -> Option<String> {
+    let ty = l::function_type(f);
+    if l::is_vararg(ty) {
+        return Some("it is variadic (its va_list points into its own frame)".to_owned());
+    }
+    if l::gc_name(f).is_some() {
+        return Some("it already has a GC strategy".to_owned());
+    }
+    if l::has_fn_attribute(f, "naked") {
+        return Some("it is naked".to_owned());
+    }
+    for b in l::blocks(f) {
+        for i in l::instructions(b) {
+            match l::opcode(i) {
+                LLVMOpcode::LLVMIndirectBr => {
+                    return Some("it jumps to label addresses (computed goto)".to_owned());
+                }
+                LLVMOpcode::LLVMInvoke
+                | LLVMOpcode::LLVMLandingPad
+                | LLVMOpcode::LLVMCallBr
+                | LLVMOpcode::LLVMCleanupPad
+                | LLVMOpcode::LLVMCatchPad => {
+                    return Some("it has exception-handling or callbr edges".to_owned());
+                }
+                LLVMOpcode::LLVMCall => {
+                    // SAFETY: `i` is a live call.
+                    let kind = unsafe { llvm_sys::core::LLVMGetTailCallKind(i) };
+                    if kind == llvm_sys::LLVMTailCallKind::LLVMTailCallKindMustTail {
+                        return Some("it has a musttail call".to_owned());
+                    }
+                    if l::has_call_attribute(i, "returns_twice")
+                        || l::called_function(i)
+                            .is_some_and(|c| l::has_fn_attribute(c, "returns_twice"))
+                    {
+                        return Some(
+                            "it calls a returns_twice function (setjmp): a longjmp back would land \
+                             in a frame that was moved"
+                                .to_owned(),
+                        );
+                    }
+                    if let Some(c) = l::called_function(i) {
+                        let name = value_name(c);
+                        if name == "llvm.va_start" || name.starts_with("llvm.va_start.") {
+                            return Some("it calls va_start".to_owned());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// State shared while rewriting one module.
+struct Rewriter<'a> {
+    m: LLVMModuleRef,
+    ctx: llvm_sys::prelude::LLVMContextRef,
+    config: &'a Instrumentation,
+    out: OsrModule,
+    /// The `PerformCustomCallback` declaration and the site callback's name string.
+    hypercall: Option<(Value, Value)>,
+    /// Calls that get a site: its id and kind.
+    marked: HashMap<Value, (SiteId, SiteKind)>,
+    /// The counter global of each loop or entry site call.
+    counters: HashMap<Value, String>,
+    /// The shadow-stack frame pointer of each function that has one.
+    shadow_frames: HashMap<Value, Value>,
+    next_site: u32,
+    next_function: u64,
+}
+
+/// Instruments every selected function; returns the OSR description of the module.
+pub(crate) fn rewrite(
+    m: LLVMModuleRef,
+    config: &Instrumentation,
+    selected: &HashMap<String, std::result::Result<(), String>>,
+) -> OsrModule {
+    let mut r = Rewriter {
+        m,
+        ctx: l::context_of(m),
+        config,
+        out: OsrModule::default(),
+        hypercall: None,
+        marked: HashMap::new(),
+        counters: HashMap::new(),
+        shadow_frames: HashMap::new(),
+        next_site: 0,
+        next_function: 0,
+    };
+    r.describe_globals();
+    let defined: Vec<Value> = functions(m)
+        .filter(|&f| !l::is_declaration(f) && !value_name(f).starts_with("llvm."))
+        .collect();
+    for &f in &defined {
+        let name = value_name(f);
+        let mut info = FunctionOsr::default();
+        match selected.get(&name) {
+            Some(Ok(())) => info.excluded = dynamic_stack(f),
+            Some(Err(why)) => info.excluded = Some(why.clone()),
+            None => info.excluded = Some("it was added after selection".to_owned()),
+        }
+        r.out.functions.insert(name, info);
+    }
+    let readers: Vec<(String, String)> = r
+        .out
+        .globals
+        .iter()
+        .flat_map(|(g, info)| info.readers.iter().map(move |f| (f.clone(), g.clone())))
+        .collect();
+    for (f, g) in readers {
+        if let Some(info) = r.out.functions.get_mut(&f) {
+            info.reads.push(g);
+        }
+    }
+    // Stores first, in every function, instrumented or not: a store that went unseen would
+    // leave a stale specialisation running.
+    for &f in &defined {
+        r.watch_stores(f);
+    }
+    let instrumented: Vec<Value> = defined
+        .iter()
+        .copied()
+        .filter(|&f| r.out.functions[&value_name(f)].excluded.is_none())
+        .collect();
+    for &f in &instrumented {
+        if config.loop_sites {
+            for header in loop_headers(f) {
+                r.counter_site(f, header);
+            }
+        }
+        r.entry_block(f);
+    }
+    let reaching = reaching_functions(&defined);
+    for &f in &instrumented {
+        for b in l::blocks(f) {
+            for i in l::instructions(b) {
+                if !l::is_call(i)
+                    || r.marked.contains_key(&i)
+                    || l::is_inline_asm(l::called_value(i))
+                {
+                    continue;
+                }
+                let kind = match l::called_function(i) {
+                    Some(c) if value_name(c) == HYPERCALL || reaching.contains(&c) => {
+                        SiteKind::Call {
+                            callee: Some(value_name(c)),
+                        }
+                    }
+                    Some(_) => continue,
+                    None => SiteKind::Call { callee: None },
+                };
+                let id = r.new_site();
+                r.marked.insert(i, (id, kind));
+            }
+        }
+        r.add_sites(f);
+    }
+    r.out
+}
+
+/// Why `f` needs a machine stack that moves with it, if it does (checked after SROA).
+fn dynamic_stack(f: Value) -> Option<String> {
+    let entry = *l::blocks(f).first()?;
+    for b in l::blocks(f) {
+        for i in l::instructions(b) {
+            if !l::is_alloca(i) {
+                continue;
+            }
+            if b != entry || l::const_int_value(l::operands(i)[0]).is_none() {
+                return Some("it allocates stack memory dynamically (alloca, VLA)".to_owned());
+            }
+            // SAFETY: `i` is a live alloca.
+            if u64::from(unsafe { llvm_sys::core::LLVMGetAlignment(i) }) > SHADOW_ALIGN {
+                return Some("a local needs more than 16-byte alignment".to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// The functions that can reach a hypercall: they call `PerformCustomCallback`, call through
+/// a pointer, or call a function that can. (Calls into libraries are not followed: a frame
+/// walk stops at the first frame that is not JIT code, so nothing beyond one is transferred.)
+fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
+    let mut calls: HashMap<Value, Vec<Value>> = HashMap::new();
+    let mut reach = HashSet::new();
+    for &f in defined {
+        let mut callees = Vec::new();
+        for b in l::blocks(f) {
+            for i in l::instructions(b) {
+                if !l::is_call(i) || l::is_inline_asm(l::called_value(i)) {
+                    continue;
+                }
+                match l::called_function(i) {
+                    Some(c) if value_name(c) == HYPERCALL => {
+                        reach.insert(f);
+                    }
+                    Some(c) => callees.push(c),
+                    None => {
+                        reach.insert(f);
+                    }
+                }
+            }
+        }
+        calls.insert(f, callees);
+    }
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &f in defined {
+            if !reach.contains(&f) && calls[&f].iter().any(|c| reach.contains(c)) {
+                reach.insert(f);
+                changed = true;
+            }
+        }
+    }
+    reach
+}
+
+/// Loop headers: targets of retreating edges of a depth-first walk from the entry (natural
+/// loops and irreducible cycles alike), in discovery order.
+fn loop_headers(f: Value) -> Vec<Block> {
+    let Some(&entry) = l::blocks(f).first() else {
+        return Vec::new();
+    };
+    let mut headers = Vec::new();
+    let mut state: HashMap<Block, bool> = HashMap::new(); // true while on the DFS stack
+    let mut stack = vec![(entry, l::successors(entry), 0usize)];
+    state.insert(entry, true);
+    while let Some((b, succs, next)) = stack.last_mut() {
+        if let Some(&s) = succs.get(*next) {
+            *next += 1;
+            match state.get(&s) {
+                Some(true) => {
+                    if !headers.contains(&s) {
+                        headers.push(s);
+                    }
+                }
+                Some(false) => {}
+                None => {
+                    state.insert(s, true);
+                    stack.push((s, l::successors(s), 0));
+                }
+            }
+        } else {
+            state.insert(*b, false);
+            stack.pop();
+        }
+    }
+    headers
+}
+
+impl Rewriter<'_> {
+    fn new_site(&mut self) -> SiteId {
+        self.next_site += 1;
+        SiteId(self.next_site)
+    }
+
+    /// Which globals can be specialised on, and who reads them.
+    fn describe_globals(&mut self) {
+        for g in globals(self.m) {
+            let name = value_name(g);
+            if l::is_declaration(g) || name.starts_with("llvm.") || name.starts_with("__uppercut") {
+                continue;
+            }
+            // SAFETY: `g` is a live global variable.
+            let ty = unsafe { llvm_sys::core::LLVMGlobalGetValueType(g) };
+            let mut readers: Vec<String> = Vec::new();
+            let mut why_not = None;
+            for (user, index) in l::uses(g) {
+                let op = l::is_instruction(user).then(|| l::opcode(user));
+                match op {
+                    Some(LLVMOpcode::LLVMLoad) => {
+                        let f = value_name(l::block_function(l::parent(user)));
+                        if !readers.contains(&f) {
+                            readers.push(f);
+                        }
+                        if l::type_of(user) != ty {
+                            why_not.get_or_insert_with(|| {
+                                "it is loaded with a type other than its own".to_owned()
+                            });
+                        }
+                    }
+                    Some(LLVMOpcode::LLVMStore) if index == 1 => {}
+                    _ => {
+                        why_not.get_or_insert_with(|| {
+                            "its address is taken (used other than by direct loads and stores)"
+                                .to_owned()
+                        });
+                    }
+                }
+            }
+            // SAFETY: `g` is a live global variable.
+            if unsafe { llvm_sys::core::LLVMIsGlobalConstant(g) } != 0 {
+                why_not = Some("it is a constant already".to_owned());
+            }
+            // SAFETY: `g` is a live global variable.
+            if unsafe { llvm_sys::core::LLVMIsThreadLocal(g) } != 0 {
+                why_not = Some("it is thread-local".to_owned());
+            }
+            let specialisable = match (why_not, l::value_kind(ty)) {
+                (Some(why), _) => Err(why),
+                (None, None) => Err("its type is not a scalar".to_owned()),
+                (None, Some(kind)) => Ok(kind),
+            };
+            self.out.globals.insert(
+                name,
+                GlobalOsr {
+                    specialisable,
+                    readers,
+                },
+            );
+        }
+    }
+
+    /// The hypercall declaration and the site callback's name string.
+    fn hypercall(&mut self) -> (Value, Value) {
+        if let Some(h) = self.hypercall {
+            return h;
+        }
+        let f = l::declare_function(self.m, HYPERCALL, hypercall_type(self.ctx));
+        let bytes = format!("{SITE_CALLBACK}\0");
+        // SAFETY: makes a constant byte array in the module's context.
+        let init = unsafe {
+            llvm_sys::core::LLVMConstStringInContext2(
+                self.ctx,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                1,
+            )
+        };
+        let name = l::add_global(self.m, "__uppercut.osr.site_callback", init, true);
+        // SAFETY: `name` is a live global; nothing compares its address.
+        unsafe {
+            llvm_sys::core::LLVMSetUnnamedAddress(
+                name,
+                llvm_sys::LLVMUnnamedAddr::LLVMGlobalUnnamedAddr,
+            )
+        };
+        self.hypercall = Some((f, name));
+        (f, name)
+    }
+
+    /// Emits `PerformCustomCallback("uppercut.osr.site", site)` at the builder, as a site of
+    /// `kind`.
+    fn emit_site_call(&mut self, builder: &Builder, kind: SiteKind) -> Value {
+        let (f, name) = self.hypercall();
+        let id = self.new_site();
+        let i64t = l::int_type(self.ctx, 64);
+        // SAFETY: an integer constant cast to a pointer.
+        let arg = unsafe {
+            llvm_sys::core::LLVMConstIntToPtr(
+                l::const_int(i64t, u64::from(id.0)),
+                l::ptr_type(self.ctx),
+            )
+        };
+        let call = builder.call(hypercall_type(self.ctx), f, &mut [name, arg], "");
+        self.marked.insert(call, (id, kind));
+        call
+    }
+
+    /// Hypercalls after every direct store to a watched global.
+    fn watch_stores(&mut self, f: Value) {
+        let watched: Vec<(Value, String)> = self
+            .config
+            .store_sites
+            .iter()
+            .filter_map(|name| {
+                let c = std::ffi::CString::new(name.as_str()).ok()?;
+                // SAFETY: `m` is live and `c` NUL-terminated.
+                let g = unsafe { llvm_sys::core::LLVMGetNamedGlobal(self.m, c.as_ptr()) };
+                (!g.is_null()).then(|| (g, name.clone()))
+            })
+            .collect();
+        if watched.is_empty() {
+            return;
+        }
+        let builder = Builder::new(self.ctx);
+        for b in l::blocks(f) {
+            for i in l::instructions(b) {
+                if l::opcode(i) != LLVMOpcode::LLVMStore {
+                    continue;
+                }
+                let target = l::operands(i)[1];
+                let Some((_, global)) = watched.iter().find(|(g, _)| *g == target) else {
+                    continue;
+                };
+                // SAFETY: a store is never a terminator: an instruction follows it.
+                let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(i) };
+                builder.before(next);
+                self.emit_site_call(
+                    &builder,
+                    SiteKind::Store {
+                        global: global.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A fresh `i64` counter global for a loop or entry site.
+    fn counter_global(&mut self) -> Value {
+        let i64t = l::int_type(self.ctx, 64);
+        let name = format!("__uppercut.osr.count.{}", self.next_site + 1);
+        let init = l::const_int(i64t, self.config.initial_count as u64);
+        l::add_global(self.m, &name, init, false)
+    }
+
+    /// Decrements `counter` at the builder and branches to a block that fires a site hypercall
+    /// when it reaches zero, or on to `next`.
+    fn count_and_fire(&mut self, f: Value, builder: &Builder, next: Block, kind: SiteKind) {
+        let counter = self.counter_global();
+        let i64t = l::int_type(self.ctx, 64);
+        let c = builder.load(i64t, counter, "osr.c");
+        let c1 = builder.sub(c, l::const_int(i64t, 1), "osr.c1");
+        builder.store(c1, counter);
+        let fires = builder.icmp_sle(c1, l::const_int(i64t, 0), "osr.fires");
+        let fire = l::append_block(self.ctx, f, "osr.fire");
+        // SAFETY: both blocks belong to `f`; this changes their layout only.
+        unsafe { llvm_sys::core::LLVMMoveBasicBlockBefore(fire, next) };
+        builder.cond_br(fires, fire, next);
+        let at = Builder::new(self.ctx);
+        at.at_end(fire);
+        let call = self.emit_site_call(&at, kind);
+        self.counters.insert(call, value_name(counter));
+        at.br(next);
+    }
+
+    /// A counter at the top of a loop header (after its phis):
+    ///
+    /// ```text
+    /// preds ──> osr.loop: phis; c = --counter; c <= 0 ? osr.fire : header
+    ///           osr.fire: PerformCustomCallback("uppercut.osr.site", site) ["deopt"]; br header
+    /// ```
+    fn counter_site(&mut self, f: Value, header: Block) {
+        let count = l::append_block(self.ctx, f, "osr.loop");
+        // SAFETY: both blocks belong to `f`; this changes their layout only.
+        unsafe { llvm_sys::core::LLVMMoveBasicBlockBefore(count, header) };
+        // Every branch to the header now reaches the counter; the header's phis move there too
+        // (their incoming blocks are the same branches).
+        l::redirect_branches(f, header, count);
+        let builder = Builder::new(self.ctx);
+        builder.at_end(count);
+        for phi in l::instructions(header)
+            .into_iter()
+            .take_while(|&i| l::is_phi(i))
+        {
+            l::move_to(&builder, phi);
+        }
+        builder.at_end(count);
+        self.count_and_fire(f, &builder, header, SiteKind::Loop);
+    }
+
+    /// A new entry block that opens the shadow-stack frame (when the function has stack memory
+    /// left after SROA) and counts entries (with `entry_sites`); every `ret` closes the frame.
+    fn entry_block(&mut self, f: Value) {
+        let old_entry = l::blocks(f)[0];
+        let allocas: Vec<Value> = l::instructions(old_entry)
+            .into_iter()
+            .filter(|&i| l::is_alloca(i))
+            .collect();
+        if allocas.is_empty() && !self.config.entry_sites {
+            return;
+        }
+        let entry = l::insert_block_before(self.ctx, old_entry, "osr.entry");
+        let builder = Builder::new(self.ctx);
+        builder.at_end(entry);
+        if !allocas.is_empty() {
+            self.shadow_frame(f, &builder, &allocas);
+        }
+        if self.config.entry_sites {
+            self.count_and_fire(f, &builder, old_entry, SiteKind::Entry);
+        } else {
+            builder.br(old_entry);
+        }
+    }
+
+    /// Moves `allocas` into a shadow-stack frame opened at the builder:
+    ///
+    /// ```text
+    /// frame: +0 Next (older frame)   +8 Map ──> FrameMap { NumRoots, NumMeta = 1, Meta[0] ──> { index, name } }
+    ///        +16 roots (one pointer-typed local each) ... then the other locals, each aligned
+    /// ```
+    fn shadow_frame(&mut self, f: Value, builder: &Builder, allocas: &[Value]) {
+        // SAFETY: `m` is live; its data layout lives as long as it.
+        let layout = unsafe { llvm_sys::target::LLVMGetModuleDataLayout(self.m) };
+        let ptr = l::ptr_type(self.ctx);
+        let mut ordered: Vec<Value> = allocas.to_vec();
+        // Roots first (stable: the rest keep their order).
+        ordered.sort_by_key(|&a| {
+            // SAFETY: `a` is a live alloca.
+            let ty = unsafe { llvm_sys::core::LLVMGetAllocatedType(a) };
+            ty != ptr
+        });
+        let roots = ordered
+            .iter()
+            .take_while(|&&a| {
+                // SAFETY: as above.
+                let ty = unsafe { llvm_sys::core::LLVMGetAllocatedType(a) };
+                ty == ptr
+            })
+            .count();
+        let mut offset = SHADOW_HEADER;
+        let mut slots = Vec::new();
+        for &a in &ordered {
+            // SAFETY: `a` is a live static alloca (checked by `dynamic_stack`); the layout
+            // answers for any sized type.
+            let (size, align) = unsafe {
+                let ty = llvm_sys::core::LLVMGetAllocatedType(a);
+                let count = l::const_int_value(l::operands(a)[0]).unwrap_or(1);
+                (
+                    llvm_sys::target::LLVMABISizeOfType(layout, ty) * count,
+                    u64::from(llvm_sys::core::LLVMGetAlignment(a)).max(1),
+                )
+            };
+            offset = offset.next_multiple_of(align);
+            slots.push((a, offset));
+            offset += size.max(1);
+        }
+        let size = offset.next_multiple_of(SHADOW_ALIGN);
+
+        let index = self.next_function;
+        self.next_function += 1;
+        let name = value_name(f);
+        let i32t = l::int_type(self.ctx, 32);
+        let i64t = l::int_type(self.ctx, 64);
+        let name_bytes = format!("{name}\0");
+        // SAFETY: constants in the module's context.
+        let name_init = unsafe {
+            llvm_sys::core::LLVMConstStringInContext2(
+                self.ctx,
+                name_bytes.as_ptr().cast(),
+                name_bytes.len(),
+                1,
+            )
+        };
+        let name_global = l::add_global(
+            self.m,
+            &format!("__uppercut.osr.name.{index}"),
+            name_init,
+            true,
+        );
+        let meta = l::const_struct(self.ctx, &mut [l::const_int(i64t, index), name_global]);
+        let meta_global = l::add_global(self.m, &format!("__uppercut.osr.fn.{index}"), meta, true);
+        // SAFETY: a one-element array of pointers in the module's context.
+        let metas = unsafe {
+            let mut m = [meta_global];
+            llvm_sys::core::LLVMConstArray2(ptr, m.as_mut_ptr(), 1)
+        };
+        let map = l::const_struct(
+            self.ctx,
+            &mut [
+                l::const_int(i32t, roots as u64),
+                l::const_int(i32t, 1),
+                metas,
+            ],
+        );
+        let map_global = l::add_global(self.m, &format!("__uppercut.osr.map.{index}"), map, true);
+
+        let push_ty = {
+            let mut params = [ptr, i64t];
+            // SAFETY: builds `ptr (ptr, i64)`.
+            unsafe { llvm_sys::core::LLVMFunctionType(ptr, params.as_mut_ptr(), 2, 0) }
+        };
+        let pop_ty = {
+            let mut params = [ptr];
+            // SAFETY: builds `void (ptr)`.
+            unsafe {
+                llvm_sys::core::LLVMFunctionType(l::void_type(self.ctx), params.as_mut_ptr(), 1, 0)
+            }
+        };
+        let push = l::declare_function(self.m, SHADOW_PUSH, push_ty);
+        let pop = l::declare_function(self.m, SHADOW_POP, pop_ty);
+        let frame = builder.call(
+            push_ty,
+            push,
+            &mut [map_global, l::const_int(i64t, size)],
+            "osr.frame",
+        );
+        for (a, offset) in slots {
+            for (user, _) in l::uses(a) {
+                let lifetime = l::is_call(user)
+                    && l::called_function(user)
+                        .is_some_and(|c| value_name(c).starts_with("llvm.lifetime."));
+                if lifetime {
+                    l::erase(user);
+                }
+            }
+            let slot = builder.gep_i8(self.ctx, frame, offset, &value_name(a));
+            l::set_name(a, "");
+            l::replace_all_uses(a, slot);
+            l::erase(a);
+        }
+        let at = Builder::new(self.ctx);
+        for b in l::blocks(f) {
+            if let Some(t) = l::terminator(b)
+                && l::opcode(t) == LLVMOpcode::LLVMRet
+            {
+                at.before(t);
+                at.call(pop_ty, pop, &mut [frame], "");
+            }
+        }
+        if let Some(info) = self.out.functions.get_mut(&name) {
+            info.shadow_frame_size = size;
+        }
+        self.shadow_frames.insert(f, frame);
+    }
+
+    /// Gives every marked call of `f` its `"deopt"` bundle: the site id, then the values live
+    /// right after the call.
+    fn add_sites(&mut self, f: Value) {
+        let calls: Vec<Value> = l::blocks(f)
+            .into_iter()
+            .flat_map(l::instructions)
+            .filter(|i| self.marked.contains_key(i))
+            .collect();
+        if calls.is_empty() {
+            return;
+        }
+        let live = liveness::live_after(f, &calls);
+        let name = value_name(f);
+        let frame = self.shadow_frames.get(&f).copied();
+        let mut renamed: HashMap<Value, Value> = HashMap::new();
+        let mut any = false;
+        for call in calls {
+            let (id, kind) = self.marked[&call].clone();
+            let values: Vec<Value> = live[&call]
+                .iter()
+                .map(|v| renamed.get(v).copied().unwrap_or(*v))
+                .collect();
+            let mut kinds = Vec::with_capacity(values.len());
+            let mut refused = None;
+            for &v in &values {
+                match l::value_kind(l::type_of(v)) {
+                    Some(k) => kinds.push(k),
+                    None => {
+                        refused = Some(format!(
+                            "a value of type {} is live after it",
+                            super::type_name(l::type_of(v))
+                        ));
+                        break;
+                    }
+                }
+            }
+            let result_ty = l::type_of(call);
+            let result = if l::type_kind(result_ty) == llvm_sys::LLVMTypeKind::LLVMVoidTypeKind {
+                None
+            } else {
+                let k = l::value_kind(result_ty);
+                if k.is_none() {
+                    refused.get_or_insert_with(|| {
+                        format!("it returns {}", super::type_name(result_ty))
+                    });
+                }
+                k
+            };
+            if l::operand_bundle_count(call) != 0 {
+                refused.get_or_insert_with(|| "it already has operand bundles".to_owned());
+            }
+            let counter = self.counters.get(&call).cloned();
+            if let Some(why) = refused {
+                let what = match &kind {
+                    SiteKind::Call { callee: Some(c) } => format!("call of `{c}`"),
+                    SiteKind::Call { callee: None } => "indirect call".to_owned(),
+                    SiteKind::Loop => "loop-header hypercall".to_owned(),
+                    SiteKind::Entry => "entry hypercall".to_owned(),
+                    SiteKind::Store { global } => format!("hypercall after a store to `{global}`"),
+                };
+                if let Some(info) = self.out.functions.get_mut(&name) {
+                    info.refused.push(format!("{what} ({id}): {why}"));
+                }
+                continue;
+            }
+            let i64t = l::int_type(self.ctx, 64);
+            let mut operands = vec![l::const_int(i64t, u64::from(id.0))];
+            operands.extend(values.iter().copied());
+            let new = l::rebuild_call_with_bundles(call, &[("deopt", operands)]);
+            l::add_call_string_attribute(new, "statepoint-id", &id.0.to_string());
+            renamed.insert(call, new);
+            any = true;
+            let shadow_frame = frame.and_then(|fr| values.iter().position(|&v| v == fr));
+            self.out.sites.push(SiteInfo {
+                id,
+                function: name.clone(),
+                kind,
+                values: kinds,
+                result,
+                shadow_frame,
+                counter,
+            });
+            if let Some(info) = self.out.functions.get_mut(&name) {
+                info.sites.push(id);
+            }
+        }
+        if any {
+            l::set_gc(f, REWRITE_GC);
+        }
+    }
+}
+
+fn hypercall_type(ctx: llvm_sys::prelude::LLVMContextRef) -> l::Type {
+    let ptr = l::ptr_type(ctx);
+    let mut params = [ptr, ptr];
+    // SAFETY: builds `ptr (ptr, ptr)` in `ctx`.
+    unsafe { llvm_sys::core::LLVMFunctionType(ptr, params.as_mut_ptr(), 2, 0) }
+}
+
+/// Backward liveness of SSA values (arguments and instructions) over a function's blocks.
+mod liveness {
+    use std::collections::HashMap;
+
+    use super::l::{self, Block, Value};
+
+    /// A set of value indices.
+    #[derive(Clone, PartialEq)]
+    struct Bits(Vec<u64>);
+
+    impl Bits {
+        fn new(n: usize) -> Bits {
+            Bits(vec![0; n.div_ceil(64)])
+        }
+        fn set(&mut self, i: usize) {
+            self.0[i / 64] |= 1 << (i % 64);
+        }
+        fn has(&self, i: usize) -> bool {
+            self.0[i / 64] & (1 << (i % 64)) != 0
+        }
+        fn clear(&mut self, i: usize) {
+            self.0[i / 64] &= !(1 << (i % 64));
+        }
+        fn union(&mut self, other: &Bits) {
+            for (a, b) in self.0.iter_mut().zip(&other.0) {
+                *a |= b;
+            }
+        }
+        fn minus(&mut self, other: &Bits) {
+            for (a, b) in self.0.iter_mut().zip(&other.0) {
+                *a &= !b;
+            }
+        }
+        fn ones(&self) -> impl Iterator<Item = usize> + '_ {
+            self.0.iter().enumerate().flat_map(|(w, &bits)| {
+                (0..64)
+                    .filter(move |b| bits & (1 << b) != 0)
+                    .map(move |b| w * 64 + b)
+            })
+        }
+    }
+
+    /// For each of `calls` (instructions of `f`), the values live right after it, excluding
+    /// its own result, in a stable order (arguments, then instructions in layout order).
+    pub(super) fn live_after(f: Value, calls: &[Value]) -> HashMap<Value, Vec<Value>> {
+        let blocks = l::blocks(f);
+        let mut values: Vec<Value> = l::params(f);
+        let mut index: HashMap<Value, usize> =
+            values.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+        for &b in &blocks {
+            for i in l::instructions(b) {
+                if l::type_kind(l::type_of(i)) != llvm_sys::LLVMTypeKind::LLVMVoidTypeKind {
+                    index.insert(i, values.len());
+                    values.push(i);
+                }
+            }
+        }
+        let n = values.len();
+        let block_index: HashMap<Block, usize> =
+            blocks.iter().enumerate().map(|(i, &b)| (b, i)).collect();
+        let mut uses = vec![Bits::new(n); blocks.len()];
+        let mut defs = vec![Bits::new(n); blocks.len()];
+        let mut phi_out = vec![Bits::new(n); blocks.len()];
+        for (bi, &b) in blocks.iter().enumerate() {
+            for i in l::instructions(b) {
+                if l::is_phi(i) {
+                    for (v, pred) in l::incoming(i) {
+                        if let (Some(&vi), Some(&pi)) = (index.get(&v), block_index.get(&pred)) {
+                            phi_out[pi].set(vi);
+                        }
+                    }
+                } else {
+                    for v in l::operands(i) {
+                        if let Some(&vi) = index.get(&v)
+                            && !defs[bi].has(vi)
+                        {
+                            uses[bi].set(vi);
+                        }
+                    }
+                }
+                if let Some(&ii) = index.get(&i) {
+                    defs[bi].set(ii);
+                }
+            }
+        }
+        let succs: Vec<Vec<usize>> = blocks
+            .iter()
+            .map(|&b| {
+                l::successors(b)
+                    .iter()
+                    .filter_map(|s| block_index.get(s).copied())
+                    .collect()
+            })
+            .collect();
+        let mut live_in = vec![Bits::new(n); blocks.len()];
+        let mut live_out = vec![Bits::new(n); blocks.len()];
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for bi in (0..blocks.len()).rev() {
+                let mut out = phi_out[bi].clone();
+                for &s in &succs[bi] {
+                    out.union(&live_in[s]);
+                }
+                let mut inn = out.clone();
+                inn.minus(&defs[bi]);
+                inn.union(&uses[bi]);
+                if inn != live_in[bi] || out != live_out[bi] {
+                    live_in[bi] = inn;
+                    live_out[bi] = out;
+                    changed = true;
+                }
+            }
+        }
+        let mut result = HashMap::new();
+        for (bi, &b) in blocks.iter().enumerate() {
+            let insts = l::instructions(b);
+            if !insts.iter().any(|i| calls.contains(i)) {
+                continue;
+            }
+            let mut live = live_out[bi].clone();
+            for &i in insts.iter().rev() {
+                if calls.contains(&i) {
+                    let mut after = live.clone();
+                    if let Some(&ii) = index.get(&i) {
+                        after.clear(ii);
+                    }
+                    result.insert(i, after.ones().map(|x| values[x]).collect());
+                }
+                if let Some(&ii) = index.get(&i) {
+                    live.clear(ii);
+                }
+                if !l::is_phi(i) {
+                    for v in l::operands(i) {
+                        if let Some(&vi) = index.get(&v) {
+                            live.set(vi);
+                        }
+                    }
+                }
+            }
+        }
+        result
+    }
+}

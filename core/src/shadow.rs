@@ -1,0 +1,200 @@
+//! Per-thread shadow stacks: where instrumented guest functions keep the locals whose memory
+//! must not move when their frame is transferred, laid out as LLVM's shadow-stack GC ABI.
+//!
+//! ```text
+//!  thread's shadow stack (heap, grows up)           FrameMap (one per function, constant)
+//!  ┌──────────────────────────────┐ <- head          ┌───────────────┬──────────────┬─────────┐
+//!  │ Next ─────────────┐          │                   │ NumRoots: i32 │ NumMeta: i32 │ Meta[0] ─┼─> { index: i64, name: ptr }
+//!  │ Map  ──> FrameMap │          │                   └───────────────┴──────────────┴─────────┘
+//!  │ roots[NumRoots]   │ (ptr-typed locals)
+//!  │ other locals      │          │
+//!  ├───────────────────v──────────┤ <- older frame
+//!  │ Next, Map, ...               │
+//! ```
+//!
+//! An instrumented function opens its frame with `__uppercut_shadow_push(map, size)` at entry
+//! and closes it with `__uppercut_shadow_pop(frame)` before each return. The frame pointer is an
+//! ordinary SSA value of the function, so it is part of every site's state: a continuation keeps
+//! using the same frame, and the locals never move. Closing restores the head and top from the
+//! frame itself, so a `longjmp` that skipped some frames is repaired by the next return.
+//!
+//! The same chain gives a precise collector its roots: [`for_each_root`].
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{CStr, c_char, c_void};
+
+use crate::sys::{Pages, Prot};
+
+/// Address space reserved for one thread's shadow stack (committed as it is touched).
+pub const SHADOW_STACK_BYTES: usize = 64 << 20;
+
+/// The header of one shadow-stack frame (LLVM's `StackEntry`); the roots follow it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct StackEntry {
+    /// The next older frame, or null.
+    pub next: *const StackEntry,
+    /// The function's frame map.
+    pub map: *const FrameMap,
+}
+
+/// A function's frame map (LLVM's `FrameMap`); `Meta[0]` follows the two counts.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FrameMap {
+    /// How many pointer slots follow the frame header (the function's pointer-typed locals).
+    pub num_roots: i32,
+    /// How many metadata pointers follow; Uppercut writes one, the function's [`FunctionMeta`].
+    pub num_meta: i32,
+    /// The metadata pointers.
+    pub meta: [*const FunctionMeta; 1],
+}
+
+/// What `Meta[0]` of an Uppercut frame map points to.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FunctionMeta {
+    /// The function's index among the instrumented functions that have frames.
+    pub index: i64,
+    /// Its name, NUL-terminated.
+    pub name: *const c_char,
+}
+
+#[derive(Clone, Copy)]
+struct Stack {
+    top: usize,
+    limit: usize,
+    head: *const StackEntry,
+}
+
+thread_local! {
+    static STACK: Cell<Stack> = const {
+        Cell::new(Stack { top: 0, limit: 0, head: std::ptr::null() })
+    };
+    /// Owns the thread's region: unmapped when the thread ends.
+    static REGION: RefCell<Option<Pages>> = const { RefCell::new(None) };
+}
+
+/// Opens a frame of `size` bytes (header included) for the function described by `map`.
+pub(crate) extern "C" fn shadow_push(map: *const FrameMap, size: u64) -> *mut StackEntry {
+    STACK.with(|cell| {
+        let mut stack = cell.get();
+        let size = size as usize;
+        if stack.limit == 0 {
+            stack = allocate();
+        }
+        if stack.top + size > stack.limit {
+            eprintln!(
+                "uppercut: shadow stack overflow: more than {} MiB of escaping locals on one thread",
+                SHADOW_STACK_BYTES >> 20
+            );
+            std::process::abort();
+        }
+        let frame = stack.top as *mut StackEntry;
+        // SAFETY: `frame..frame+size` lies in this thread's committed read-write region (checked
+        // against the limit above) and belongs to no open frame.
+        unsafe {
+            frame.write(StackEntry {
+                next: stack.head,
+                map,
+            })
+        };
+        stack.top += size;
+        stack.head = frame;
+        cell.set(stack);
+        frame
+    })
+}
+
+/// Closes `frame` and every frame opened after it.
+pub(crate) extern "C" fn shadow_pop(frame: *mut StackEntry) {
+    STACK.with(|cell| {
+        let mut stack = cell.get();
+        // SAFETY: `frame` was returned by `shadow_push` on this thread and its header is intact
+        // (guest code only writes the slots after it).
+        stack.head = unsafe { (*frame).next };
+        stack.top = frame as usize;
+        cell.set(stack);
+    })
+}
+
+fn allocate() -> Stack {
+    let pages = Pages::reserve(SHADOW_STACK_BYTES, None).and_then(|mut p| {
+        p.protect(Prot::ReadWrite)?;
+        Ok(p)
+    });
+    let pages = match pages {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("uppercut: cannot map a shadow stack: {e}");
+            std::process::abort();
+        }
+    };
+    let stack = Stack {
+        top: pages.addr(),
+        limit: pages.end(),
+        head: std::ptr::null(),
+    };
+    REGION.with(|r| *r.borrow_mut() = Some(pages));
+    stack
+}
+
+/// One frame of this thread's shadow stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowFrame {
+    /// The frame's address (what the function holds as its frame pointer).
+    pub address: u64,
+    /// The function that opened it.
+    pub function: String,
+    /// Addresses of its root slots (each holds one pointer).
+    pub roots: Vec<u64>,
+}
+
+/// This thread's shadow-stack frames, innermost first.
+pub fn shadow_frames() -> Vec<ShadowFrame> {
+    let mut out = Vec::new();
+    let mut entry = STACK.with(|c| c.get().head);
+    while !entry.is_null() {
+        // SAFETY: every frame on the chain was opened by `shadow_push` on this thread and is
+        // still open; its map is a constant of a compiled unit, which stays mapped.
+        let frame = unsafe {
+            let e = &*entry;
+            let map = &*e.map;
+            let roots = (0..map.num_roots.max(0) as u64)
+                .map(|i| entry as u64 + 16 + 8 * i)
+                .collect();
+            let function = if map.num_meta >= 1 && !map.meta[0].is_null() {
+                CStr::from_ptr((*map.meta[0]).name)
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                String::new()
+            };
+            let f = ShadowFrame {
+                address: entry as u64,
+                function,
+                roots,
+            };
+            entry = e.next;
+            f
+        };
+        out.push(frame);
+    }
+    out
+}
+
+/// Calls `f` with the address of every root slot of this thread's shadow stack, innermost frame
+/// first: the precise root set a collector needs (each slot holds one pointer-typed local of a
+/// live guest frame; the collector may read and update it).
+pub fn for_each_root(mut f: impl FnMut(*mut *mut c_void)) {
+    for frame in shadow_frames() {
+        for root in frame.roots {
+            f(root as *mut *mut c_void);
+        }
+    }
+}
+
+/// The head of this thread's chain (0 when no instrumented frame is open).
+pub fn shadow_head() -> u64 {
+    STACK.with(|c| c.get().head as u64)
+}

@@ -1,0 +1,166 @@
+//! What OSR instrumentation did to a guest module: its sites, its functions, its globals.
+//!
+//! With [`EngineOptions::instrument`](crate::EngineOptions::instrument) set, the engine rewrites
+//! the prepared module once, before anything is compiled, and every version is built from the
+//! result:
+//!
+//! ```text
+//!  f(args)                                   f(args)        gc "statepoint-example" → "shadow-stack"
+//!    %a = alloca [4 x i32]                     osr.entry:
+//!    ...                                         %sf = __uppercut_shadow_push(@map.f, 32)
+//!  loop:                            ==>          %a  = gep %sf, 16        (escaping memory lives
+//!    %i = phi ...                                [entry site: counter, hypercall]  on the shadow stack)
+//!    %r = call @g(%i)                          osr.loop:  %i = phi ...; --counter; if <= 0:
+//!    ...                                         osr.fire: PerformCustomCallback("uppercut.osr.site", site)
+//!    ret                                                     ["deopt"(site, live values...)]
+//!                                              loop: %r = call @g(%i) ["deopt"(site, %i, %sf, ...)]
+//!                                              ...   __uppercut_shadow_pop(%sf); ret
+//! ```
+//!
+//! A call carries a site (a `"deopt"` bundle with its id and the base program's live values)
+//! when it can reach a hypercall: a call of `PerformCustomCallback`, an indirect call, or a call
+//! of a guest function that can. After optimisation, `rewrite-statepoints-for-gc` turns each
+//! into a statepoint whose stack-map record, at the call's return address, says where every
+//! value lives in that version's frame.
+
+use std::collections::HashMap;
+
+use crate::types::{SiteId, ValueKind};
+
+/// What OSR instrumentation adds to a guest module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instrumentation {
+    /// A counter and a hypercall at every loop header.
+    pub loop_sites: bool,
+    /// A counter and a hypercall at every function entry.
+    pub entry_sites: bool,
+    /// Globals whose every store is followed by a hypercall (`uppercut.osr.site` with the
+    /// store's site), for specialisation on their value.
+    pub store_sites: Vec<String>,
+    /// The value every site counter starts at: a loop or entry site fires when its counter,
+    /// decremented at each pass, reaches zero. The handler may store a new count (see
+    /// [`SiteInfo::counter`]).
+    pub initial_count: i64,
+}
+
+impl Default for Instrumentation {
+    fn default() -> Self {
+        Instrumentation {
+            loop_sites: true,
+            entry_sites: false,
+            store_sites: Vec::new(),
+            initial_count: 1000,
+        }
+    }
+}
+
+/// The callback name every instrumented site calls; its argument is the [`SiteId`] as a
+/// pointer-sized integer.
+pub const SITE_CALLBACK: &str = "uppercut.osr.site";
+
+/// Why a site exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteKind {
+    /// A call that can reach a hypercall (the callee's name, `None` for an indirect call).
+    Call {
+        /// The callee, if the call is direct.
+        callee: Option<String>,
+    },
+    /// The hypercall of a loop header's counter.
+    Loop,
+    /// The hypercall of a function entry's counter.
+    Entry,
+    /// The hypercall after a store to a watched global.
+    Store {
+        /// The global.
+        global: String,
+    },
+}
+
+/// One OSR site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// Its id.
+    pub id: SiteId,
+    /// The function it lies in.
+    pub function: String,
+    /// Why it exists.
+    pub kind: SiteKind,
+    /// The kinds of the base program's values live after the call, in record order.
+    pub values: Vec<ValueKind>,
+    /// The kind of the call's result (`None` for `void`).
+    pub result: Option<ValueKind>,
+    /// Which value is the function's shadow-stack frame, if it has one and it is live here.
+    pub shadow_frame: Option<usize>,
+    /// The global `i64` counter of a loop or entry site.
+    pub counter: Option<String>,
+}
+
+/// What instrumentation made of one function.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FunctionOsr {
+    /// Why the function has no sites at all (its frames are never transferred), if so.
+    pub excluded: Option<String>,
+    /// Its sites.
+    pub sites: Vec<SiteId>,
+    /// Calls that can reach a hypercall but carry no site, with the reason (a value or result
+    /// that OSR state cannot carry): frames stopped there are not transferred.
+    pub refused: Vec<String>,
+    /// Bytes of its shadow-stack frame (0 without one).
+    pub shadow_frame_size: u64,
+    /// Globals it loads directly.
+    pub reads: Vec<String>,
+}
+
+impl FunctionOsr {
+    /// Whether every frame of the function that a hypercall can find is transferable: it is
+    /// instrumented and no call that can reach a hypercall was refused a site.
+    pub fn complete(&self) -> bool {
+        self.excluded.is_none() && self.refused.is_empty()
+    }
+}
+
+/// What instrumentation found about one global variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalOsr {
+    /// Its value's kind when it can be specialised on (a scalar that is only loaded and stored
+    /// directly); else why not.
+    pub specialisable: std::result::Result<ValueKind, String>,
+    /// Functions that load it directly.
+    pub readers: Vec<String>,
+}
+
+/// The instrumented module's sites, functions and globals.
+#[derive(Debug, Clone, Default)]
+pub struct OsrModule {
+    pub(crate) sites: Vec<SiteInfo>,
+    pub(crate) functions: HashMap<String, FunctionOsr>,
+    pub(crate) globals: HashMap<String, GlobalOsr>,
+}
+
+impl OsrModule {
+    /// Every site, by id.
+    pub fn sites(&self) -> &[SiteInfo] {
+        &self.sites
+    }
+
+    /// One site.
+    pub fn site(&self, id: SiteId) -> Option<&SiteInfo> {
+        self.sites.get(id.0.checked_sub(1)? as usize)
+    }
+
+    /// What instrumentation made of a function.
+    pub fn function(&self, name: &str) -> Option<&FunctionOsr> {
+        self.functions.get(name)
+    }
+
+    /// Every instrumented or excluded function, by name.
+    pub fn functions(&self) -> impl Iterator<Item = (&str, &FunctionOsr)> {
+        self.functions.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// What instrumentation found about a global.
+    pub fn global(&self, name: &str) -> Option<&GlobalOsr> {
+        self.globals.get(name)
+    }
+}
