@@ -139,14 +139,15 @@ pub struct OsrModule {
 }
 
 impl OsrModule {
-    /// Every site, by id.
+    /// Every site, by ascending id. (Ids of calls that were refused a site are missing.)
     pub fn sites(&self) -> &[SiteInfo] {
         &self.sites
     }
 
     /// One site.
     pub fn site(&self, id: SiteId) -> Option<&SiteInfo> {
-        self.sites.get(id.0.checked_sub(1)? as usize)
+        let i = self.sites.binary_search_by_key(&id, |s| s.id).ok()?;
+        Some(&self.sites[i])
     }
 
     /// What instrumentation made of a function.

@@ -213,6 +213,7 @@ pub(crate) fn rewrite(
         }
         r.add_sites(f);
     }
+    r.out.sites.sort_by_key(|s| s.id);
     r.out
 }
 

@@ -4,3 +4,4 @@
 mod cli;
 mod differential;
 mod support;
+mod transfer;
