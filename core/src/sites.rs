@@ -94,6 +94,9 @@ pub struct SiteInfo {
     pub shadow_frame: Option<usize>,
     /// The global `i64` counter of a loop or entry site.
     pub counter: Option<String>,
+    /// Why the call carries no OSR state, if it does not (its hypercall, if any, still fires;
+    /// frames stopped there are not transferred).
+    pub refused: Option<String>,
 }
 
 /// What instrumentation made of one function.

@@ -40,8 +40,11 @@ mod arch;
 pub mod cli;
 mod error;
 mod frames;
+pub mod policy;
+mod runtime;
 mod transfer;
 
 pub use error::{Error, Result};
 pub use frames::Frame;
+pub use runtime::{Cx, MAX_EVENTS, Osr, OsrEvent, OsrStats, VersionSpec};
 pub use transfer::{KEEPALIVE_CALLBACK, Prepared, Target, Transfers};

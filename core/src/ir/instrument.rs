@@ -213,6 +213,32 @@ pub(crate) fn rewrite(
         }
         r.add_sites(f);
     }
+    // Hypercalls in functions without sites (stores to watched globals) still fire.
+    let described: HashSet<SiteId> = r.out.sites.iter().map(|s| s.id).collect();
+    let mut rest: Vec<SiteInfo> = r
+        .marked
+        .iter()
+        .filter(|(_, (id, _))| !described.contains(id))
+        .map(|(&call, (id, kind))| {
+            let function = value_name(l::block_function(l::parent(call)));
+            let why = r
+                .out
+                .functions
+                .get(&function)
+                .and_then(|f| f.excluded.clone());
+            SiteInfo {
+                id: *id,
+                function,
+                kind: kind.clone(),
+                values: Vec::new(),
+                result: None,
+                shadow_frame: None,
+                counter: r.counters.get(&call).cloned(),
+                refused: Some(why.unwrap_or_else(|| "its function has no sites".to_owned())),
+            }
+        })
+        .collect();
+    r.out.sites.append(&mut rest);
     r.out.sites.sort_by_key(|s| s.id);
     r.out
 }
@@ -718,6 +744,16 @@ impl Rewriter<'_> {
             }
             let counter = self.counters.get(&call).cloned();
             if let Some(why) = refused {
+                self.out.sites.push(SiteInfo {
+                    id,
+                    function: name.clone(),
+                    kind: kind.clone(),
+                    values: Vec::new(),
+                    result: None,
+                    shadow_frame: None,
+                    counter: counter.clone(),
+                    refused: Some(why.clone()),
+                });
                 let what = match &kind {
                     SiteKind::Call { callee: Some(c) } => format!("call of `{c}`"),
                     SiteKind::Call { callee: None } => "indirect call".to_owned(),
@@ -746,6 +782,7 @@ impl Rewriter<'_> {
                 result,
                 shadow_frame,
                 counter,
+                refused: None,
             });
             if let Some(info) = self.out.functions.get_mut(&name) {
                 info.sites.push(id);

@@ -1,7 +1,8 @@
 //! The `uppercut` command line, as a library so that tests and embedders can drive it.
 //!
 //! ```text
-//! uppercut run [-O0|-O1|-O2|-O3] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+//! uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
+//!              [--osr-stats] [--osr-threshold=N] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
 //! uppercut stackmaps FILE.o
 //! ```
 //!
@@ -15,11 +16,21 @@ use std::process::ExitCode;
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: uppercut run [-O0|-O1|-O2|-O3] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+usage: uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
+                    [--osr-stats] [--osr-threshold=N] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
        uppercut stackmaps FILE.o
 
 run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut's JIT and
            exits with its result, as lli does
+  -O0..-O3                 level of the first compilation (default -O2)
+  --osr=off                no on-stack replacement (default)
+  --osr=tier               loops of slower code move to O2 code mid-loop once hot
+  --osr=stress=SEED        random frames move between O0 and O2 code at random sites (seeded)
+  --osr-specialize=GLOBAL  after each store to GLOBAL, functions reading it run with its value
+                           folded in; frames assuming an older value are deoptimised
+  --osr-threshold=N        passes of a loop header before its site fires (tier: 1000)
+  --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K` at exit
+  --load PLUGIN.so         load a shared library that registers callbacks
 stackmaps  prints the .llvm_stackmaps section of an object file as llvm-readobj --stackmap does";
 
 /// A command-line failure: printed as `uppercut: <message>`, exit status 2.

@@ -1,0 +1,283 @@
+//! Policies: when to recompile what, and which frames to move where.
+//!
+//! A [`Policy`] sees every site hypercall through a [`Cx`] and acts with it. Built in:
+//!
+//! - [`TierUp`]: a hot loop (its header's counter ran out) gets its function recompiled at O2
+//!   and every frame of the function still in slower code moves to O2 mid-loop.
+//! - [`Specialise`]: after a store to a watched global, every function that reads it is rebuilt
+//!   from the instrumented module with the stored value as a constant; frames running code that
+//!   assumed another value (or none) move into the new specialisation. A later store with
+//!   another value deoptimises and specialises again.
+//! - [`Stress`]: seeded random transfers of random frames between O0 and O2 continuations at
+//!   every site hypercall, with random counter reloads: for differential testing.
+//! - [`Policies`]: several of them, in order.
+
+use std::collections::HashMap;
+
+use uppercut_core::{OptLevel, SiteKind, ValueKind};
+
+use crate::runtime::{Cx, VersionSpec};
+
+/// Decides what happens at a site hypercall.
+pub trait Policy: Send + 'static {
+    /// The policy's name, for diagnostics.
+    fn name(&self) -> &str;
+
+    /// A site's hypercall fired on this thread: recompile, transfer frames, reload counters.
+    /// An `Err` stops the guest with the message (use it only when carrying on would be
+    /// wrong, such as a stale specialisation that cannot be left).
+    fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String>;
+}
+
+/// Tier-up: hot loops of slower code move to `level` mid-loop.
+#[derive(Debug, Clone)]
+pub struct TierUp {
+    /// The level hot code moves to.
+    pub level: OptLevel,
+}
+
+impl Default for TierUp {
+    fn default() -> Self {
+        TierUp {
+            level: OptLevel::O2,
+        }
+    }
+}
+
+impl Policy for TierUp {
+    fn name(&self) -> &str {
+        "tier"
+    }
+
+    fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {
+        let site = cx.site().clone();
+        if !matches!(site.kind, SiteKind::Loop | SiteKind::Entry) {
+            return Ok(());
+        }
+        // The counter has done its job whatever happens next.
+        let _ = cx.set_counter(site.id, i64::MAX);
+        let function = site.function.clone();
+        let newest = cx.newest(&function);
+        let specialisation = newest
+            .as_ref()
+            .map(|v| v.specialisation.clone())
+            .unwrap_or_default();
+        let spec = VersionSpec {
+            opt_level: self.level,
+            specialisation,
+        };
+        if newest.is_none_or(|v| v.opt_level < self.level)
+            && cx.version(&function, &spec, true).is_err()
+        {
+            // A function that cannot have a new version (it uses thread-locals, say) keeps
+            // running where it is.
+            return Ok(());
+        }
+        let slow: Vec<usize> = (0..cx.frames().len())
+            .filter(|&i| {
+                let frame = &cx.frames()[i];
+                frame.version.function == function
+                    && frame.version.opt_level < self.level
+                    && frame.pending.is_none()
+            })
+            .collect();
+        for i in slow {
+            let frame_spec = VersionSpec {
+                opt_level: self.level,
+                specialisation: cx.frames()[i].version.specialisation.clone(),
+            };
+            let _ = cx.transfer(i, &frame_spec);
+        }
+        Ok(())
+    }
+}
+
+/// Specialise-on-store: functions that read the watched globals run with their current values
+/// folded in.
+#[derive(Debug, Clone, Default)]
+pub struct Specialise {
+    /// The watched globals.
+    pub globals: Vec<String>,
+    /// The level specialised versions are built at.
+    pub level: OptLevel,
+    /// The value each global's specialisations assume now.
+    current: HashMap<String, u64>,
+}
+
+impl Specialise {
+    /// Watches `globals`, building specialisations at O2.
+    pub fn new(globals: Vec<String>) -> Specialise {
+        Specialise {
+            globals,
+            level: OptLevel::O2,
+            current: HashMap::new(),
+        }
+    }
+}
+
+impl Policy for Specialise {
+    fn name(&self) -> &str {
+        "specialise"
+    }
+
+    fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {
+        let SiteKind::Store { global } = cx.site().kind.clone() else {
+            return Ok(());
+        };
+        if !self.globals.contains(&global) {
+            return Ok(());
+        }
+        let osr = cx.osr();
+        let Some(info) = osr.global(&global) else {
+            return Ok(());
+        };
+        let kind: ValueKind = match &info.specialisable {
+            Ok(kind) => *kind,
+            Err(_) => return Ok(()),
+        };
+        let readers: Vec<String> = info
+            .readers
+            .iter()
+            .filter(|r| osr.function(r).is_some_and(|f| f.complete()))
+            .cloned()
+            .collect();
+        let value = cx
+            .read_global(&global, kind)
+            .map_err(|e| format!("cannot read `{global}`: {e}"))?;
+        if self.current.get(&global) == Some(&value) {
+            return Ok(());
+        }
+        self.current.insert(global.clone(), value);
+        let spec_for = |old: &[(String, u64)]| {
+            let mut specialisation: Vec<(String, u64)> =
+                old.iter().filter(|(g, _)| *g != global).cloned().collect();
+            specialisation.push((global.clone(), value));
+            specialisation.sort();
+            specialisation
+        };
+        for reader in &readers {
+            let old = cx
+                .newest(reader)
+                .map(|v| v.specialisation)
+                .unwrap_or_default();
+            let spec = VersionSpec {
+                opt_level: self.level,
+                specialisation: spec_for(&old),
+            };
+            // A reader that cannot be rebuilt stays generic: correct, only slower.
+            let _ = cx.version(reader, &spec, true);
+        }
+        for i in 0..cx.frames().len() {
+            let frame = cx.frames()[i].clone();
+            if !readers.contains(&frame.version.function) {
+                continue;
+            }
+            let assumed = frame
+                .version
+                .specialisation
+                .iter()
+                .find(|(g, _)| *g == global)
+                .map(|(_, v)| *v);
+            if assumed == Some(value) {
+                continue;
+            }
+            let spec = VersionSpec {
+                opt_level: self.level,
+                specialisation: spec_for(&frame.version.specialisation),
+            };
+            if let Err(why) = cx.transfer(i, &spec)
+                && assumed.is_some()
+            {
+                // Left alone, this frame would go on using the old value of the global.
+                return Err(format!(
+                    "cannot deoptimise a frame of `{}` that assumes `{global}` = {:#x}: {why}",
+                    frame.version.function,
+                    assumed.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seeded random transfers between O0 and O2 at every site hypercall.
+#[derive(Debug, Clone)]
+pub struct Stress {
+    state: u64,
+    /// Continuations the policy may still compile (each takes milliseconds); once spent, it
+    /// moves frames only into continuations that exist already.
+    pub compile_budget: u32,
+    /// Counters are reloaded with a value in `1..=max_count`.
+    pub max_count: i64,
+}
+
+impl Stress {
+    /// A stress policy from a seed.
+    pub fn new(seed: u64) -> Stress {
+        Stress {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15,
+            compile_budget: 48,
+            max_count: 64,
+        }
+    }
+
+    /// xorshift64*: small, seeded, good enough to pick frames.
+    fn next(&mut self) -> u64 {
+        let mut x = self.state.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+impl Policy for Stress {
+    fn name(&self) -> &str {
+        "stress"
+    }
+
+    fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {
+        let site = cx.site().id;
+        let reload = 1 + (self.next() % self.max_count.max(1) as u64) as i64;
+        let _ = cx.set_counter(site, reload);
+        for i in 0..cx.frames().len() {
+            if self.next() % 2 == 0 || cx.frame_site(i).is_none_or(|s| s.refused.is_some()) {
+                continue;
+            }
+            let level = if self.next() % 2 == 0 {
+                OptLevel::O0
+            } else {
+                OptLevel::O2
+            };
+            let spec = VersionSpec {
+                opt_level: level,
+                specialisation: cx.frames()[i].version.specialisation.clone(),
+            };
+            if !cx.has_continuation(i, &spec) {
+                if self.compile_budget == 0 {
+                    continue;
+                }
+                self.compile_budget -= 1;
+            }
+            let _ = cx.transfer(i, &spec);
+        }
+        Ok(())
+    }
+}
+
+/// Several policies, asked in order at every site.
+pub struct Policies(pub Vec<Box<dyn Policy>>);
+
+impl Policy for Policies {
+    fn name(&self) -> &str {
+        "policies"
+    }
+
+    fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {
+        for policy in &mut self.0 {
+            policy.on_site(cx)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,404 @@
+//! The OSR runtime: handles every site hypercall of an instrumented engine, hands it to a
+//! [`Policy`], and gives the policy what it needs to act: the frames on the stack, versions and
+//! continuations (compiled once, cached), and frame transfers.
+//!
+//! ```text
+//!  guest: counter hits 0 / store to a watched global
+//!    └─ PerformCustomCallback("uppercut.osr.site", site) ──> Osr's callback
+//!         ├─ walk this thread's JIT frames (Transfers::walk)
+//!         ├─ policy.on_site(cx): cx.version(...)  cx.transfer(frame, spec)  cx.set_counter(...)
+//!         │     transfer = continuation of (function, frame's site, spec), cached
+//!         │              + Transfers::prepare + Transfers::patch (the frame's return address)
+//!         └─ return to the guest: each patched frame moves into its continuation when its
+//!            callee returns (the innermost at once)
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uppercut_core::{
+    CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo,
+    ValueKind, VersionInfo, VersionKind, VersionRequest,
+};
+
+use crate::policy::Policy;
+use crate::{Frame, Target, Transfers};
+
+/// What a version is built as: a level and the global values it assumes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VersionSpec {
+    /// Its optimisation level.
+    pub opt_level: OptLevel,
+    /// Globals it treats as constants, with their values' bits, sorted by name.
+    pub specialisation: Vec<(String, u64)>,
+}
+
+impl VersionSpec {
+    /// An unspecialised version at `opt_level`.
+    pub fn at(opt_level: OptLevel) -> VersionSpec {
+        VersionSpec {
+            opt_level,
+            specialisation: Vec::new(),
+        }
+    }
+
+    /// The spec a compiled version was built with.
+    pub fn of(version: &VersionInfo) -> VersionSpec {
+        VersionSpec {
+            opt_level: version.opt_level,
+            specialisation: version.specialisation.clone(),
+        }
+    }
+}
+
+/// Counts of what OSR did, for `--osr-stats` and experiments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OsrStats {
+    /// Site hypercalls after which at least one frame was set to move.
+    pub transitions: u64,
+    /// Frames that actually entered a continuation.
+    pub frames: u64,
+    /// Frames set to move (return addresses patched); some may never return (exit, longjmp).
+    pub patched: u64,
+    /// Frames a policy wanted to move that could not be (missing or doubtful metadata, or a
+    /// continuation that could not be built): they kept running their old code.
+    pub refused: u64,
+    /// Versions and continuations compiled after the base unit.
+    pub recompiles: u64,
+    /// Site hypercalls handled.
+    pub sites: u64,
+}
+
+/// One thing OSR did, in order (kept for tests and experiments; the first
+/// [`MAX_EVENTS`] only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsrEvent {
+    /// A new version of a function was compiled (and relinked, if `relinked`).
+    Version {
+        /// The function.
+        function: String,
+        /// How it was built.
+        spec: VersionSpec,
+        /// Whether the function's entries now jump to it.
+        relinked: bool,
+    },
+    /// A frame was set to move into a continuation.
+    Transfer {
+        /// The frame's function.
+        function: String,
+        /// The site it is suspended at.
+        site: SiteId,
+        /// What it was running.
+        from: VersionSpec,
+        /// What it moves to.
+        to: VersionSpec,
+    },
+}
+
+/// How many events [`Osr::events`] keeps.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// The state shared between the handle and the engine's callback.
+struct Shared {
+    policy: Mutex<Box<dyn Policy>>,
+    continuations: Mutex<HashMap<(SiteId, VersionSpec), Option<u64>>>,
+    events: Mutex<Vec<OsrEvent>>,
+    transitions: AtomicU64,
+    patched: AtomicU64,
+    refused: AtomicU64,
+    recompiles: AtomicU64,
+    sites: AtomicU64,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// OSR installed on an engine: its site hypercalls go to a policy.
+///
+/// The handle keeps the engine alive; the engine's callback holds only the shared state.
+#[derive(Clone)]
+pub struct Osr {
+    shared: Arc<Shared>,
+    transfers: Transfers,
+}
+
+impl std::fmt::Debug for Osr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Osr").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Osr {
+    /// Handles `engine`'s site hypercalls with `policy`. The engine must have been created
+    /// with [`EngineOptions::instrument`](uppercut_core::EngineOptions::instrument).
+    pub fn install(engine: &Engine, policy: impl Policy) -> crate::Result<Osr> {
+        if engine.osr().is_none() {
+            return Err(crate::Error::NotInstrumented);
+        }
+        let shared = Arc::new(Shared {
+            policy: Mutex::new(Box::new(policy)),
+            continuations: Mutex::default(),
+            events: Mutex::default(),
+            transitions: AtomicU64::new(0),
+            patched: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            recompiles: AtomicU64::new(0),
+            sites: AtomicU64::new(0),
+        });
+        let callback = Arc::clone(&shared);
+        engine
+            .register_callback(SITE_CALLBACK, move |h: &mut Hypercall<'_>| {
+                on_site(&callback, h)
+            })
+            .map_err(|e| crate::Error::Engine(e.to_string()))?;
+        Ok(Osr {
+            shared,
+            transfers: Transfers::new(engine),
+        })
+    }
+
+    /// What OSR did so far.
+    pub fn stats(&self) -> OsrStats {
+        let s = &self.shared;
+        OsrStats {
+            transitions: s.transitions.load(Ordering::Relaxed),
+            frames: self.transfers.frames_transferred(),
+            patched: s.patched.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            recompiles: s.recompiles.load(Ordering::Relaxed),
+            sites: s.sites.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The first [`MAX_EVENTS`] things OSR did, in order.
+    pub fn events(&self) -> Vec<OsrEvent> {
+        lock(&self.shared.events).clone()
+    }
+}
+
+fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, CallbackError> {
+    let id = SiteId(h.args() as usize as u32);
+    let engine = h.engine();
+    let osr = engine
+        .osr()
+        .ok_or_else(|| CallbackError::from("uppercut.osr.site: the engine is not instrumented"))?;
+    let Some(site) = osr.site(id).cloned() else {
+        return Err(CallbackError::from(format!(
+            "uppercut.osr.site: the guest names {id}, which instrumentation never made"
+        )));
+    };
+    shared.sites.fetch_add(1, Ordering::Relaxed);
+    let transfers = Transfers::new(&engine);
+    let frames = transfers.walk(&h.guest_state());
+    let mut cx = Cx {
+        engine: &engine,
+        transfers: &transfers,
+        shared,
+        osr: &osr,
+        site: &site,
+        frames,
+        patched: 0,
+    };
+    let result = lock(&shared.policy).on_site(&mut cx);
+    if cx.patched > 0 {
+        shared.transitions.fetch_add(1, Ordering::Relaxed);
+    }
+    result.map_err(CallbackError::from)?;
+    Ok(std::ptr::null_mut())
+}
+
+/// What a policy sees and can do at one site hypercall.
+pub struct Cx<'a> {
+    engine: &'a Engine,
+    transfers: &'a Transfers,
+    shared: &'a Shared,
+    osr: &'a OsrModule,
+    site: &'a SiteInfo,
+    frames: Vec<Frame>,
+    patched: u64,
+}
+
+impl Cx<'_> {
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+
+    /// What instrumentation made of the module.
+    pub fn osr(&self) -> &OsrModule {
+        self.osr
+    }
+
+    /// The site whose hypercall fired.
+    pub fn site(&self) -> &SiteInfo {
+        self.site
+    }
+
+    /// This thread's JIT frames, innermost first (frame 0 made the hypercall).
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    /// The site frame `index` is suspended at, if its record is an OSR site.
+    pub fn frame_site(&self, index: usize) -> Option<&SiteInfo> {
+        self.osr.site(self.frames.get(index)?.site?)
+    }
+
+    /// Compiles a version of `function` (relinking it when `relink`), from the instrumented
+    /// module.
+    pub fn version(
+        &mut self,
+        function: &str,
+        spec: &VersionSpec,
+        relink: bool,
+    ) -> uppercut_core::Result<VersionInfo> {
+        let request = VersionRequest {
+            function: function.to_owned(),
+            opt_level: spec.opt_level,
+            specialisation: spec.specialisation.clone(),
+            relink,
+        };
+        let made = self.engine.compile_version(&request)?;
+        self.shared.recompiles.fetch_add(1, Ordering::Relaxed);
+        self.event(OsrEvent::Version {
+            function: function.to_owned(),
+            spec: spec.clone(),
+            relinked: relink,
+        });
+        Ok(made.version)
+    }
+
+    /// The newest version of `function` that its entries lead to.
+    pub fn newest(&self, function: &str) -> Option<VersionInfo> {
+        self.engine
+            .versions(function)
+            .into_iter()
+            .rfind(|v| v.kind == VersionKind::Function)
+    }
+
+    /// Sets frame `index` to move into the continuation of its site built as `spec` (compiled
+    /// on first use, then cached). On `Err` the frame keeps running its old code.
+    pub fn transfer(&mut self, index: usize, spec: &VersionSpec) -> Result<(), String> {
+        let result = self.try_transfer(index, spec);
+        match &result {
+            Ok(()) => {
+                self.patched += 1;
+                self.shared.patched.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Whether a continuation for frame `index`'s site built as `spec` is compiled already.
+    pub fn has_continuation(&self, index: usize, spec: &VersionSpec) -> bool {
+        let Some(site) = self.frames.get(index).and_then(|f| f.site) else {
+            return false;
+        };
+        lock(&self.shared.continuations).contains_key(&(site, spec.clone()))
+    }
+
+    fn try_transfer(&mut self, index: usize, spec: &VersionSpec) -> Result<(), String> {
+        let frame = self
+            .frames
+            .get(index)
+            .cloned()
+            .ok_or_else(|| format!("no frame {index}"))?;
+        let site_id = frame
+            .site
+            .ok_or_else(|| format!("frame {index} is not stopped at an OSR site"))?;
+        let site = self
+            .osr
+            .site(site_id)
+            .filter(|s| s.refused.is_none())
+            .ok_or_else(|| format!("{site_id} carries no state"))?
+            .clone();
+        if site.function != frame.version.function {
+            return Err(format!(
+                "frame {index} runs `{}` but its record names {site_id} of `{}`",
+                frame.version.function, site.function
+            ));
+        }
+        let continuation = self.continuation(&site, spec)?;
+        let target = Target {
+            site: site_id,
+            continuation,
+            values: site.values.clone(),
+            result: site.result,
+        };
+        let prepared = self
+            .transfers
+            .prepare(&frame, &target)
+            .map_err(|e| e.to_string())?;
+        self.transfers
+            .patch(&frame, &prepared)
+            .map_err(|e| e.to_string())?;
+        self.event(OsrEvent::Transfer {
+            function: site.function.clone(),
+            site: site_id,
+            from: VersionSpec::of(&frame.version),
+            to: spec.clone(),
+        });
+        Ok(())
+    }
+
+    fn continuation(&mut self, site: &SiteInfo, spec: &VersionSpec) -> Result<u64, String> {
+        let key = (site.id, spec.clone());
+        if let Some(cached) = lock(&self.shared.continuations).get(&key) {
+            return cached.ok_or_else(|| format!("no continuation at {} (failed before)", site.id));
+        }
+        let made = self.engine.compile_continuation(
+            &site.function,
+            site.id,
+            spec.opt_level,
+            &spec.specialisation,
+        );
+        let entry = made.as_ref().ok().map(|c| c.version.entry);
+        if entry.is_some() {
+            self.shared.recompiles.fetch_add(1, Ordering::Relaxed);
+        }
+        lock(&self.shared.continuations).insert(key, entry);
+        made.map(|c| c.version.entry).map_err(|e| e.to_string())
+    }
+
+    /// Stores `count` into a loop or entry site's counter: its hypercall fires again after
+    /// `count` more passes.
+    pub fn set_counter(&self, site: SiteId, count: i64) -> uppercut_core::Result<()> {
+        let Some(counter) = self.osr.site(site).and_then(|s| s.counter.clone()) else {
+            return Ok(());
+        };
+        let address = self.engine.global_address(&counter)?;
+        // SAFETY: the counter is an `i64` global of the guest (defined by the base unit,
+        // writable data); the guest reads and writes it with plain accesses too.
+        unsafe { (address as *mut i64).write_volatile(count) };
+        Ok(())
+    }
+
+    /// The current bits of a scalar global (zero-extended to 64 bits).
+    pub fn read_global(&self, name: &str, kind: ValueKind) -> uppercut_core::Result<u64> {
+        let address = self.engine.global_address(name)?;
+        // SAFETY: the global is a scalar of `kind` defined by the base unit; reading its bytes
+        // is what the guest does.
+        let bits = unsafe {
+            match kind.size() {
+                1 => u64::from((address as *const u8).read_volatile()),
+                2 => u64::from((address as *const u16).read_unaligned()),
+                4 => u64::from((address as *const u32).read_unaligned()),
+                _ => (address as *const u64).read_unaligned(),
+            }
+        };
+        Ok(kind.mask(bits))
+    }
+
+    fn event(&self, event: OsrEvent) {
+        let mut events = lock(&self.shared.events);
+        if events.len() < MAX_EVENTS {
+            events.push(event);
+        }
+    }
+}

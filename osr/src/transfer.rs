@@ -1,0 +1,1262 @@
+//! Lazy frame transfer: from a suspended JIT frame to a continuation, at its callee's return.
+//!
+//! ```text
+//!   walk ──> Frame{return address, slot, sp, fp, version, site}
+//!     prepare(frame, target) ──> record at the return address (stack map) + CFI row
+//!        └─ checked against Uppercut's deopt convention and the target, decoded once into a
+//!           Descriptor (value locations, result kind, callee-saved slots), with a thunk
+//!     patch(frame, prepared) ──> the frame's return-address slot := thunk
+//!   ... the callee returns into the thunk ──> stub ──> resume: values + result into the
+//!       thread's transfer buffer, callee-saved registers from the frame's save slots
+//!       ──> jmp continuation(buffer) with rsp = CFA - 8: it returns to the old frame's caller
+//! ```
+//!
+//! # The convention
+//!
+//! An OSR site is a `gc.statepoint` with a `"deopt"` bundle; its record sits at the call's
+//! return address with the locations `[cc, flags, N, deopt 0 … deopt N-1, gc pairs…]`. Deopt
+//! location 0 is `Constant(site id)`; deopt locations 1 to N-1 are the site's live values in
+//! the order of [`Target::values`]. Each value is read from an `Indirect [rsp + off]` or
+//! `[rbp + off]` spill slot or is a `Constant`/`ConstantIndex`; any other location (a
+//! register, a `Direct` frame address), a count that does not match (the multi-frame state that
+//! inlining leaves), or call-frame information without a frame pointer, and the frame is not
+//! transferred: [`Transfers::prepare`] says why.
+//!
+//! A continuation is `ret_ty cont(ptr %buf)`, with the return type of the frame's function. It
+//! finds value `i` in `buf[i]` and the call's result (when [`Target::result`] is set) in
+//! `buf[n]`, each a 64-bit slot holding the value's bits zero-extended (see
+//! [`ValueKind`]), and returns to the frame's caller. The buffer is per thread and reused by
+//! the next transfer on the thread: a continuation reads it before it calls anything.
+//!
+//! # Lifetimes
+//!
+//! Descriptors and thunks live as long as the engine: [`Transfers::new`] hands out the
+//! engine's one instance, which the engine keeps alive (see [`KEEPALIVE_CALLBACK`]). Thunk code
+//! is written once, in page-sized batches, and published executable; it is never written again.
+
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use uppercut_core::code_memory::{CodeArena, CodeRegion, RegionRequest};
+use uppercut_core::stackmaps::{DwarfReg, EhFrameSection, Location, ReturnAddress, StackMap};
+use uppercut_core::{
+    CallbackError, Engine, GuestState, Hypercall, SiteId, UnitId, ValueKind, VersionInfo,
+};
+
+use crate::arch::{self, CalleeSaves, THUNK_SIZE};
+use crate::error::{Error, Result};
+use crate::frames::{self, Frame, StackWindow};
+
+/// The name of the callback through which an engine owns its [`Transfers`]' thunks and
+/// descriptors (dropped with the engine's callbacks). A hypercall to it is refused.
+pub const KEEPALIVE_CALLBACK: &str = "uppercut.osr.transfers";
+
+/// Where a frame goes: a site's continuation, and the kinds of the values it receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The site the frame must be suspended at (deopt location 0 of its record).
+    pub site: SiteId,
+    /// The continuation's address: `ret_ty cont(ptr %buf)`.
+    pub continuation: u64,
+    /// The kinds of the site's live values, in record order.
+    pub values: Vec<ValueKind>,
+    /// The kind of the site's call result, `None` for a `void` call (or one whose result the
+    /// continuation does not use).
+    pub result: Option<ValueKind>,
+}
+
+/// A transfer ready to be patched into frames suspended at one return address: a descriptor
+/// and its thunk. Cheap to clone; valid as long as the engine.
+#[derive(Clone)]
+pub struct Prepared {
+    batch: Arc<ThunkBatch>,
+    index: usize,
+    owner: usize,
+}
+
+impl Prepared {
+    fn descriptor(&self) -> &Descriptor {
+        self.batch.cells[self.index]
+            .get()
+            .expect("a thunk is handed out only with its descriptor set")
+    }
+
+    /// The thunk's address: what a patched return-address slot holds.
+    pub fn thunk(&self) -> u64 {
+        self.batch.address + (self.index * THUNK_SIZE) as u64
+    }
+
+    /// The return address the frames it applies to are suspended at.
+    pub fn return_address(&self) -> u64 {
+        self.descriptor().return_address
+    }
+
+    /// The continuation it enters.
+    pub fn continuation(&self) -> u64 {
+        self.descriptor().continuation
+    }
+
+    /// The site.
+    pub fn site(&self) -> SiteId {
+        self.descriptor().site
+    }
+
+    /// The kinds of the values it passes.
+    pub fn values(&self) -> &[ValueKind] {
+        &self.descriptor().kinds
+    }
+
+    /// The kind of the call result it passes.
+    pub fn result(&self) -> Option<ValueKind> {
+        self.descriptor().result_kind
+    }
+
+    /// The callee-saved registers the frame saved in its prologue, with their CFA offsets: the
+    /// ones a transfer reloads for the frame's caller.
+    pub fn restored_registers(&self) -> Vec<(DwarfReg, i32)> {
+        self.descriptor().saves.iter().collect()
+    }
+
+    /// Whether frames that reach its thunk are transferred (not [cancelled](Transfers::cancel)).
+    pub fn is_enabled(&self) -> bool {
+        self.descriptor().enabled.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.descriptor();
+        f.debug_struct("Prepared")
+            .field("thunk", &format_args!("{:#x}", self.thunk()))
+            .field("return_address", &format_args!("{:#x}", d.return_address))
+            .field("continuation", &format_args!("{:#x}", d.continuation))
+            .field("site", &d.site)
+            .field("values", &d.values)
+            .field("result", &d.result)
+            .field("saves", &d.saves)
+            .finish()
+    }
+}
+
+/// The frame transfers of one engine: decoded records, descriptors, thunks and counters.
+///
+/// Cheap to clone (clones share everything). It holds the engine: do not keep one inside a
+/// callback of its own engine (a cycle); call [`Transfers::new`] in the callback instead, which
+/// returns the engine's one instance.
+#[derive(Clone)]
+pub struct Transfers {
+    engine: Engine,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    counters: Arc<Counters>,
+    /// Decoded records of each unit, by return address.
+    units: Mutex<HashMap<UnitId, Arc<UnitSites>>>,
+    /// Descriptors by (unit, return address, continuation).
+    prepared: Mutex<HashMap<(UnitId, u64, u64), Prepared>>,
+    thunks: Mutex<ThunkPool>,
+}
+
+/// Counters the stub updates (relaxed: they are statistics).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Frames that entered a continuation.
+    pub(crate) transferred: AtomicU64,
+    /// Frames sent back to their old code by the stub.
+    pub(crate) fell_back: AtomicU64,
+}
+
+/// The engines' transfers, by the start of their code arena (unique among live engines); the
+/// strong reference is the engine's [`KEEPALIVE_CALLBACK`].
+static REGISTRY: Mutex<Vec<(usize, Weak<Inner>)>> = Mutex::new(Vec::new());
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Transfers {
+    /// The transfers of `engine`: made on first use, then the same instance (same caches, same
+    /// counters) for every call with the same engine, until the engine is dropped.
+    pub fn new(engine: &Engine) -> Transfers {
+        let key = engine.arena().range().start;
+        let mut registry = lock(&REGISTRY);
+        registry.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(inner) = registry
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Transfers {
+                engine: engine.clone(),
+                inner,
+            };
+        }
+        let inner = Arc::new(Inner {
+            counters: Arc::default(),
+            units: Mutex::default(),
+            prepared: Mutex::default(),
+            thunks: Mutex::new(ThunkPool {
+                arena: engine.arena().clone(),
+                batches: Vec::new(),
+                used: 0,
+            }),
+        });
+        let keep = Arc::clone(&inner);
+        let registered = engine.register_callback(
+            KEEPALIVE_CALLBACK,
+            move |_: &mut Hypercall<'_>| -> Result<*mut c_void, CallbackError> {
+                let _owned = &keep;
+                Err(CallbackError::from(
+                    "uppercut.osr.transfers is the engine's frame-transfer state, not a hypercall",
+                ))
+            },
+        );
+        if registered.is_err() {
+            // Cannot happen (the name is valid); never free thunks a frame may return into.
+            std::mem::forget(Arc::clone(&inner));
+        }
+        registry.push((key, Arc::downgrade(&inner)));
+        Transfers {
+            engine: engine.clone(),
+            inner,
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// This thread's JIT frames, innermost first, from the guest state of the hypercall that is
+    /// running on this thread ([`Hypercall::guest_state`]).
+    ///
+    /// Frame 0 is the one that made the hypercall. The walk follows frame pointers and stops at
+    /// the first return address that is neither in a JIT version nor a transfer thunk, or where
+    /// the chain stops making sense (see the [module docs](crate::frames)). A frame whose
+    /// return address already points at a thunk is reported with its original return address
+    /// and `pending` set.
+    pub fn walk(&self, state: &GuestState) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let Some(window) = StackWindow::current() else {
+            return frames;
+        };
+        let Some(mut raw) = frames::innermost(&window, state) else {
+            return frames;
+        };
+        let batches = lock(&self.inner.thunks).batches.clone();
+        let mut version: Option<VersionInfo> = None;
+        let mut sites: Option<Arc<UnitSites>> = None;
+        loop {
+            let (return_address, pending) = match thunk_at(&batches, raw.word) {
+                Some(d) => (d.return_address, Some(d.continuation)),
+                None => (raw.word, None),
+            };
+            if frames.is_empty() && return_address != state.return_address {
+                // The trampoline's slot does not hold what it recorded: not this hypercall.
+                break;
+            }
+            let known = version
+                .as_ref()
+                .filter(|v| return_address > v.entry && return_address < v.entry + v.size);
+            let info = match known {
+                Some(v) => v.clone(),
+                None => match self.engine.version_at(return_address) {
+                    Some(v) => v,
+                    None => break,
+                },
+            };
+            if sites.as_ref().is_none_or(|s| s.unit != info.unit) {
+                sites = Some(self.unit_sites(info.unit));
+            }
+            let site = sites
+                .as_ref()
+                .and_then(|s| s.records.get(&return_address))
+                .and_then(|r| r.site);
+            frames.push(Frame {
+                return_address,
+                return_address_slot: raw.slot,
+                stack_pointer: raw.sp,
+                frame_pointer: raw.fp,
+                version: info.clone(),
+                site,
+                pending,
+            });
+            version = Some(info);
+            match frames::older(&window, &raw) {
+                Some(next) => raw = next,
+                None => break,
+            }
+        }
+        frames
+    }
+
+    /// Checks the frame's record and call-frame information against Uppercut's convention and
+    /// `target`, and makes (or finds in the cache) the transfer descriptor and its thunk.
+    ///
+    /// Cached per (unit, return address, continuation): preparing many frames suspended at one
+    /// site costs one decode. `Err` says why the frame cannot be transferred; it then keeps
+    /// running its old code.
+    pub fn prepare(&self, frame: &Frame, target: &Target) -> Result<Prepared> {
+        let return_address = frame.return_address;
+        if target.continuation == 0 {
+            return Err(Error::InvalidTarget {
+                return_address,
+                reason: "the continuation's address is 0".to_owned(),
+            });
+        }
+        let key = (frame.version.unit, return_address, target.continuation);
+        let same = |p: &Prepared| {
+            let d = p.descriptor();
+            d.site == target.site && *d.kinds == *target.values && d.result_kind == target.result
+        };
+        if let Some(p) = lock(&self.inner.prepared).get(&key).filter(|p| same(p)) {
+            return Ok(p.clone());
+        }
+        let sites = self.unit_sites(frame.version.unit);
+        let record = sites.record(return_address)?;
+        let decoded = record.decoded.as_ref().map_err(Clone::clone)?;
+        if decoded.site != target.site {
+            return Err(Error::SiteMismatch {
+                return_address,
+                expected: target.site,
+                found: decoded.site,
+            });
+        }
+        let values = value_slots(return_address, decoded, &target.values)?;
+        let saves = record.saves.clone()?;
+        let descriptor = Descriptor {
+            continuation: target.continuation,
+            return_address,
+            values,
+            result: ResultSlot::of(target.result),
+            saves,
+            enabled: AtomicBool::new(true),
+            counters: Arc::clone(&self.inner.counters),
+            site: target.site,
+            kinds: target.values.clone().into_boxed_slice(),
+            result_kind: target.result,
+        };
+        let mut prepared = lock(&self.inner.prepared);
+        if let Some(existing) = prepared.get(&key) {
+            return if same(existing) {
+                Ok(existing.clone())
+            } else {
+                Err(Error::TargetConflict {
+                    return_address,
+                    continuation: target.continuation,
+                })
+            };
+        }
+        let made = lock(&self.inner.thunks).allocate(descriptor, self.owner())?;
+        prepared.insert(key, made.clone());
+        Ok(made)
+    }
+
+    /// Points the frame's return address at the thunk of `prepared`: when its callee returns,
+    /// the frame moves into the continuation (a lazy transfer). Patching a frame that is
+    /// already pending replaces its transfer.
+    ///
+    /// The frame must come from a [`walk`](Self::walk) of the hypercall running on this thread;
+    /// its slot must still hold its return address (or a thunk for it).
+    pub fn patch(&self, frame: &Frame, prepared: &Prepared) -> Result<()> {
+        if prepared.owner != self.owner() || prepared.return_address() != frame.return_address {
+            return Err(Error::WrongPrepared {
+                return_address: frame.return_address,
+                prepared_for: prepared.return_address(),
+            });
+        }
+        self.replace_slot(frame, prepared.thunk())
+    }
+
+    /// Undoes [`patch`](Self::patch): the frame's slot gets its original return address back
+    /// (nothing happens to a frame that is not pending).
+    pub fn unpatch(&self, frame: &Frame) -> Result<()> {
+        self.replace_slot(frame, frame.return_address)
+    }
+
+    /// Makes every frame pending on `prepared` go on in its old code when its callee returns
+    /// (the stub falls back), and forgets it: the next [`prepare`](Self::prepare) for the same
+    /// return address and continuation makes a fresh descriptor.
+    pub fn cancel(&self, prepared: &Prepared) {
+        if prepared.owner != self.owner() {
+            return;
+        }
+        prepared
+            .descriptor()
+            .enabled
+            .store(false, Ordering::Relaxed);
+        lock(&self.inner.prepared).retain(|_, p| p.thunk() != prepared.thunk());
+    }
+
+    /// Reads the frame's live values now, as a transfer would pass them (zero-extended bits per
+    /// [`ValueKind`]): for cross-checks, debugging and tests. The frame must come from a walk of
+    /// the hypercall running on this thread.
+    pub fn read_values(&self, frame: &Frame, values: &[ValueKind]) -> Result<Vec<u64>> {
+        let return_address = frame.return_address;
+        let sites = self.unit_sites(frame.version.unit);
+        let record = sites.record(return_address)?;
+        let decoded = record.decoded.as_ref().map_err(Clone::clone)?;
+        let slots = value_slots(return_address, decoded, values)?;
+        let window = StackWindow::current().ok_or_else(|| Error::StaleFrame {
+            return_address,
+            slot: frame.return_address_slot,
+            reason: "this thread's stack bounds are unknown".to_owned(),
+        })?;
+        slots
+            .iter()
+            .map(|slot| {
+                let base = match slot.source {
+                    Source::Constant => return Ok(slot.bits),
+                    Source::Sp => frame.stack_pointer,
+                    Source::Fp => frame.frame_pointer,
+                };
+                let address = base.wrapping_add_signed(i64::from(slot.offset));
+                if !window.contains(address, u64::from(slot.width)) {
+                    return Err(Error::StaleFrame {
+                        return_address,
+                        slot: frame.return_address_slot,
+                        reason: format!(
+                            "a value at {address:#x} is outside this thread's live stack"
+                        ),
+                    });
+                }
+                // SAFETY: the bytes lie in this thread's live stack (checked above).
+                Ok(unsafe { load(address, slot.width) } & slot.bits)
+            })
+            .collect()
+    }
+
+    /// Frames that entered a continuation through this engine's thunks.
+    pub fn frames_transferred(&self) -> u64 {
+        self.inner.counters.transferred.load(Ordering::Relaxed)
+    }
+
+    /// Frames that reached a thunk but went on in their old code (a cancelled transfer, or a
+    /// frame the stub found inconsistent with its descriptor).
+    pub fn frames_fell_back(&self) -> u64 {
+        self.inner.counters.fell_back.load(Ordering::Relaxed)
+    }
+
+    fn owner(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    fn replace_slot(&self, frame: &Frame, value: u64) -> Result<()> {
+        let slot = frame.return_address_slot;
+        let stale = |reason: String| Error::StaleFrame {
+            return_address: frame.return_address,
+            slot,
+            reason,
+        };
+        let window = StackWindow::current()
+            .ok_or_else(|| stale("this thread's stack bounds are unknown".to_owned()))?;
+        let current = window
+            .read(slot)
+            .ok_or_else(|| stale("the slot is not in this thread's live stack".to_owned()))?;
+        if current != frame.return_address {
+            let batches = lock(&self.inner.thunks).batches.clone();
+            let ours = thunk_at(&batches, current)
+                .is_some_and(|d| d.return_address == frame.return_address);
+            if !ours {
+                return Err(stale(format!(
+                    "the slot holds {current:#x}, neither the return address nor a thunk for it"
+                )));
+            }
+        }
+        // SAFETY: the slot is a live return-address slot of this thread's stack that holds the
+        // frame's return address or a thunk for it (checked): the callee's `ret` is its only
+        // reader, and the thunk or the return address both resume the frame correctly.
+        if unsafe { window.write(slot, value) } {
+            Ok(())
+        } else {
+            Err(stale(
+                "the slot is not in this thread's live stack".to_owned(),
+            ))
+        }
+    }
+
+    fn unit_sites(&self, unit: UnitId) -> Arc<UnitSites> {
+        if let Some(sites) = lock(&self.inner.units).get(&unit) {
+            return Arc::clone(sites);
+        }
+        let decoded = self
+            .engine
+            .with_unit_metadata(unit, |map, cfi| decode_unit(unit, map, cfi))
+            .unwrap_or_else(|| UnitSites::empty(unit));
+        let mut units = lock(&self.inner.units);
+        Arc::clone(units.entry(unit).or_insert_with(|| Arc::new(decoded)))
+    }
+}
+
+impl fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transfers")
+            .field("frames_transferred", &self.frames_transferred())
+            .field("frames_fell_back", &self.frames_fell_back())
+            .field("prepared", &lock(&self.inner.prepared).len())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------------------------
+
+/// The decoded records of one unit.
+#[derive(Debug)]
+pub(crate) struct UnitSites {
+    unit: UnitId,
+    has_stack_map: bool,
+    has_eh_frame: bool,
+    records: HashMap<u64, SiteRecord>,
+}
+
+/// What the record(s) at one return address say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SiteRecord {
+    /// Deopt location 0, when the record is a statepoint whose first deopt value is a constant.
+    pub(crate) site: Option<SiteId>,
+    /// The site's values, or why the record does not follow the convention.
+    pub(crate) decoded: Result<DecodedSite, Error>,
+    /// Where the frame saved callee-saved registers, or why its CFI does not fit.
+    pub(crate) saves: Result<CalleeSaves, Error>,
+}
+
+/// A record that follows the convention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodedSite {
+    pub(crate) site: SiteId,
+    pub(crate) values: Vec<RecordValue>,
+}
+
+/// Where one value is at the return address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordValue {
+    /// In memory at `[base + offset]`, `size` bytes.
+    Stack {
+        base: Source,
+        offset: i32,
+        size: u16,
+    },
+    /// A constant (sign-extended to 64 bits for a small one), bits of the value.
+    Constant(u64),
+}
+
+impl UnitSites {
+    fn empty(unit: UnitId) -> UnitSites {
+        UnitSites {
+            unit,
+            has_stack_map: false,
+            has_eh_frame: false,
+            records: HashMap::new(),
+        }
+    }
+
+    fn record(&self, return_address: u64) -> Result<&SiteRecord> {
+        if !self.has_stack_map {
+            return Err(Error::NoMetadata {
+                return_address,
+                unit: self.unit,
+                section: uppercut_core::stackmaps::STACKMAP_SECTION,
+            });
+        }
+        self.records
+            .get(&return_address)
+            .ok_or(Error::NoRecord { return_address })
+    }
+}
+
+/// Decodes every record of a unit and the CFI row at each record's return address.
+pub(crate) fn decode_unit(
+    unit: UnitId,
+    map: Option<&StackMap<'_>>,
+    cfi: Option<&EhFrameSection<'_>>,
+) -> UnitSites {
+    let mut sites = UnitSites::empty(unit);
+    sites.has_eh_frame = cfi.is_some();
+    let Some(map) = map else {
+        return sites;
+    };
+    sites.has_stack_map = true;
+    for record in map.records_by_address() {
+        let return_address = record.return_address().0;
+        if sites.records.contains_key(&return_address) {
+            continue;
+        }
+        let locations: Vec<Location> = record.locations().collect();
+        let mut agree = true;
+        for other in map.lookup_all(ReturnAddress(return_address)) {
+            agree &= other.locations().eq(locations.iter().copied());
+        }
+        let (site, mut decoded) = decode_record(return_address, &locations);
+        if !agree {
+            decoded = Err(Error::DoubtfulRecord {
+                return_address,
+                reason: "several records sit at this return address with different locations"
+                    .to_owned(),
+            });
+        }
+        let saves = match cfi {
+            None => Err(Error::NoMetadata {
+                return_address,
+                unit,
+                section: uppercut_core::stackmaps::EH_FRAME_SECTION,
+            }),
+            Some(cfi) => match cfi.frame_info_for_return_address(ReturnAddress(return_address)) {
+                Ok(info) => arch::callee_saves(&info).map_err(|reason| Error::UnsupportedFrame {
+                    return_address,
+                    reason,
+                }),
+                Err(e) => Err(Error::UnsupportedFrame {
+                    return_address,
+                    reason: e.to_string(),
+                }),
+            },
+        };
+        sites.records.insert(
+            return_address,
+            SiteRecord {
+                site: if agree { site } else { None },
+                decoded,
+                saves,
+            },
+        );
+    }
+    sites
+}
+
+/// Statepoint flags LLVM defines (`GCTransition`, `DeoptLiveIn`).
+const STATEPOINT_FLAGS: u64 = 3;
+
+/// Decodes one statepoint record by Uppercut's convention.
+pub(crate) fn decode_record(
+    return_address: u64,
+    locations: &[Location],
+) -> (Option<SiteId>, Result<DecodedSite, Error>) {
+    let not_site = |reason: &str| {
+        Err(Error::NotASite {
+            return_address,
+            reason: reason.to_owned(),
+        })
+    };
+    let constant = |i: usize| match locations.get(i) {
+        Some(l @ (Location::Constant { .. } | Location::ConstantIndex { .. })) => l.constant(),
+        _ => None,
+    };
+    let (Some(_cc), Some(flags), Some(count)) = (constant(0), constant(1), constant(2)) else {
+        return (
+            None,
+            not_site("its first three locations are not constants (not a statepoint)"),
+        );
+    };
+    if flags & !STATEPOINT_FLAGS != 0 {
+        return (None, not_site("its flags are not statepoint flags"));
+    }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let Some(rest) = locations.len().checked_sub(3).filter(|&r| count <= r) else {
+        return (
+            None,
+            not_site("it has fewer locations than its deopt count"),
+        );
+    };
+    if (rest - count) % 2 != 0 {
+        return (
+            None,
+            not_site("the locations after the deopt state are not (base, derived) pairs"),
+        );
+    }
+    if count == 0 {
+        return (None, not_site("it has no deopt state"));
+    }
+    let site = match constant(3).map(u32::try_from) {
+        Some(Ok(id)) => SiteId(id),
+        _ => {
+            return (None, not_site("deopt location 0 is not a constant site id"));
+        }
+    };
+    let mut values = Vec::with_capacity(count - 1);
+    for (index, location) in locations[4..3 + count].iter().enumerate() {
+        let unsupported = |what: String| Error::UnsupportedLocation {
+            return_address,
+            site,
+            index,
+            location: what,
+        };
+        let value = match *location {
+            Location::Indirect { reg, offset, size } => {
+                let base = match reg {
+                    DwarfReg::RSP => Source::Sp,
+                    DwarfReg::RBP => Source::Fp,
+                    _ => return (Some(site), Err(unsupported(format!("[{reg} + {offset}]")))),
+                };
+                RecordValue::Stack { base, offset, size }
+            }
+            Location::Constant { value, .. } => RecordValue::Constant(i64::from(value) as u64),
+            Location::ConstantIndex { value, .. } => RecordValue::Constant(value),
+            Location::Register { reg, .. } => {
+                return (Some(site), Err(unsupported(format!("register {reg}"))));
+            }
+            Location::Direct { reg, offset, .. } => {
+                return (
+                    Some(site),
+                    Err(unsupported(format!("{reg} + {offset} (a frame address)"))),
+                );
+            }
+        };
+        values.push(value);
+    }
+    (Some(site), Ok(DecodedSite { site, values }))
+}
+
+/// Checks a decoded site against the kinds a target expects and makes the descriptor's value
+/// slots.
+fn value_slots(
+    return_address: u64,
+    decoded: &DecodedSite,
+    kinds: &[ValueKind],
+) -> Result<Box<[ValueSlot]>> {
+    if decoded.values.len() != kinds.len() {
+        return Err(Error::ValueCountMismatch {
+            return_address,
+            site: decoded.site,
+            expected: kinds.len(),
+            found: decoded.values.len(),
+        });
+    }
+    decoded
+        .values
+        .iter()
+        .zip(kinds)
+        .enumerate()
+        .map(|(index, (value, &kind))| {
+            let bits = mask(kind);
+            Ok(match *value {
+                RecordValue::Constant(c) => ValueSlot {
+                    source: Source::Constant,
+                    width: 8,
+                    offset: 0,
+                    bits: c & bits,
+                },
+                RecordValue::Stack { base, offset, size } => {
+                    if u32::from(size) < kind.size() {
+                        return Err(Error::SizeMismatch {
+                            return_address,
+                            site: decoded.site,
+                            index,
+                            kind,
+                            size,
+                        });
+                    }
+                    ValueSlot {
+                        source: base,
+                        width: kind.size() as u8,
+                        offset,
+                        bits,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The bits of a value of `kind` in a buffer slot: `i1` is its lowest bit (LLVM leaves the
+/// other bits of an `i1` byte unspecified; a constant `true` is recorded as -1).
+fn mask(kind: ValueKind) -> u64 {
+    match kind {
+        ValueKind::I1 => 1,
+        kind => kind.mask(u64::MAX),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors and the transfer buffer
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the stub's Rust half needs for one (return address, continuation).
+pub(crate) struct Descriptor {
+    /// Where the frame goes.
+    pub(crate) continuation: u64,
+    /// Where the frame is suspended (and where it goes back to when the stub falls back).
+    pub(crate) return_address: u64,
+    /// The values, in buffer order.
+    pub(crate) values: Box<[ValueSlot]>,
+    /// The call's result.
+    pub(crate) result: ResultSlot,
+    /// The frame's callee-saved register slots.
+    pub(crate) saves: CalleeSaves,
+    /// Cleared by [`Transfers::cancel`].
+    pub(crate) enabled: AtomicBool,
+    /// The engine's counters.
+    pub(crate) counters: Arc<Counters>,
+    site: SiteId,
+    kinds: Box<[ValueKind]>,
+    result_kind: Option<ValueKind>,
+}
+
+/// What a thunk's `r11` points at: set once, before the thunk is handed out.
+pub(crate) type DescriptorCell = OnceLock<Descriptor>;
+
+/// Where one value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `bits` is the value.
+    Constant,
+    /// `[rsp + offset]`.
+    Sp,
+    /// `[rbp + offset]`.
+    Fp,
+}
+
+/// One value of a descriptor: read `width` bytes at `source + offset` and keep `bits`, or take
+/// `bits` as is for a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValueSlot {
+    source: Source,
+    width: u8,
+    offset: i32,
+    bits: u64,
+}
+
+/// Where the call's result comes from: nothing, `rax`, or `xmm0`, with the bits to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResultSlot {
+    None,
+    Integer(u64),
+    Float(u64),
+}
+
+impl ResultSlot {
+    fn of(kind: Option<ValueKind>) -> ResultSlot {
+        match kind {
+            None => ResultSlot::None,
+            Some(k) if k.is_float() => ResultSlot::Float(mask(k)),
+            Some(k) => ResultSlot::Integer(mask(k)),
+        }
+    }
+}
+
+/// Slots the transfer buffer starts with: enough for any site short of a huge one, so that it
+/// is rarely reallocated.
+const BUFFER_SLOTS: usize = 1024;
+
+thread_local! {
+    /// This thread's transfer buffer. Only [`capture`] touches it, and never reentrantly.
+    static BUFFER: UnsafeCell<Vec<u64>> = const { UnsafeCell::new(Vec::new()) };
+}
+
+/// Reads `bytes` bytes at `address`, zero-extended.
+///
+/// # Safety
+///
+/// The bytes must be readable.
+#[inline(always)]
+unsafe fn load(address: u64, bytes: u8) -> u64 {
+    // SAFETY: the caller vouches that the bytes are readable; unaligned reads are fine.
+    unsafe {
+        match bytes {
+            1 => u64::from(*(address as *const u8)),
+            2 => u64::from(std::ptr::read_unaligned(address as *const u16)),
+            4 => u64::from(std::ptr::read_unaligned(address as *const u32)),
+            _ => std::ptr::read_unaligned(address as *const u64),
+        }
+    }
+}
+
+/// Fills this thread's transfer buffer with a frame's values and its call's result; returns
+/// the buffer.
+///
+/// # Safety
+///
+/// `sp` and `fp` must be the stack and frame pointers of a live frame suspended at
+/// `descriptor.return_address`, laid out as the descriptor says.
+#[inline(always)]
+pub(crate) unsafe fn capture(
+    descriptor: &Descriptor,
+    sp: u64,
+    fp: u64,
+    integer_result: u64,
+    float_result: u64,
+) -> *mut u64 {
+    let n = descriptor.values.len();
+    let buffer = BUFFER.with(|cell| {
+        // SAFETY: the buffer is this thread's, and nothing else borrows it during this closure
+        // (`capture` does not reenter).
+        let buffer = unsafe { &mut *cell.get() };
+        if buffer.len() <= n {
+            buffer.resize((n + 1).next_power_of_two().max(BUFFER_SLOTS), 0);
+        }
+        buffer.as_mut_ptr()
+    });
+    // SAFETY: the buffer holds at least n + 1 slots (above).
+    let slots = unsafe { std::slice::from_raw_parts_mut(buffer, n + 1) };
+    for (slot, value) in slots.iter_mut().zip(descriptor.values.iter()) {
+        let base = match value.source {
+            Source::Constant => {
+                *slot = value.bits;
+                continue;
+            }
+            Source::Sp => sp,
+            Source::Fp => fp,
+        };
+        // SAFETY: the value's slot is in the live frame (the caller vouches for the layout).
+        let bits = unsafe {
+            load(
+                base.wrapping_add_signed(i64::from(value.offset)),
+                value.width,
+            )
+        };
+        *slot = bits & value.bits;
+    }
+    slots[n] = match descriptor.result {
+        ResultSlot::None => 0,
+        ResultSlot::Integer(bits) => integer_result & bits,
+        ResultSlot::Float(bits) => float_result & bits,
+    };
+    buffer
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thunks
+// ---------------------------------------------------------------------------------------------
+
+/// One page of thunks, each with its descriptor cell. Immutable once made: the code is
+/// published before the batch is shared, and cells are set once.
+struct ThunkBatch {
+    /// The thunks' code, executable.
+    region: CodeRegion,
+    address: u64,
+    cells: Box<[DescriptorCell]>,
+}
+
+struct ThunkPool {
+    arena: CodeArena,
+    batches: Vec<Arc<ThunkBatch>>,
+    /// Thunks handed out from the last batch.
+    used: usize,
+}
+
+impl ThunkPool {
+    /// Hands out the next free thunk with `descriptor` in its cell, making a new batch when the
+    /// last one is full.
+    fn allocate(&mut self, descriptor: Descriptor, owner: usize) -> Result<Prepared> {
+        let full = self
+            .batches
+            .last()
+            .is_none_or(|b| self.used >= b.cells.len());
+        if full {
+            let batch = ThunkBatch::new(&self.arena)?;
+            self.batches.push(Arc::new(batch));
+            self.used = 0;
+        }
+        let batch = Arc::clone(self.batches.last().expect("a batch was just made"));
+        let index = self.used;
+        self.used += 1;
+        if batch.cells[index].set(descriptor).is_err() {
+            unreachable!("every cell is handed out once");
+        }
+        Ok(Prepared {
+            batch,
+            index,
+            owner,
+        })
+    }
+}
+
+impl ThunkBatch {
+    fn new(arena: &CodeArena) -> Result<ThunkBatch> {
+        let memory = |e: uppercut_core::code_memory::CodeMemoryError| Error::ThunkMemory {
+            reason: e.to_string(),
+        };
+        let count = (arena.page_size() / THUNK_SIZE).max(1);
+        let cells: Box<[DescriptorCell]> = (0..count).map(|_| OnceLock::new()).collect();
+        let mut region = arena
+            .allocate(RegionRequest::code(count * THUNK_SIZE).align(THUNK_SIZE))
+            .map_err(memory)?;
+        let address = region.addr() as u64;
+        let stub = arch::stub_address();
+        let bytes = region.as_mut_slice().map_err(memory)?;
+        for (i, (chunk, cell)) in bytes
+            .chunks_exact_mut(THUNK_SIZE)
+            .zip(&cells[..])
+            .enumerate()
+        {
+            let cell = cell as *const DescriptorCell as u64;
+            chunk.copy_from_slice(&arch::encode_thunk(cell, stub));
+            let ip = address + (i * THUNK_SIZE) as u64;
+            if arch::decode_thunk(chunk, ip, stub) != Some(cell) {
+                return Err(Error::Unsupported);
+            }
+        }
+        region.publish().map_err(memory)?;
+        Ok(ThunkBatch {
+            region,
+            address,
+            cells,
+        })
+    }
+
+    /// The descriptor of the thunk at `address`, if `address` is one of this batch's thunks.
+    fn descriptor_at(&self, address: u64) -> Option<&Descriptor> {
+        let offset = address.checked_sub(self.address)?;
+        if offset % THUNK_SIZE as u64 != 0 || !self.region.contains(address as usize) {
+            return None;
+        }
+        self.cells.get((offset / THUNK_SIZE as u64) as usize)?.get()
+    }
+}
+
+/// The descriptor of the thunk at `address`, if it is one.
+fn thunk_at(batches: &[Arc<ThunkBatch>], address: u64) -> Option<&Descriptor> {
+    batches.iter().find_map(|b| b.descriptor_at(address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uppercut_core::stackmaps::{CodeOffset, PatchpointId, StackMapBuilder};
+
+    const RA: u64 = 0x1000 + 0x40;
+
+    fn header(count: i32) -> Vec<Location> {
+        vec![
+            Location::Constant { value: 0, size: 8 },
+            Location::Constant { value: 0, size: 8 },
+            Location::Constant {
+                value: count,
+                size: 8,
+            },
+        ]
+    }
+
+    fn spill(reg: DwarfReg, offset: i32, size: u16) -> Location {
+        Location::Indirect { reg, offset, size }
+    }
+
+    #[test]
+    fn statepoint_records_decode_by_the_convention() {
+        let mut locations = header(5);
+        locations.extend([
+            Location::Constant { value: 9, size: 8 },
+            spill(DwarfReg::RSP, 8, 8),
+            spill(DwarfReg::RBP, -20, 4),
+            Location::Constant { value: -1, size: 8 },
+            Location::ConstantIndex {
+                index: uppercut_core::stackmaps::ConstantIndex(0),
+                value: 1 << 40,
+                size: 8,
+            },
+            // a (base, derived) pair after the deopt state
+            spill(DwarfReg::RSP, 8, 8),
+            spill(DwarfReg::RSP, 8, 8),
+        ]);
+        let (site, decoded) = decode_record(RA, &locations);
+        assert_eq!(site, Some(SiteId(9)));
+        let decoded = decoded.unwrap();
+        assert_eq!(
+            decoded.values,
+            vec![
+                RecordValue::Stack {
+                    base: Source::Sp,
+                    offset: 8,
+                    size: 8
+                },
+                RecordValue::Stack {
+                    base: Source::Fp,
+                    offset: -20,
+                    size: 4
+                },
+                RecordValue::Constant(u64::MAX),
+                RecordValue::Constant(1 << 40),
+            ]
+        );
+        let kinds = [
+            ValueKind::Ptr,
+            ValueKind::F32,
+            ValueKind::I1,
+            ValueKind::I64,
+        ];
+        let slots = value_slots(RA, &decoded, &kinds).unwrap();
+        assert_eq!(slots[1].width, 4);
+        assert_eq!(slots[1].bits, 0xffff_ffff);
+        assert_eq!(slots[2].bits, 1, "i1 true is recorded as -1");
+        assert_eq!(slots[3].bits, 1 << 40);
+        assert!(matches!(
+            value_slots(RA, &decoded, &kinds[..3]),
+            Err(Error::ValueCountMismatch {
+                expected: 3,
+                found: 4,
+                ..
+            })
+        ));
+        let wide = [
+            ValueKind::Ptr,
+            ValueKind::F64,
+            ValueKind::I1,
+            ValueKind::I64,
+        ];
+        assert!(matches!(
+            value_slots(RA, &decoded, &wide),
+            Err(Error::SizeMismatch {
+                index: 1,
+                size: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn other_records_are_refused_with_a_reason() {
+        let refused = |locations: &[Location]| decode_record(RA, locations);
+        // A plain stack map of two registers.
+        let (site, r) = refused(&[
+            Location::Register {
+                reg: DwarfReg::RBX,
+                size: 8,
+            },
+            spill(DwarfReg::RSP, 0, 8),
+        ]);
+        assert_eq!(site, None);
+        assert!(matches!(r, Err(Error::NotASite { .. })));
+        // A deopt value in a register.
+        let mut l = header(3);
+        l.extend([
+            Location::Constant { value: 1, size: 8 },
+            spill(DwarfReg::RSP, 0, 8),
+            Location::Register {
+                reg: DwarfReg::RBX,
+                size: 8,
+            },
+        ]);
+        let (site, r) = refused(&l);
+        assert_eq!(site, Some(SiteId(1)));
+        let Err(Error::UnsupportedLocation {
+            index, location, ..
+        }) = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!((index, location.as_str()), (1, "register rbx"));
+        // A frame address.
+        let mut l = header(2);
+        l.extend([
+            Location::Constant { value: 1, size: 8 },
+            Location::Direct {
+                reg: DwarfReg::RBP,
+                offset: -8,
+                size: 8,
+            },
+        ]);
+        assert!(matches!(
+            refused(&l).1,
+            Err(Error::UnsupportedLocation { .. })
+        ));
+        // A count past the end, an odd tail, a site id that is not a constant.
+        let mut l = header(4);
+        l.push(Location::Constant { value: 1, size: 8 });
+        assert!(matches!(refused(&l).1, Err(Error::NotASite { .. })));
+        let mut l = header(1);
+        l.extend([
+            Location::Constant { value: 1, size: 8 },
+            spill(DwarfReg::RSP, 0, 8),
+        ]);
+        assert!(matches!(refused(&l).1, Err(Error::NotASite { .. })));
+        let mut l = header(1);
+        l.push(spill(DwarfReg::RSP, 0, 8));
+        assert_eq!(refused(&l).0, None);
+        assert!(matches!(refused(&l).1, Err(Error::NotASite { .. })));
+    }
+
+    #[test]
+    fn disagreeing_records_at_one_address_are_doubtful() {
+        let mut one = header(2);
+        one.extend([
+            Location::Constant { value: 4, size: 8 },
+            spill(DwarfReg::RSP, 0, 8),
+        ]);
+        let mut two = one.clone();
+        two[4] = spill(DwarfReg::RSP, 8, 8);
+        let mut builder = StackMapBuilder::new();
+        builder.function(0x1000, 32);
+        builder.record(PatchpointId(0), CodeOffset(0x40), &one, &[]);
+        builder.record(PatchpointId(0), CodeOffset(0x40), &one, &[]);
+        builder.record(PatchpointId(0), CodeOffset(0x60), &one, &[]);
+        builder.record(PatchpointId(0), CodeOffset(0x60), &two, &[]);
+        let bytes = builder.build();
+        let map = StackMap::parse(&bytes).unwrap();
+        let sites = decode_unit(UnitId(0), Some(&map), None);
+        let agreed = sites.record(0x1040).unwrap();
+        assert_eq!(agreed.site, Some(SiteId(4)));
+        assert!(agreed.decoded.is_ok());
+        assert!(matches!(agreed.saves, Err(Error::NoMetadata { .. })));
+        let doubtful = sites.record(0x1060).unwrap();
+        assert_eq!(doubtful.site, None);
+        assert!(matches!(
+            doubtful.decoded,
+            Err(Error::DoubtfulRecord { .. })
+        ));
+        assert!(matches!(
+            sites.record(0x1050),
+            Err(Error::NoRecord {
+                return_address: 0x1050
+            })
+        ));
+        assert!(matches!(
+            decode_unit(UnitId(1), None, None).record(0x1040),
+            Err(Error::NoMetadata { .. })
+        ));
+    }
+
+    #[test]
+    fn capture_reads_values_and_the_result() {
+        // A fake frame: sp points at `stack`, fp at its middle.
+        let mut stack = [0u64; 8];
+        stack[0] = 0x1122_3344_5566_7788;
+        stack[1] = 0xffff_ffff_3fc0_0000; // a float in the low half
+        stack[5] = 0xfe; // an i1 byte with stray bits
+        let sp = stack.as_mut_ptr() as u64;
+        let fp = sp + 32;
+        let slot = |source, offset, kind: ValueKind| ValueSlot {
+            source,
+            width: kind.size() as u8,
+            offset,
+            bits: mask(kind),
+        };
+        let descriptor = Descriptor {
+            continuation: 1,
+            return_address: 2,
+            values: vec![
+                slot(Source::Sp, 0, ValueKind::I64),
+                slot(Source::Sp, 8, ValueKind::F32),
+                slot(Source::Fp, 8, ValueKind::I1),
+                slot(Source::Fp, -32, ValueKind::I16),
+                ValueSlot {
+                    source: Source::Constant,
+                    width: 8,
+                    offset: 0,
+                    bits: 42,
+                },
+            ]
+            .into_boxed_slice(),
+            result: ResultSlot::of(Some(ValueKind::I8)),
+            saves: CalleeSaves::default(),
+            enabled: AtomicBool::new(true),
+            counters: Arc::default(),
+            site: SiteId(0),
+            kinds: Box::new([]),
+            result_kind: None,
+        };
+        // SAFETY: every slot the descriptor names lies in `stack`.
+        let buffer = unsafe { capture(&descriptor, sp, fp, 0x1234, 0) };
+        // SAFETY: the buffer holds at least values + 1 slots.
+        let got = unsafe { std::slice::from_raw_parts(buffer, 6) };
+        assert_eq!(
+            got,
+            &[0x1122_3344_5566_7788, 0x3fc0_0000, 0, 0x7788, 42, 0x34]
+        );
+    }
+}
