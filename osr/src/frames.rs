@@ -24,6 +24,7 @@
 //! the transfer thunks (host frames have no frame pointers).
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use uppercut_core::{GuestState, SiteId, VersionInfo};
 
@@ -46,8 +47,9 @@ pub struct Frame {
     pub stack_pointer: u64,
     /// The frame's `rbp`.
     pub frame_pointer: u64,
-    /// The function version the return address lies in.
-    pub version: VersionInfo,
+    /// The function version the return address lies in (shared by the frames of one walk that
+    /// run the same version).
+    pub version: Arc<VersionInfo>,
     /// The site of the record at the return address (its deopt location 0); `None` when there
     /// is no record there or it is not an OSR site.
     pub site: Option<SiteId>,

@@ -2,7 +2,7 @@
 //!
 //! Frame transfer: from inside a hypercall, [`Transfers::walk`] lists this thread's JIT frames,
 //! [`Transfers::prepare`] checks a frame's stack-map record and call-frame information against
-//! Uppercut's OSR-site convention (see [`transfer`](crate::Transfers) and [`Target`]), and
+//! Uppercut's OSR-site convention (see [`Transfers`] and [`Target`]), and
 //! [`Transfers::patch`] points its return address at a thunk: when its callee returns, the frame
 //! moves into the site's continuation, which returns to the frame's caller.
 //!

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use uppercut_core::{OptLevel, SiteKind, ValueKind};
+use uppercut_core::{OptLevel, SiteInfo, SiteKind, ValueKind};
 
 use crate::runtime::{Cx, VersionSpec};
 
@@ -27,6 +27,13 @@ pub trait Policy: Send + 'static {
     /// An `Err` stops the guest with the message (use it only when carrying on would be
     /// wrong, such as a stale specialisation that cannot be left).
     fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String>;
+
+    /// How many of the innermost frames [`Cx::frames`] should list at `site` (`None`: all of
+    /// them). Walking is linear in the depth of the stack.
+    fn frames_wanted(&self, site: &SiteInfo) -> Option<usize> {
+        let _ = site;
+        None
+    }
 }
 
 /// Tier-up: hot loops of slower code move to `level` mid-loop.
@@ -200,6 +207,9 @@ impl Policy for Specialise {
     }
 }
 
+/// How deep into the stack [`Stress`] picks frames.
+const STRESS_DEPTH: usize = 256;
+
 /// Seeded random transfers between O0 and O2 at every site hypercall.
 #[derive(Debug, Clone)]
 pub struct Stress {
@@ -207,8 +217,11 @@ pub struct Stress {
     /// Continuations the policy may still compile (each takes milliseconds); once spent, it
     /// moves frames only into continuations that exist already.
     pub compile_budget: u32,
-    /// Counters are reloaded with a value in `1..=max_count`.
+    /// A counter that fired `k` times is reloaded with a value in `1..=max_count << k`.
     pub max_count: i64,
+    fired: HashMap<uppercut_core::SiteId, u32>,
+    /// Frames picked at random per hypercall, besides the innermost.
+    pub frames_per_site: usize,
 }
 
 impl Stress {
@@ -217,7 +230,9 @@ impl Stress {
         Stress {
             state: seed ^ 0x9e37_79b9_7f4a_7c15,
             compile_budget: 48,
-            max_count: 64,
+            max_count: 16,
+            fired: HashMap::new(),
+            frames_per_site: 4,
         }
     }
 
@@ -237,12 +252,34 @@ impl Policy for Stress {
         "stress"
     }
 
+    fn frames_wanted(&self, _: &SiteInfo) -> Option<usize> {
+        Some(STRESS_DEPTH)
+    }
+
     fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {
         let site = cx.site().id;
-        let reload = 1 + (self.next() % self.max_count.max(1) as u64) as i64;
+        // Each site fires at exponentially growing random intervals: every site keeps firing
+        // as long as it runs, but a hot one only logarithmically often.
+        let fired = self.fired.entry(site).or_insert(0);
+        let bound = (self.max_count.max(1) as u64) << (*fired).min(24);
+        *fired += 1;
+        let reload = 1 + (self.next() % bound) as i64;
         let _ = cx.set_counter(site, reload);
-        for i in 0..cx.frames().len() {
-            if self.next() % 2 == 0 || cx.frame_site(i).is_none_or(|s| s.refused.is_some()) {
+        // A few frames per hypercall, anywhere on the stack: the innermost, then random picks
+        // (a deep recursion would make moving half of every stack quadratic).
+        let n = cx.frames().len();
+        let mut picks = vec![0];
+        for _ in 0..self.frames_per_site.min(n) {
+            picks.push((self.next() % n.max(1) as u64) as usize);
+        }
+        picks.sort_unstable();
+        picks.dedup();
+        for i in picks {
+            // The innermost frame (stopped at the site that fired) always moves if it can.
+            if i >= n
+                || (i > 0 && self.next() % 4 == 0)
+                || cx.frame_site(i).is_none_or(|s| s.refused.is_some())
+            {
                 continue;
             }
             let level = if self.next() % 2 == 0 {
@@ -272,6 +309,17 @@ pub struct Policies(pub Vec<Box<dyn Policy>>);
 impl Policy for Policies {
     fn name(&self) -> &str {
         "policies"
+    }
+
+    fn frames_wanted(&self, site: &SiteInfo) -> Option<usize> {
+        let mut most = Some(0);
+        for policy in &self.0 {
+            most = match (most, policy.frames_wanted(site)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        most
     }
 
     fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {

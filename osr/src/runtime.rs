@@ -192,7 +192,9 @@ fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, C
     };
     shared.sites.fetch_add(1, Ordering::Relaxed);
     let transfers = Transfers::new(&engine);
-    let frames = transfers.walk(&h.guest_state());
+    let mut policy = lock(&shared.policy);
+    let limit = policy.frames_wanted(&site).unwrap_or(usize::MAX);
+    let frames = transfers.walk_limit(&h.guest_state(), limit);
     let mut cx = Cx {
         engine: &engine,
         transfers: &transfers,
@@ -202,7 +204,7 @@ fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, C
         frames,
         patched: 0,
     };
-    let result = lock(&shared.policy).on_site(&mut cx);
+    let result = policy.on_site(&mut cx);
     if cx.patched > 0 {
         shared.transitions.fetch_add(1, Ordering::Relaxed);
     }

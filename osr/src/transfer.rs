@@ -11,28 +11,7 @@
 //!       ──> jmp continuation(buffer) with rsp = CFA - 8: it returns to the old frame's caller
 //! ```
 //!
-//! # The convention
-//!
-//! An OSR site is a `gc.statepoint` with a `"deopt"` bundle; its record sits at the call's
-//! return address with the locations `[cc, flags, N, deopt 0 … deopt N-1, gc pairs…]`. Deopt
-//! location 0 is `Constant(site id)`; deopt locations 1 to N-1 are the site's live values in
-//! the order of [`Target::values`]. Each value is read from an `Indirect [rsp + off]` or
-//! `[rbp + off]` spill slot or is a `Constant`/`ConstantIndex`; any other location (a
-//! register, a `Direct` frame address), a count that does not match (the multi-frame state that
-//! inlining leaves), or call-frame information without a frame pointer, and the frame is not
-//! transferred: [`Transfers::prepare`] says why.
-//!
-//! A continuation is `ret_ty cont(ptr %buf)`, with the return type of the frame's function. It
-//! finds value `i` in `buf[i]` and the call's result (when [`Target::result`] is set) in
-//! `buf[n]`, each a 64-bit slot holding the value's bits zero-extended (see
-//! [`ValueKind`]), and returns to the frame's caller. The buffer is per thread and reused by
-//! the next transfer on the thread: a continuation reads it before it calls anything.
-//!
-//! # Lifetimes
-//!
-//! Descriptors and thunks live as long as the engine: [`Transfers::new`] hands out the
-//! engine's one instance, which the engine keeps alive (see [`KEEPALIVE_CALLBACK`]). Thunk code
-//! is written once, in page-sized batches, and published executable; it is never written again.
+//! The convention and the lifetimes are on [`Transfers`].
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
@@ -147,6 +126,31 @@ impl fmt::Debug for Prepared {
 /// Cheap to clone (clones share everything). It holds the engine: do not keep one inside a
 /// callback of its own engine (a cycle); call [`Transfers::new`] in the callback instead, which
 /// returns the engine's one instance.
+///
+/// # The convention
+///
+/// An OSR site is a `gc.statepoint` with a `"deopt"` bundle; its record sits at the call's
+/// return address with the locations `[cc, flags, N, deopt 0 … deopt N-1, gc pairs…]`. Deopt
+/// location 0 is `Constant(site id)`; deopt locations 1 to N-1 are the site's live values in
+/// the order of [`Target::values`]. Each value is read from an `Indirect [rsp + off]` or
+/// `[rbp + off]` spill slot or is a `Constant`/`ConstantIndex`; any other location (a
+/// register, a `Direct` frame address), a count that does not match (the multi-frame state that
+/// inlining leaves), or call-frame information without a frame pointer, and the frame is not
+/// transferred: [`Transfers::prepare`] says why. Locations after the deopt state come in
+/// (base, derived) pairs and are not read: under `gc "shadow-stack"`, LLVM 19 adds one pair per
+/// `ptr` deopt value.
+///
+/// A continuation is `ret_ty cont(ptr %buf)`, with the return type of the frame's function. It
+/// finds value `i` in `buf[i]` and the call's result (when [`Target::result`] is set) in
+/// `buf[n]`, each a 64-bit slot holding the value's bits zero-extended (see
+/// [`ValueKind`]), and returns to the frame's caller. The buffer is per thread and reused by
+/// the next transfer on the thread: a continuation reads it before it calls anything.
+///
+/// # Lifetimes
+///
+/// Descriptors and thunks live as long as the engine: [`Transfers::new`] hands out the
+/// engine's one instance, which the engine keeps alive (see [`KEEPALIVE_CALLBACK`]). Thunk code
+/// is written once, in page-sized batches, and published executable; it is never written again.
 #[derive(Clone)]
 pub struct Transfers {
     engine: Engine,
@@ -237,10 +241,16 @@ impl Transfers {
     ///
     /// Frame 0 is the one that made the hypercall. The walk follows frame pointers and stops at
     /// the first return address that is neither in a JIT version nor a transfer thunk, or where
-    /// the chain stops making sense (see the [module docs](crate::frames)). A frame whose
+    /// the chain stops making sense (a frame pointer that is null, misaligned, not above the
+    /// previous one, or outside this thread's stack). A frame whose
     /// return address already points at a thunk is reported with its original return address
     /// and `pending` set.
     pub fn walk(&self, state: &GuestState) -> Vec<Frame> {
+        self.walk_limit(state, usize::MAX)
+    }
+
+    /// [`Transfers::walk`], stopping after the `limit` innermost frames.
+    pub fn walk_limit(&self, state: &GuestState, limit: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
         let Some(window) = StackWindow::current() else {
             return frames;
@@ -249,9 +259,11 @@ impl Transfers {
             return frames;
         };
         let batches = lock(&self.inner.thunks).batches.clone();
-        let mut version: Option<VersionInfo> = None;
+        let mut version: Option<Arc<VersionInfo>> = None;
         let mut sites: Option<Arc<UnitSites>> = None;
-        loop {
+        // The last return address and its site: the frames of a recursion share them.
+        let mut last: Option<(u64, Option<SiteId>)> = None;
+        while frames.len() < limit {
             let (return_address, pending) = match thunk_at(&batches, raw.word) {
                 Some(d) => (d.return_address, Some(d.continuation)),
                 None => (raw.word, None),
@@ -264,25 +276,32 @@ impl Transfers {
                 .as_ref()
                 .filter(|v| return_address > v.entry && return_address < v.entry + v.size);
             let info = match known {
-                Some(v) => v.clone(),
+                Some(v) => Arc::clone(v),
                 None => match self.engine.version_at(return_address) {
-                    Some(v) => v,
+                    Some(v) => Arc::new(v),
                     None => break,
                 },
             };
-            if sites.as_ref().is_none_or(|s| s.unit != info.unit) {
-                sites = Some(self.unit_sites(info.unit));
-            }
-            let site = sites
-                .as_ref()
-                .and_then(|s| s.records.get(&return_address))
-                .and_then(|r| r.site);
+            let site = match last {
+                Some((ra, site)) if ra == return_address => site,
+                _ => {
+                    if sites.as_ref().is_none_or(|s| s.unit != info.unit) {
+                        sites = Some(self.unit_sites(info.unit));
+                    }
+                    let site = sites
+                        .as_ref()
+                        .and_then(|s| s.records.get(&return_address))
+                        .and_then(|r| r.site);
+                    last = Some((return_address, site));
+                    site
+                }
+            };
             frames.push(Frame {
                 return_address,
                 return_address_slot: raw.slot,
                 stack_pointer: raw.sp,
                 frame_pointer: raw.fp,
-                version: info.clone(),
+                version: Arc::clone(&info),
                 site,
                 pending,
             });
@@ -459,9 +478,10 @@ impl Transfers {
             .read(slot)
             .ok_or_else(|| stale("the slot is not in this thread's live stack".to_owned()))?;
         if current != frame.return_address {
-            let batches = lock(&self.inner.thunks).batches.clone();
-            let ours = thunk_at(&batches, current)
+            let thunks = lock(&self.inner.thunks);
+            let ours = thunk_at(&thunks.batches, current)
                 .is_some_and(|d| d.return_address == frame.return_address);
+            drop(thunks);
             if !ours {
                 return Err(stale(format!(
                     "the slot holds {current:#x}, neither the return address nor a thunk for it"

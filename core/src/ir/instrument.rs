@@ -742,6 +742,12 @@ impl Rewriter<'_> {
             if l::operand_bundle_count(call) != 0 {
                 refused.get_or_insert_with(|| "it already has operand bundles".to_owned());
             }
+            // SAFETY: `call` is a live call.
+            if l::is_vararg(unsafe { llvm_sys::core::LLVMGetCalledFunctionType(call) }) {
+                // A statepoint around a variadic call loses the ABI's `al` (how many vector
+                // registers carry arguments): the callee would read garbage floats.
+                refused.get_or_insert_with(|| "it calls a variadic function".to_owned());
+            }
             let counter = self.counters.get(&call).cloned();
             if let Some(why) = refused {
                 self.out.sites.push(SiteInfo {

@@ -144,7 +144,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
             loop_sites: true,
             entry_sites: true,
             store_sites: run.specialise.clone(),
-            initial_count: run.threshold.unwrap_or(1 + (seed % 16) as i64),
+            initial_count: run.threshold.unwrap_or(1 + (seed % 4) as i64),
         }),
     };
     let options = EngineOptions {
@@ -187,9 +187,13 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     };
     if run.osr_stats {
         *STATS.lock().unwrap_or_else(|e| e.into_inner()) = Some(osr.clone());
-        // SAFETY: registers a plain function; atexit handlers run in reverse order, so this
-        // one (registered before any guest code) runs after the guest's own.
-        unsafe { libc::atexit(print_stats) };
+        // SAFETY: registers a plain function; exit handlers run in reverse order, so this one
+        // (registered before any guest code) runs after the guest's own. `quick_exit` runs only
+        // the `at_quick_exit` list; whichever runs first prints.
+        unsafe {
+            libc::atexit(print_stats);
+            at_quick_exit(print_stats);
+        }
     }
     let program = run.file.display().to_string();
     // The Rust runtime ignores SIGPIPE; a C program starts with the default (die on a closed
@@ -199,6 +203,11 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     // On success this exits the process with main's result, after the guest's atexit handlers
     // and destructors, with its stdio flushed, as natively.
     Err(engine.exec_main(&program, &run.guest_args).into())
+}
+
+unsafe extern "C" {
+    /// In glibc's `libc_nonshared.a`, like `atexit`.
+    fn at_quick_exit(f: extern "C" fn()) -> libc::c_int;
 }
 
 /// Loop iterations before `--osr=tier` moves a loop to O2.

@@ -85,8 +85,40 @@ macro_rules! variant {
 }
 
 variant!(plain, &[]);
-// For example, once `--osr` exists:
-// variant!(osr_stress_1, &["--osr=stress=1"]);
+// OSR forced at random sites: same output, same end, and frames really moved (the runs give
+// `--osr-stats`, whose line is checked and taken off stderr before comparing).
+variant!(osr_stress_1, &["--osr=stress=1", "--osr-stats"]);
+variant!(osr_stress_2, &["--osr=stress=2", "--osr-stats"]);
+variant!(osr_stress_3, &["--osr=stress=3", "--osr-stats"]);
+variant!(
+    osr_tier,
+    &["--osr=tier", "--osr-threshold=50", "--osr-stats"]
+);
+
+/// Programs that may finish without any frame moving under `--osr`: no loop runs long enough
+/// and no function is entered often enough (with the reason).
+const NO_TRANSITIONS_EXPECTED: &[(&str, &str)] = &[(
+    "threads",
+    "every function that loops uses a `_Thread_local`, and a unit other than the base one \
+     cannot reach thread-local storage: no continuation can be built (the frames keep running)",
+)];
+
+/// The counts of an `uppercut: osr transitions=N frames=M recompiles=K` line, taken off the
+/// end of `stderr`.
+fn take_osr_stats(stderr: &mut Vec<u8>) -> Option<(u64, u64, u64)> {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    let start = text.rfind("uppercut: osr transitions=")?;
+    let line = text[start..].lines().next()?.to_owned();
+    let mut counts = line
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(_, v)| v.parse::<u64>().ok());
+    let parsed = (counts.next()??, counts.next()??, counts.next()??);
+    let mut rest = text[..start].to_owned();
+    rest.push_str(text[start + line.len()..].trim_start_matches('\n'));
+    *stderr = rest.into_bytes();
+    Some(parsed)
+}
 
 /// Every program of the matrix.
 const PROGRAMS: &[&str] = programs!(program_names);
@@ -107,6 +139,14 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
 
     let mut failures = Vec::new();
     let mut compared = 0usize;
+    let stats_expected = extra_uppercut_args.contains(&"--osr-stats");
+    // Stress must move frames in every program; other modes only where the program is hot.
+    let moves_expected = extra_uppercut_args
+        .iter()
+        .any(|a| a.starts_with("--osr=stress"));
+    let mut transitions = 0u64;
+    let mut frames = 0u64;
+    let mut stats_runs = 0usize;
     for opt in OPT_LEVELS {
         let native = compile_native(&source, opt, scratch.path());
         let irs: Vec<PathBuf> = formats
@@ -138,8 +178,17 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
                     continue;
                 }
                 let command = runner.command(opt, extra_uppercut_args, ir, &case.args);
-                let jitted = run_command(command, &case.stdin, scratch.path());
+                let mut jitted = run_command(command, &case.stdin, scratch.path());
                 compared += 1;
+                // A run that ends by a signal or `_exit` prints no statistics.
+                if stats_expected
+                    && !runner.is_lli
+                    && let Some((t, f, _)) = take_osr_stats(&mut jitted.stderr)
+                {
+                    stats_runs += 1;
+                    transitions += t;
+                    frames += f;
+                }
                 if let Err(report) = compare(&native_run, &jitted) {
                     failures.push(format!(
                         "{program}.c {} .{}, {}:\n{report}",
@@ -150,6 +199,18 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
                 }
             }
         }
+    }
+    let exempt = NO_TRANSITIONS_EXPECTED.iter().any(|(p, _)| *p == program);
+    if stats_expected && !runner.is_lli && stats_runs == 0 {
+        failures.push(format!(
+            "{program}.c: no run printed an `uppercut: osr` statistics line"
+        ));
+    }
+    if moves_expected && !runner.is_lli && !exempt && (transitions == 0 || frames == 0) {
+        failures.push(format!(
+            "{program}.c: no frame moved under {extra_uppercut_args:?} in any run \
+             (transitions={transitions}, frames={frames})"
+        ));
     }
     assert!(
         failures.is_empty(),

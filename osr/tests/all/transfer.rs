@@ -663,8 +663,8 @@ fn walks_from_made_up_states_find_nothing() {
             return_address: 0x1234,
         },
         GuestState {
-            rsp: u64::MAX & !15,
-            rbp: u64::MAX & !15,
+            rsp: !15,
+            rbp: !15,
             return_address: 0x1234,
         },
     ] {
