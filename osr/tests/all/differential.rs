@@ -33,6 +33,7 @@ macro_rules! programs {
             argv
             bintree
             callbacks
+            config_loop
             ctors_dtors
             exit_code
             exit_deep

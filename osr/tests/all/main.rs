@@ -3,5 +3,6 @@
 
 mod cli;
 mod differential;
+mod policies;
 mod support;
 mod transfer;
