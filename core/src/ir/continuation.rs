@@ -192,7 +192,7 @@ pub(crate) fn build(m: LLVMModuleRef, function: &str, site: SiteId, name: &str) 
         let bits = at_entry.load(i64t, at, "");
         // SAFETY: `slot` is a live alloca.
         let ty = unsafe { llc::LLVMGetAllocatedType(*slot) };
-        let value = at_entry.from_bits(bits, *kind, ty, "");
+        let value = at_entry.bits_to_value(bits, *kind, ty, "");
         at_entry.store(value, *slot);
     }
     at_entry.br(block);

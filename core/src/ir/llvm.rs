@@ -507,7 +507,13 @@ impl Builder {
     }
 
     /// Converts 64 bits loaded from a transfer buffer to a value of `kind`'s type `ty`.
-    pub(crate) fn from_bits(&self, bits: Value, kind: ValueKind, ty: Type, name: &str) -> Value {
+    pub(crate) fn bits_to_value(
+        &self,
+        bits: Value,
+        kind: ValueKind,
+        ty: Type,
+        name: &str,
+    ) -> Value {
         let c = CString::new(name).expect("internal names hold no NUL");
         // SAFETY: the builder is positioned; `bits` is an `i64` and `ty` matches `kind`.
         unsafe {

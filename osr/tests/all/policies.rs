@@ -8,6 +8,9 @@ use crate::support::{IrFormat, OptLevel, Scratch, compile_ir, program_source};
 
 const GLOBAL: &str = "extended_status";
 
+/// Global values a version assumes.
+type Specialisation = Vec<(String, u64)>;
+
 fn engine(program: &str, opt: OptLevel, instrument: Instrumentation) -> (Engine, Scratch) {
     let scratch = Scratch::new(program);
     let ir = compile_ir(
@@ -55,7 +58,7 @@ fn a_store_specialises_the_running_loop_and_the_next_one_deoptimises_it() {
             .unwrap();
         assert_eq!(status, 0, "{opt:?}: serve() computed a wrong total");
 
-        let moves: Vec<(Vec<(String, u64)>, Vec<(String, u64)>)> = osr
+        let moves: Vec<(Specialisation, Specialisation)> = osr
             .events()
             .into_iter()
             .filter_map(|e| match e {

@@ -5,8 +5,9 @@
 //   1. main calls hot_kernel() round after round; halfway through, main asks for hot_kernel to
 //      be recompiled. No hot_kernel frame is live then: later calls go to the new code.
 //   2. hot_loop() is one long-running loop; halfway through its own loop it asks for hot_loop
-//      itself to be recompiled, so its live frame must move to the new code (on-stack
-//      replacement) or stay in the old one. Either way the output must not change.
+//      itself to be recompiled. Its live frame stays in the old code, unless on-stack
+//      replacement moves it: under `--osr=tier` the loop's counter fires once it is hot and the
+//      frame moves into O2 code mid-loop. Either way the output must not change.
 // Every round's checksum is checked against reference_kernel(), which is never recompiled.
 //
 // The request is the hypercall
@@ -19,7 +20,7 @@
 // Run it (the engine lifts clang -O0's `optnone` from the versions it builds at O1 and above,
 // so the O2 version really is optimised code):
 //   clang-19 -O0 -S -emit-llvm hotswap.c -o hotswap.ll
-//   uppercut run -O0 hotswap.ll
+//   uppercut run -O0 --osr=tier --osr-stats hotswap.ll
 #include <stdint.h>
 #include <stdio.h>
 
