@@ -179,8 +179,13 @@ impl Policy for Specialise {
             if !readers.contains(&frame.version.function) {
                 continue;
             }
-            let assumed = frame
-                .version
+            // What the frame will run next: its pending continuation, if a transfer is already
+            // set up for it, else its own code.
+            let next = frame
+                .pending
+                .and_then(|c| cx.engine().version_at(c + 1))
+                .unwrap_or_else(|| frame.version.as_ref().clone());
+            let assumed = next
                 .specialisation
                 .iter()
                 .find(|(g, _)| *g == global)
@@ -190,10 +195,16 @@ impl Policy for Specialise {
             }
             let spec = VersionSpec {
                 opt_level: self.level,
-                specialisation: spec_for(&frame.version.specialisation),
+                specialisation: spec_for(&next.specialisation),
             };
+            let stale = assumed.is_some()
+                || frame
+                    .version
+                    .specialisation
+                    .iter()
+                    .any(|(g, v)| *g == global && *v != value);
             if let Err(why) = cx.transfer(i, &spec)
-                && assumed.is_some()
+                && stale
             {
                 // Left alone, this frame would go on using the old value of the global.
                 return Err(format!(

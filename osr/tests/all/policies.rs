@@ -175,3 +175,30 @@ fn tier_up_moves_a_hot_loop_to_o2() {
     );
     assert!(osr.stats().frames >= 1);
 }
+
+/// Specialisation and stress together, through the command line: same output as native.
+#[test]
+fn specialise_under_stress_matches_native() {
+    use crate::support::{Runner, compare, compile_native, run, run_command};
+    let runner = Runner::from_env();
+    if runner.is_lli {
+        return;
+    }
+    let scratch = Scratch::new("config-loop-stress");
+    let source = program_source("config_loop");
+    for opt in [OptLevel::O0, OptLevel::O2] {
+        let native = compile_native(&source, opt, scratch.path());
+        let ir = compile_ir(&source, opt, IrFormat::Text, scratch.path());
+        let args = vec!["6000".into()];
+        let expected = run(&native, &args, b"", scratch.path());
+        for seed in ["1", "2", "3"] {
+            let stress = format!("--osr=stress={seed}");
+            let specialise = format!("--osr-specialize={GLOBAL}");
+            let extra = [stress.as_str(), specialise.as_str()];
+            let jitted = run_command(runner.command(opt, &extra, &ir, &args), b"", scratch.path());
+            if let Err(report) = compare(&expected, &jitted) {
+                panic!("{opt:?} seed {seed}:\n{report}");
+            }
+        }
+    }
+}
