@@ -503,12 +503,41 @@ impl Rewriter<'_> {
         let fire = l::append_block(self.ctx, f, "osr.fire");
         // SAFETY: both blocks belong to `f`; this changes their layout only.
         unsafe { llvm_sys::core::LLVMMoveBasicBlockBefore(fire, next) };
-        builder.cond_br(fires, fire, next);
+        let branch = builder.cond_br(fires, fire, next);
+        self.mark_unlikely(branch);
         let at = Builder::new(self.ctx);
         at.at_end(fire);
         let call = self.emit_site_call(&at, kind);
+        // SAFETY: `call` is a live call; `cold` is a known enum attribute of its context.
+        unsafe {
+            let cold = llvm_sys::core::LLVMCreateEnumAttribute(self.ctx, l::enum_kind("cold"), 0);
+            llvm_sys::core::LLVMAddCallSiteAttribute(
+                call,
+                llvm_sys::LLVMAttributeFunctionIndex,
+                cold,
+            );
+        }
         self.counters.insert(call, value_name(counter));
         at.br(next);
+    }
+
+    /// Tells the optimiser that `branch` (a conditional branch) almost never takes its first
+    /// successor, so the firing path is laid out of line and nothing is hoisted out of it.
+    fn mark_unlikely(&self, branch: Value) {
+        // SAFETY: metadata built in the module's context and attached to a live branch.
+        unsafe {
+            use llvm_sys::core as c;
+            let i32t = l::int_type(self.ctx, 32);
+            let name = "branch_weights";
+            let mut parts = [
+                c::LLVMMDStringInContext2(self.ctx, name.as_ptr().cast(), name.len()),
+                c::LLVMValueAsMetadata(l::const_int(i32t, 1)),
+                c::LLVMValueAsMetadata(l::const_int(i32t, 1 << 20)),
+            ];
+            let node = c::LLVMMDNodeInContext2(self.ctx, parts.as_mut_ptr(), parts.len());
+            let kind = c::LLVMGetMDKindIDInContext(self.ctx, c"prof".as_ptr(), 4);
+            c::LLVMSetMetadata(branch, kind, c::LLVMMetadataAsValue(self.ctx, node));
+        }
     }
 
     /// A counter at the top of a loop header (after its phis):
