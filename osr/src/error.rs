@@ -257,6 +257,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A hypercall handler can pass a refusal on with `?`: the guest is then stopped with its text.
+impl From<Error> for uppercut_core::CallbackError {
+    fn from(error: Error) -> Self {
+        uppercut_core::CallbackError(error.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

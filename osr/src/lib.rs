@@ -1,10 +1,48 @@
 //! On-stack replacement for LLVM-JITted code, and the `uppercut` command line.
 //!
-//! Frame transfer: from inside a hypercall, [`Transfers::walk`] lists this thread's JIT frames,
-//! [`Transfers::prepare`] checks a frame's stack-map record and call-frame information against
-//! Uppercut's OSR-site convention (see [`Transfers`] and [`Target`]), and
-//! [`Transfers::patch`] points its return address at a thunk: when its callee returns, the frame
-//! moves into the site's continuation, which returns to the frame's caller.
+//! An engine created with [`EngineOptions::instrument`](uppercut_core::EngineOptions::instrument)
+//! carries OSR sites (see [`uppercut_core::OsrModule`]): every call that can reach a hypercall
+//! records, in each compiled version, where the base program's live values are; loop headers
+//! (and, if asked, function entries and stores to watched globals) make a site hypercall. This
+//! crate handles those hypercalls:
+//!
+//! ```text
+//!   site hypercall ──> Osr (runtime.rs) ──> Policy::on_site(cx)          (policy.rs)
+//!                         │                    cx.version(f, spec)       new version, relinked
+//!                         │                    cx.transfer(frame, spec)  continuation of f at the
+//!                         │                                              frame's site, then:
+//!   Transfers (transfer.rs, frames.rs, arch/):
+//!     walk    rbp chain from the trampoline's record; each return address → version + site
+//!     prepare the record at the return address (deopt values in [rsp+off] slots) and the CFI
+//!             (CFA = rbp+16, callee-saved slots) → a descriptor and a thunk
+//!     patch   the callee's return-address slot := thunk
+//!
+//!   callee returns ──> thunk ──> stub: values + result → transfer buffer, callee-saved registers
+//!                               restored, old frame popped ──> continuation(buffer) ──> caller
+//! ```
+//!
+//! A frame whose metadata is missing or doubtful is never moved: it keeps running its old code.
+//! Built-in policies: [`policy::TierUp`], [`policy::Specialise`] (the design note's
+//! specialise-on-store with deoptimisation), [`policy::Stress`] (seeded random moves for
+//! differential testing).
+//!
+//! ```no_run
+//! use uppercut_core::{Engine, EngineOptions, Instrumentation};
+//! use uppercut_osr::{Osr, policy::TierUp};
+//!
+//! let options = EngineOptions {
+//!     instrument: Some(Instrumentation::default()),
+//!     ..EngineOptions::default()
+//! };
+//! let engine = Engine::from_file("loop.ll", options)?;
+//! let osr = Osr::install(&engine, TierUp::default())?;
+//! let status = engine.run_main("loop", &[])?;
+//! println!("{status}: {:?}", osr.stats());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The transfer primitives work on any JIT code with Uppercut's site convention (hand-written
+//! statepoints and continuations included):
 //!
 //! ```no_run
 //! use uppercut_core::{Engine, EngineOptions, Hypercall, SiteId, ValueKind};
@@ -32,9 +70,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The OSR policies (instrumentation, continuations built from IR, tier-up, deoptimisation)
-//! build on this; the crate also hosts the command line, whose `run` verb drives
-//! [`uppercut_core::Engine`].
+//! The crate also hosts the command line ([`cli`]), whose `run` verb drives
+//! [`uppercut_core::Engine`] and installs [`Osr`] for `--osr` and `--osr-specialize`.
 
 mod arch;
 pub mod cli;

@@ -1232,6 +1232,56 @@ mod tests {
     }
 
     #[test]
+    fn thunk_batches_are_published_and_map_back_to_their_cells() {
+        use uppercut_core::code_memory::RegionState;
+        let arena = CodeArena::new().unwrap();
+        let batch = Arc::new(ThunkBatch::new(&arena).unwrap());
+        assert_eq!(batch.region.state(), RegionState::Executable);
+        assert_eq!(batch.cells.len(), arena.page_size() / THUNK_SIZE);
+        for (i, cell) in batch.cells.iter().enumerate() {
+            let ip = batch.address + (i * THUNK_SIZE) as u64;
+            let bytes = &batch.region.as_slice()[i * THUNK_SIZE..][..THUNK_SIZE];
+            let cell_address = cell as *const DescriptorCell as u64;
+            assert_eq!(
+                arch::decode_thunk(bytes, ip, arch::stub_address()),
+                Some(cell_address)
+            );
+        }
+        // Cells are empty until handed out: no thunk maps to a descriptor yet.
+        let batches = [Arc::clone(&batch)];
+        assert!(thunk_at(&batches, batch.address).is_none());
+        let mut pool = ThunkPool {
+            arena,
+            batches: vec![batch],
+            used: 0,
+        };
+        let descriptor = |return_address| Descriptor {
+            continuation: 0x99,
+            return_address,
+            values: Box::new([]),
+            result: ResultSlot::None,
+            saves: CalleeSaves::default(),
+            enabled: AtomicBool::new(true),
+            counters: Arc::default(),
+            site: SiteId(1),
+            kinds: Box::new([]),
+            result_kind: None,
+        };
+        let a = pool.allocate(descriptor(0x1000), 1).unwrap();
+        let b = pool.allocate(descriptor(0x2000), 1).unwrap();
+        assert_eq!(b.thunk() - a.thunk(), THUNK_SIZE as u64);
+        let found = thunk_at(&pool.batches, b.thunk()).unwrap();
+        assert_eq!((found.return_address, found.continuation), (0x2000, 0x99));
+        assert!(thunk_at(&pool.batches, b.thunk() + 1).is_none());
+        // A full batch makes another.
+        let capacity = pool.batches[0].cells.len();
+        for _ in 2..=capacity {
+            pool.allocate(descriptor(0x3000), 1).unwrap();
+        }
+        assert_eq!(pool.batches.len(), 2);
+    }
+
+    #[test]
     fn capture_reads_values_and_the_result() {
         // A fake frame: sp points at `stack`, fp at its middle.
         let mut stack = [0u64; 8];

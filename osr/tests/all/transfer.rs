@@ -702,3 +702,11 @@ fn one_engine_has_one_instance() {
     let other = self::engine("loop.ll", OptLevel::O0);
     assert_eq!(Transfers::new(&other).frames_transferred(), 0);
 }
+
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Transfers>();
+    send_sync::<uppercut_osr::Prepared>();
+    send_sync::<Frame>();
+}
