@@ -18,6 +18,11 @@ pub(crate) type Value = LLVMValueRef;
 pub(crate) type Block = LLVMBasicBlockRef;
 pub(crate) type Type = LLVMTypeRef;
 
+/// `name` for the C API: a guest's value names may hold NUL bytes, which become `_`.
+fn c_name(name: &str) -> CString {
+    CString::new(name.replace('\0', "_")).unwrap_or_default()
+}
+
 /// The blocks of a function, in layout order.
 pub(crate) fn blocks(f: Value) -> Vec<Block> {
     let mut out = Vec::new();
@@ -288,7 +293,7 @@ pub(crate) fn const_struct(ctx: LLVMContextRef, fields: &mut [Value]) -> Value {
 
 /// Declares (or finds) a function by name.
 pub(crate) fn declare_function(m: LLVMModuleRef, name: &str, ty: Type) -> Value {
-    let c = CString::new(name).expect("internal names hold no NUL");
+    let c = c_name(name);
     // SAFETY: `m` is live; `c` NUL-terminated; `ty` a function type of `m`'s context.
     unsafe {
         let f = llc::LLVMGetNamedFunction(m, c.as_ptr());
@@ -302,7 +307,7 @@ pub(crate) fn declare_function(m: LLVMModuleRef, name: &str, ty: Type) -> Value 
 
 /// Adds a global variable with an initializer.
 pub(crate) fn add_global(m: LLVMModuleRef, name: &str, init: Value, constant: bool) -> Value {
-    let c = CString::new(name).expect("internal names hold no NUL");
+    let c = c_name(name);
     // SAFETY: `m` is live; the global takes the initializer's type.
     unsafe {
         let g = llc::LLVMAddGlobal(m, llc::LLVMTypeOf(init), c.as_ptr());
@@ -329,14 +334,14 @@ pub(crate) fn erase(i: Value) {
 
 /// A new block at the end of `f`.
 pub(crate) fn append_block(ctx: LLVMContextRef, f: Value, name: &str) -> Block {
-    let c = CString::new(name).expect("internal names hold no NUL");
+    let c = c_name(name);
     // SAFETY: `f` is a live function of `ctx`.
     unsafe { llc::LLVMAppendBasicBlockInContext(ctx, f, c.as_ptr()) }
 }
 
 /// A new block right before `before`.
 pub(crate) fn insert_block_before(ctx: LLVMContextRef, before: Block, name: &str) -> Block {
-    let c = CString::new(name).expect("internal names hold no NUL");
+    let c = c_name(name);
     // SAFETY: `before` is a live block of a function of `ctx`.
     unsafe { llc::LLVMInsertBasicBlockInContext(ctx, before, c.as_ptr()) }
 }
@@ -429,7 +434,7 @@ impl Builder {
     }
 
     pub(crate) fn call(&self, fn_ty: Type, callee: Value, args: &mut [Value], name: &str) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: the builder is positioned; `args` match `fn_ty`.
         unsafe {
             llc::LLVMBuildCall2(
@@ -450,7 +455,7 @@ impl Builder {
         offset: u64,
         name: &str,
     ) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: the builder is positioned; `base` is a pointer.
         unsafe {
             let i8t = llc::LLVMInt8TypeInContext(ctx);
@@ -460,7 +465,7 @@ impl Builder {
     }
 
     pub(crate) fn load(&self, ty: Type, ptr: Value, name: &str) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: the builder is positioned; `ptr` is a pointer.
         unsafe { llc::LLVMBuildLoad2(self.0, ty, ptr, c.as_ptr()) }
     }
@@ -471,7 +476,7 @@ impl Builder {
     }
 
     pub(crate) fn alloca(&self, ty: Type, name: &str) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: the builder is positioned in an entry block.
         unsafe { llc::LLVMBuildAlloca(self.0, ty, c.as_ptr()) }
     }
@@ -487,13 +492,13 @@ impl Builder {
     }
 
     pub(crate) fn sub(&self, a: Value, b: Value, name: &str) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: the builder is positioned; operands share an integer type.
         unsafe { llc::LLVMBuildSub(self.0, a, b, c.as_ptr()) }
     }
 
     pub(crate) fn icmp_sle(&self, a: Value, b: Value, name: &str) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: as for `sub`.
         unsafe {
             llc::LLVMBuildICmp(
@@ -514,7 +519,7 @@ impl Builder {
         ty: Type,
         name: &str,
     ) -> Value {
-        let c = CString::new(name).expect("internal names hold no NUL");
+        let c = c_name(name);
         // SAFETY: the builder is positioned; `bits` is an `i64` and `ty` matches `kind`.
         unsafe {
             let ctx = llc::LLVMGetTypeContext(ty);

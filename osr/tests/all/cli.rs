@@ -361,3 +361,61 @@ int main(void) {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn osr_options_report_bad_use_in_one_line_and_count_what_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let prog = write(
+        d,
+        "loop.ll",
+        "@g = global i64 0\n\
+         define i32 @main() {\n\
+         entry:\n  br label %loop\n\
+         loop:\n  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]\n\
+           %v = load i64, ptr @g\n  %v1 = add i64 %v, %i\n  store i64 %v1, ptr @g\n\
+           %i1 = add i64 %i, 1\n  %c = icmp ult i64 %i1, 5000\n  br i1 %c, label %loop, label %done\n\
+         done:\n  %r = load i64, ptr @g\n  %t = trunc i64 %r to i32\n  %m = and i32 %t, 127\n  ret i32 %m\n}\n",
+    );
+    let expected = ((0..5000u64).sum::<u64>() & 127) as i32;
+
+    for bad in [
+        "--osr=fast",
+        "--osr=stress",
+        "--osr=stress=x",
+        "--osr-threshold=0",
+    ] {
+        let out = uppercut().args(["run", bad]).arg(&prog).output().unwrap();
+        assert_one_line_error(&out, "--osr");
+    }
+    let out = uppercut()
+        .args(["run", "--osr-specialize=nope"])
+        .arg(&prog)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "no such global");
+
+    for mode in ["--osr=tier", "--osr=stress=5"] {
+        let out = uppercut()
+            .args(["run", "-O0", mode, "--osr-threshold=100", "--osr-stats"])
+            .arg(&prog)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(expected), "{mode}: {stderr}");
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("uppercut: osr transitions="),
+            "{mode}: {stderr}"
+        );
+        let counts: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('=')?.1.parse().ok())
+            .collect();
+        assert_eq!(counts.len(), 3, "{line}");
+        assert!(
+            counts[0] > 0 && counts[1] > 0 && counts[2] > 0,
+            "{mode}: {line}"
+        );
+    }
+}
