@@ -203,6 +203,7 @@ fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, C
         site: &site,
         frames,
         patched: 0,
+        shadow_check: None,
     };
     let result = policy.on_site(&mut cx);
     if cx.patched > 0 {
@@ -221,6 +222,8 @@ pub struct Cx<'a> {
     site: &'a SiteInfo,
     frames: Vec<Frame>,
     patched: u64,
+    /// The shadow-stack cross-check, once made: `Err` makes every transfer fail.
+    shadow_check: Option<Result<(), String>>,
 }
 
 impl Cx<'_> {
@@ -305,7 +308,51 @@ impl Cx<'_> {
         lock(&self.shared.continuations).contains_key(&(site, spec.clone()))
     }
 
+    /// Checks the walk against this thread's shadow-stack chain: the shadow frame each walked
+    /// frame holds (read from its record) must appear on the chain, innermost first and in
+    /// order. Frames of functions without sites may own chain entries the walk does not report,
+    /// so the walked frames must be a subsequence of the chain, not a prefix.
+    fn check_shadow_chain(&self) -> Result<(), String> {
+        let chain: Vec<u64> = uppercut_core::shadow::shadow_frames()
+            .iter()
+            .map(|f| f.address)
+            .collect();
+        let mut next = 0usize;
+        for frame in &self.frames {
+            let Some(site) = frame.site.and_then(|s| self.osr.site(s)) else {
+                continue;
+            };
+            let Some(index) = site.shadow_frame else {
+                continue;
+            };
+            let values = self
+                .transfers
+                .read_values(frame, &site.values)
+                .map_err(|e| {
+                    format!("cannot read the frame at {:#x}: {e}", frame.return_address)
+                })?;
+            let address = values[index];
+            match chain[next..].iter().position(|&a| a == address) {
+                Some(at) => next += at + 1,
+                None => {
+                    return Err(format!(
+                        "the frame of `{}` at {:#x} holds shadow frame {address:#x}, which is not \
+                         on this thread's shadow-stack chain where the walk expects it",
+                        site.function, frame.return_address
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn try_transfer(&mut self, index: usize, spec: &VersionSpec) -> Result<(), String> {
+        if self.shadow_check.is_none() {
+            self.shadow_check = Some(self.check_shadow_chain());
+        }
+        if let Some(Err(why)) = &self.shadow_check {
+            return Err(format!("the frame walk is doubtful: {why}"));
+        }
         let frame = self
             .frames
             .get(index)
