@@ -1,3 +1,4 @@
 //! Integration tests of `uppercut-core`.
 
 mod engine;
+mod shadow;
