@@ -6,6 +6,13 @@
 //! `PerformCustomCallback(name, args)` (a *hypercall*); a callback can recompile a function,
 //! and every later call reaches the new version.
 //!
+//! With [`EngineOptions::instrument`], the module is instrumented for on-stack replacement once
+//! at load ([`OsrModule`]: sites whose statepoint records describe each version's frames,
+//! shadow-stack frames for escaping locals, see [`shadow`]); [`Engine::compile_continuation`]
+//! then builds code that resumes a function right after one of its sites, and
+//! [`Engine::compile_version`] versions specialised on global values. The `uppercut-osr` crate
+//! moves live frames into them.
+//!
 //! ```no_run
 //! use uppercut_core::{Engine, EngineOptions, OptLevel};
 //!
