@@ -532,7 +532,8 @@ impl Engine {
             .ok_or_else(|| Error::NoSuchFunction(name.to_owned()))
     }
 
-    /// Every version of `function`, oldest first.
+    /// Every version of `function` that its entries have led to, oldest first (its
+    /// continuations are in [`Engine::all_versions`]).
     pub fn versions(&self, function: &str) -> Vec<VersionInfo> {
         let state = self.state();
         state

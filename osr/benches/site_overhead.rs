@@ -25,10 +25,13 @@
 //!
 //! `cargo bench -p uppercut-osr --bench site_overhead -- --warm-up-time 1 --measurement-time 3`
 
+#[path = "../tests/common/clang.rs"]
+mod clang_probe;
+
 use std::ffi::c_void;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -75,32 +78,15 @@ impl Config {
     }
 }
 
-/// The clang to use: `$UPPERCUT_CLANG`, else `clang-19`, else LLVM 19's own folder.
+/// The clang to use (see `tests/common/clang.rs`); panics with advice when there is none.
 fn clang() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os("UPPERCUT_CLANG") {
-        candidates.push(path.into());
-    }
-    candidates.push("clang-19".into());
-    candidates.push("/usr/lib/llvm-19/bin/clang".into());
-    for candidate in &candidates {
-        let works = Command::new(candidate)
-            .arg("--version")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|out| {
-                out.status.success()
-                    && String::from_utf8_lossy(&out.stdout).contains("clang version 19")
-            });
-        if works {
-            return candidate.clone();
-        }
-    }
-    panic!(
-        "site_overhead needs clang 19 to compile its kernels: none found (tried {candidates:?}); \
-         install clang-19 (scripts/setup) or set UPPERCUT_CLANG"
-    );
+    clang_probe::find_clang().unwrap_or_else(|tried| {
+        panic!(
+            "site_overhead needs clang 19 to compile its kernels: none found (tried {tried:?}); \
+             install clang-19 (scripts/setup) or set {}",
+            clang_probe::CLANG_ENV
+        )
+    })
 }
 
 /// `clang -O2 -S -emit-llvm` of a kernel, as text.

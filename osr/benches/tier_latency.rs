@@ -28,6 +28,9 @@
 //!
 //! `cargo bench -p uppercut-osr --bench tier_latency -- --warm-up-time 1 --measurement-time 3`
 
+#[path = "../tests/common/clang.rs"]
+mod clang_probe;
+
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -83,32 +86,15 @@ unsigned long work(unsigned long n) {
 const FUNCTION: &str = "work";
 const N: u64 = 1000;
 
-/// The clang to use: `$UPPERCUT_CLANG`, else `clang-19`, else LLVM 19's own folder.
+/// The clang to use (see `tests/common/clang.rs`); panics with advice when there is none.
 fn clang() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os("UPPERCUT_CLANG") {
-        candidates.push(path.into());
-    }
-    candidates.push("clang-19".into());
-    candidates.push("/usr/lib/llvm-19/bin/clang".into());
-    for candidate in &candidates {
-        let works = Command::new(candidate)
-            .arg("--version")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|out| {
-                out.status.success()
-                    && String::from_utf8_lossy(&out.stdout).contains("clang version 19")
-            });
-        if works {
-            return candidate.clone();
-        }
-    }
-    panic!(
-        "tier_latency needs clang 19 to compile its guest: none found (tried {candidates:?}); \
-         install clang-19 (scripts/setup) or set UPPERCUT_CLANG"
-    );
+    clang_probe::find_clang().unwrap_or_else(|tried| {
+        panic!(
+            "tier_latency needs clang 19 to compile its guest: none found (tried {tried:?}); \
+             install clang-19 (scripts/setup) or set {}",
+            clang_probe::CLANG_ENV
+        )
+    })
 }
 
 /// `clang -<opt> -S -emit-llvm` of `GUEST`, as text.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uppercut_core::{
     CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo,
-    ValueKind, VersionInfo, VersionKind, VersionRequest,
+    ValueKind, VersionInfo, VersionRequest,
 };
 
 use crate::policy::Policy;
@@ -278,10 +278,8 @@ impl Cx<'_> {
 
     /// The newest version of `function` that its entries lead to.
     pub fn newest(&self, function: &str) -> Option<VersionInfo> {
-        self.engine
-            .versions(function)
-            .into_iter()
-            .rfind(|v| v.kind == VersionKind::Function)
+        // Continuations are versions too, but never among a function's entries.
+        self.engine.versions(function).pop()
     }
 
     /// Sets frame `index` to move into the continuation of its site built as `spec` (compiled

@@ -23,7 +23,10 @@ pub(crate) const TIMEOUT_ENV: &str = "UPPERCUT_DIFF_TIMEOUT";
 /// Environment variable: when set, compiled artefacts are kept and their folder is printed.
 pub(crate) const KEEP_ENV: &str = "UPPERCUT_DIFF_KEEP";
 /// Environment variable naming the clang to use (default: `clang-19` on the `PATH`).
-pub(crate) const CLANG_ENV: &str = "UPPERCUT_CLANG";
+pub(crate) use clang_probe::CLANG_ENV;
+
+#[path = "../common/clang.rs"]
+mod clang_probe;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -345,27 +348,9 @@ impl IrFormat {
 pub(crate) fn clang() -> &'static Path {
     static CLANG: OnceLock<PathBuf> = OnceLock::new();
     CLANG.get_or_init(|| {
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(path) = std::env::var_os(CLANG_ENV) {
-            candidates.push(path.into());
-        }
-        candidates.push("clang-19".into());
-        candidates.push("/usr/lib/llvm-19/bin/clang".into());
-        for candidate in &candidates {
-            let works = Command::new(candidate)
-                .arg("--version")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .output()
-                .is_ok_and(|out| {
-                    out.status.success()
-                        && String::from_utf8_lossy(&out.stdout).contains("clang version 19")
-                });
-            if works {
-                return candidate.clone();
-            }
-        }
-        panic!("no clang 19 found (tried {candidates:?}); run scripts/setup or set {CLANG_ENV}");
+        clang_probe::find_clang().unwrap_or_else(|tried| {
+            panic!("no clang 19 found (tried {tried:?}); run scripts/setup or set {CLANG_ENV}")
+        })
     })
 }
 
