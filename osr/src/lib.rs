@@ -75,6 +75,7 @@
 
 mod arch;
 pub mod cli;
+mod eager;
 mod error;
 mod frames;
 pub mod policy;
@@ -83,5 +84,5 @@ mod transfer;
 
 pub use error::{Error, Result};
 pub use frames::Frame;
-pub use runtime::{Cx, MAX_EVENTS, Osr, OsrEvent, OsrStats, VersionSpec};
-pub use transfer::{KEEPALIVE_CALLBACK, Prepared, Target, Transfers};
+pub use runtime::{Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats, TransferMode, VersionSpec};
+pub use transfer::{KEEPALIVE_CALLBACK, Prepared, SCRUB_BYTE, Target, Transfers};

@@ -97,11 +97,50 @@ pub enum OsrEvent {
     },
 }
 
+/// When a frame's state is read: at its callee's return, or at the safepoint that moves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TransferMode {
+    /// Patch the frame's return address; read its state when its callee returns
+    /// ([`Transfers::patch`]).
+    #[default]
+    Lazy,
+    /// Read every moved frame's state at the safepoint, in the same pass that patches it
+    /// ([`Transfers::transfer_now`]): the old frames' slots and the old code's metadata are
+    /// not needed afterwards.
+    Eager,
+}
+
+impl std::str::FromStr for TransferMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lazy" => Ok(TransferMode::Lazy),
+            "eager" => Ok(TransferMode::Eager),
+            _ => Err(format!(
+                "unknown transfer mode `{s}` (expected lazy or eager)"
+            )),
+        }
+    }
+}
+
+/// How [`Osr`] runs, besides its policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsrOptions {
+    /// When moved frames' state is read.
+    pub transfer: TransferMode,
+    /// With [`TransferMode::Eager`], overwrite the slots each transfer captured with a poison
+    /// pattern ([`Transfers::set_scrub`]): nothing may read them again, and a bug that did
+    /// would show.
+    pub scrub: bool,
+}
+
 /// How many events [`Osr::events`] keeps.
 pub const MAX_EVENTS: usize = 10_000;
 
 /// The state shared between the handle and the engine's callback.
 struct Shared {
+    options: OsrOptions,
     policy: Mutex<Box<dyn Policy>>,
     continuations: Mutex<HashMap<(SiteId, VersionSpec), Option<u64>>>,
     events: Mutex<Vec<OsrEvent>>,
@@ -135,10 +174,20 @@ impl Osr {
     /// Handles `engine`'s site hypercalls with `policy`. The engine must have been created
     /// with [`EngineOptions::instrument`](uppercut_core::EngineOptions::instrument).
     pub fn install(engine: &Engine, policy: impl Policy) -> crate::Result<Osr> {
+        Osr::install_with(engine, policy, OsrOptions::default())
+    }
+
+    /// [`Osr::install`] with options.
+    pub fn install_with(
+        engine: &Engine,
+        policy: impl Policy,
+        options: OsrOptions,
+    ) -> crate::Result<Osr> {
         if engine.osr().is_none() {
             return Err(crate::Error::NotInstrumented);
         }
         let shared = Arc::new(Shared {
+            options,
             policy: Mutex::new(Box::new(policy)),
             continuations: Mutex::default(),
             events: Mutex::default(),
@@ -154,10 +203,14 @@ impl Osr {
                 on_site(&callback, h)
             })
             .map_err(|e| crate::Error::Engine(e.to_string()))?;
-        Ok(Osr {
-            shared,
-            transfers: Transfers::new(engine),
-        })
+        let transfers = Transfers::new(engine);
+        transfers.set_scrub(shared.options.scrub && shared.options.transfer == TransferMode::Eager);
+        Ok(Osr { shared, transfers })
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &OsrOptions {
+        &self.shared.options
     }
 
     /// What OSR did so far.
@@ -382,9 +435,11 @@ impl Cx<'_> {
             .transfers
             .prepare(&frame, &target)
             .map_err(|e| e.to_string())?;
-        self.transfers
-            .patch(&frame, &prepared)
-            .map_err(|e| e.to_string())?;
+        match self.shared.options.transfer {
+            TransferMode::Lazy => self.transfers.patch(&frame, &prepared),
+            TransferMode::Eager => self.transfers.transfer_now(&frame, &prepared),
+        }
+        .map_err(|e| e.to_string())?;
         self.event(OsrEvent::Transfer {
             function: site.function.clone(),
             site: site_id,

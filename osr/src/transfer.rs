@@ -27,6 +27,7 @@ use uppercut_core::{
 };
 
 use crate::arch::{self, CalleeSaves, THUNK_SIZE};
+use crate::eager;
 use crate::error::{Error, Result};
 use crate::frames::{self, Frame, StackWindow};
 
@@ -159,6 +160,8 @@ pub struct Transfers {
 
 struct Inner {
     counters: Arc<Counters>,
+    /// Whether eager transfers poison the slots they captured.
+    scrub: AtomicBool,
     /// Decoded records of each unit, by return address.
     units: Mutex<HashMap<UnitId, Arc<UnitSites>>>,
     /// Descriptors by (unit, return address, continuation).
@@ -202,6 +205,7 @@ impl Transfers {
         }
         let inner = Arc::new(Inner {
             counters: Arc::default(),
+            scrub: AtomicBool::new(false),
             units: Mutex::default(),
             prepared: Mutex::default(),
             thunks: Mutex::new(ThunkPool {
@@ -382,20 +386,142 @@ impl Transfers {
     ///
     /// The frame must come from a [`walk`](Self::walk) of the hypercall running on this thread;
     /// its slot must still hold its return address (or a thunk for it).
+    ///
+    /// A frame whose state an eager transfer ([`transfer_now`](Self::transfer_now)) captured
+    /// already stays captured: patching it again retargets its captured state.
     pub fn patch(&self, frame: &Frame, prepared: &Prepared) -> Result<()> {
+        self.check_prepared(frame, prepared)?;
+        if frame.pending.is_some() && eager::lookup(frame.frame_pointer).is_some() {
+            return self.transfer_now(frame, prepared);
+        }
+        self.replace_slot(frame, prepared.thunk())
+    }
+
+    /// An eager transfer: reads the frame's whole state now (its live values, the callee-saved
+    /// registers its prologue saved and its caller's frame pointer) into this thread's records
+    /// and points its return address at the thunk of `prepared`, in one step. When its callee
+    /// returns, the frame enters the continuation with the captured state: neither its old slots
+    /// nor the old version's metadata are read again.
+    ///
+    /// The frame must come from a [`walk`](Self::walk) of the hypercall running on this thread.
+    pub fn transfer_now(&self, frame: &Frame, prepared: &Prepared) -> Result<()> {
+        self.check_prepared(frame, prepared)?;
+        let descriptor = prepared.descriptor();
+        let fp = frame.frame_pointer;
+        let captured = match eager::lookup(fp).filter(|_| frame.pending.is_some()) {
+            // Captured before (and perhaps scrubbed since): the record is the frame's state.
+            Some(captured) if captured.values.len() == descriptor.values.len() => captured,
+            Some(_) => {
+                return Err(Error::StaleFrame {
+                    return_address: frame.return_address,
+                    slot: frame.return_address_slot,
+                    reason: "its captured state does not fit the transfer".to_owned(),
+                });
+            }
+            None => self.capture_frame(frame, descriptor)?,
+        };
+        self.replace_slot(frame, prepared.thunk())?;
+        eager::push(
+            fp,
+            descriptor as *const Descriptor as usize,
+            &captured.values,
+            captured.saves,
+            captured.caller_fp,
+        );
+        if self.inner.scrub.load(Ordering::Relaxed) {
+            scrub_frame(frame, descriptor);
+        }
+        Ok(())
+    }
+
+    /// After each eager transfer, overwrite the captured frame's value and callee-saved slots
+    /// with a poison pattern (`0xdb` bytes): a check, for tests, that nothing reads them again.
+    /// The frame's saved `rbp` and return address stay (older frames are still walked through
+    /// them).
+    pub fn set_scrub(&self, scrub: bool) {
+        self.inner.scrub.store(scrub, Ordering::Relaxed);
+    }
+
+    /// Frames of this thread whose state an eager transfer captured and whose callee has not
+    /// returned yet.
+    pub fn eager_pending(&self) -> usize {
+        eager::pending()
+    }
+
+    fn check_prepared(&self, frame: &Frame, prepared: &Prepared) -> Result<()> {
         if prepared.owner != self.owner() || prepared.return_address() != frame.return_address {
             return Err(Error::WrongPrepared {
                 return_address: frame.return_address,
                 prepared_for: prepared.return_address(),
             });
         }
-        self.replace_slot(frame, prepared.thunk())
+        Ok(())
+    }
+
+    /// Reads what an eager transfer keeps of a frame, checking every address against this
+    /// thread's live stack.
+    fn capture_frame(&self, frame: &Frame, descriptor: &Descriptor) -> Result<eager::Captured> {
+        let stale = |reason: String| Error::StaleFrame {
+            return_address: frame.return_address,
+            slot: frame.return_address_slot,
+            reason,
+        };
+        let window = StackWindow::current()
+            .ok_or_else(|| stale("this thread's stack bounds are unknown".to_owned()))?;
+        let read = |address: u64, width: u8| -> Result<u64> {
+            if !window.contains(address, u64::from(width)) {
+                return Err(stale(format!(
+                    "{address:#x} is outside this thread's live stack"
+                )));
+            }
+            // SAFETY: the bytes lie in this thread's live stack (checked above).
+            Ok(unsafe { load(address, width) })
+        };
+        let mut values = Vec::with_capacity(descriptor.values.len());
+        for slot in &descriptor.values {
+            let base = match slot.source {
+                Source::Constant => {
+                    values.push(slot.bits);
+                    continue;
+                }
+                Source::Sp => frame.stack_pointer,
+                Source::Fp => frame.frame_pointer,
+            };
+            let address = base.wrapping_add_signed(i64::from(slot.offset));
+            values.push(read(address, slot.width)? & slot.bits);
+        }
+        let cfa = frame.frame_pointer + arch::CFA_FROM_FP_OFFSET;
+        let mut saves = [0u64; arch::RESTORED.len()];
+        for (value, &offset) in saves.iter_mut().zip(&descriptor.saves.0) {
+            if offset != 0 {
+                *value = read(cfa.wrapping_add_signed(i64::from(offset)), 8)?;
+            }
+        }
+        let caller_fp = read(cfa.wrapping_add_signed(arch::SAVED_FP_FROM_CFA), 8)?;
+        Ok(eager::Captured {
+            values,
+            saves,
+            caller_fp,
+        })
     }
 
     /// Undoes [`patch`](Self::patch): the frame's slot gets its original return address back
-    /// (nothing happens to a frame that is not pending).
+    /// (nothing happens to a frame that is not pending). A frame captured by an eager transfer
+    /// whose slots were scrubbed cannot go back: [`Error::StaleFrame`].
     pub fn unpatch(&self, frame: &Frame) -> Result<()> {
-        self.replace_slot(frame, frame.return_address)
+        if frame.pending.is_some()
+            && self.inner.scrub.load(Ordering::Relaxed)
+            && eager::lookup(frame.frame_pointer).is_some()
+        {
+            return Err(Error::StaleFrame {
+                return_address: frame.return_address,
+                slot: frame.return_address_slot,
+                reason: "an eager transfer captured and scrubbed it".to_owned(),
+            });
+        }
+        self.replace_slot(frame, frame.return_address)?;
+        eager::forget(frame.frame_pointer);
+        Ok(())
     }
 
     /// Makes every frame pending on `prepared` go on in its old code when its callee returns
@@ -417,6 +543,12 @@ impl Transfers {
     /// the hypercall running on this thread.
     pub fn read_values(&self, frame: &Frame, values: &[ValueKind]) -> Result<Vec<u64>> {
         let return_address = frame.return_address;
+        if frame.pending.is_some()
+            && let Some(captured) = eager::lookup(frame.frame_pointer)
+            && captured.values.len() == values.len()
+        {
+            return Ok(captured.values);
+        }
         let sites = self.unit_sites(frame.version.unit);
         let record = sites.record(return_address)?;
         let decoded = record.decoded.as_ref().map_err(Clone::clone)?;
@@ -887,6 +1019,30 @@ unsafe fn load(address: u64, bytes: u8) -> u64 {
     }
 }
 
+/// This thread's transfer buffer, with room for at least `slots` slots.
+#[inline(always)]
+fn transfer_buffer(slots: usize) -> *mut u64 {
+    BUFFER.with(|cell| {
+        // SAFETY: the buffer is this thread's, and nothing else borrows it during this closure
+        // (the stub's Rust half does not reenter).
+        let buffer = unsafe { &mut *cell.get() };
+        if buffer.len() < slots {
+            buffer.resize(slots.next_power_of_two().max(BUFFER_SLOTS), 0);
+        }
+        buffer.as_mut_ptr()
+    })
+}
+
+/// The call's result as the buffer takes it.
+#[inline(always)]
+fn result_bits(result: ResultSlot, integer_result: u64, float_result: u64) -> u64 {
+    match result {
+        ResultSlot::None => 0,
+        ResultSlot::Integer(bits) => integer_result & bits,
+        ResultSlot::Float(bits) => float_result & bits,
+    }
+}
+
 /// Fills this thread's transfer buffer with a frame's values and its call's result; returns
 /// the buffer.
 ///
@@ -903,15 +1059,7 @@ pub(crate) unsafe fn capture(
     float_result: u64,
 ) -> *mut u64 {
     let n = descriptor.values.len();
-    let buffer = BUFFER.with(|cell| {
-        // SAFETY: the buffer is this thread's, and nothing else borrows it during this closure
-        // (`capture` does not reenter).
-        let buffer = unsafe { &mut *cell.get() };
-        if buffer.len() <= n {
-            buffer.resize((n + 1).next_power_of_two().max(BUFFER_SLOTS), 0);
-        }
-        buffer.as_mut_ptr()
-    });
+    let buffer = transfer_buffer(n + 1);
     // SAFETY: the buffer holds at least n + 1 slots (above).
     let slots = unsafe { std::slice::from_raw_parts_mut(buffer, n + 1) };
     for (slot, value) in slots.iter_mut().zip(descriptor.values.iter()) {
@@ -932,12 +1080,88 @@ pub(crate) unsafe fn capture(
         };
         *slot = bits & value.bits;
     }
-    slots[n] = match descriptor.result {
-        ResultSlot::None => 0,
-        ResultSlot::Integer(bits) => integer_result & bits,
-        ResultSlot::Float(bits) => float_result & bits,
-    };
+    slots[n] = result_bits(descriptor.result, integer_result, float_result);
     buffer
+}
+
+/// The eager half of the stub's work: when an eager transfer captured the frame at `fp` for
+/// `descriptor`, fills this thread's transfer buffer from the captured values and the call's
+/// result, and returns the buffer, the callee-saved registers the frame had saved and its
+/// caller's `rbp`. `None`: no such record (the caller falls back to reading the frame).
+#[inline(always)]
+pub(crate) fn capture_eager(
+    descriptor: &Descriptor,
+    fp: u64,
+    integer_result: u64,
+    float_result: u64,
+) -> Option<(*mut u64, [u64; arch::RESTORED.len()], u64)> {
+    let n = descriptor.values.len();
+    eager::take(
+        fp,
+        descriptor as *const Descriptor as usize,
+        |values, saves, caller_fp| {
+            if values.len() != n {
+                return None;
+            }
+            let buffer = transfer_buffer(n + 1);
+            // SAFETY: the buffer holds at least n + 1 slots (above).
+            let slots = unsafe { std::slice::from_raw_parts_mut(buffer, n + 1) };
+            slots[..n].copy_from_slice(values);
+            slots[n] = result_bits(descriptor.result, integer_result, float_result);
+            Some((buffer, *saves, caller_fp))
+        },
+    )
+    .flatten()
+}
+
+/// The byte eager transfers poison captured slots with ([`Transfers::set_scrub`]).
+pub const SCRUB_BYTE: u8 = 0xdb;
+
+/// Overwrites the slots an eager transfer captured from `frame` with [`SCRUB_BYTE`]s.
+fn scrub_frame(frame: &Frame, descriptor: &Descriptor) {
+    let Some(window) = StackWindow::current() else {
+        return;
+    };
+    let poison = u64::from_ne_bytes([SCRUB_BYTE; 8]);
+    let cfa = frame.frame_pointer + arch::CFA_FROM_FP_OFFSET;
+    let slots = descriptor
+        .values
+        .iter()
+        .filter_map(|slot| {
+            let base = match slot.source {
+                Source::Constant => return None,
+                Source::Sp => frame.stack_pointer,
+                Source::Fp => frame.frame_pointer,
+            };
+            Some((base.wrapping_add_signed(i64::from(slot.offset)), slot.width))
+        })
+        .chain(
+            descriptor
+                .saves
+                .0
+                .iter()
+                .filter(|&&offset| offset != 0)
+                .map(|&offset| (cfa.wrapping_add_signed(i64::from(offset)), 8)),
+        );
+    for (address, width) in slots {
+        // The frame pointer chain (saved rbp, return address) stays intact.
+        let keeps_chain =
+            address < frame.frame_pointer + 16 && address + u64::from(width) > frame.frame_pointer;
+        if keeps_chain || !window.contains(address, u64::from(width)) {
+            continue;
+        }
+        // SAFETY: the bytes lie in this thread's live stack, in a frame whose state was just
+        // captured: its own code never runs again (its return address is a thunk), and the
+        // slots are spill and save slots, which no other frame reads.
+        unsafe {
+            match width {
+                1 => (address as *mut u8).write(SCRUB_BYTE),
+                2 => (address as *mut u16).write_unaligned(poison as u16),
+                4 => (address as *mut u32).write_unaligned(poison as u32),
+                _ => (address as *mut u64).write_unaligned(poison),
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ mod unsupported {
     pub(crate) const NEXT_OLDER_SP_FROM_FP_OFFSET: u64 = 16;
     pub(crate) const RA_SLOT_BELOW_SP: u64 = 8;
     pub(crate) const FP_ALIGN: u64 = 16;
+    pub(crate) const CFA_FROM_FP_OFFSET: u64 = 16;
+    pub(crate) const SAVED_FP_FROM_CFA: i64 = -16;
     pub(crate) const THUNK_SIZE: usize = 32;
     pub(crate) const RESTORED: [DwarfReg; 0] = [];
 

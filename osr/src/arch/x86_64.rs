@@ -47,9 +47,9 @@ pub(crate) const RA_SLOT_BELOW_SP: u64 = 8;
 /// Frame pointers of well-formed frames are aligned to this.
 pub(crate) const FP_ALIGN: u64 = 16;
 /// The CFA of a frame with a frame pointer: `fp + 16`.
-const CFA_FROM_FP_OFFSET: u64 = 16;
+pub(crate) const CFA_FROM_FP_OFFSET: u64 = 16;
 /// The caller's `rbp` is saved at `CFA - 16`.
-const SAVED_FP_FROM_CFA: i64 = -16;
+pub(crate) const SAVED_FP_FROM_CFA: i64 = -16;
 /// The return address into the caller is at `CFA - 8`.
 const RA_FROM_CFA: i64 = -8;
 /// Largest distance between a frame's stack pointer and its frame pointer the stub accepts:
@@ -309,30 +309,46 @@ extern "C" fn uppercut_osr_resume(cell: *const DescriptorCell, save: *mut SaveAr
 unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 {
     let sp = save.entry_rsp;
     let fp = save.rbp;
-    if !descriptor.enabled.load(Ordering::Relaxed)
-        || fp % FP_ALIGN != 0
-        || fp < sp
-        || fp - sp > MAX_FRAME_BYTES
-    {
-        descriptor
-            .counters
-            .fell_back
-            .fetch_add(1, Ordering::Relaxed);
-        return 0;
+    if fp % FP_ALIGN != 0 || fp < sp || fp - sp > MAX_FRAME_BYTES {
+        return fall_back(descriptor, fp);
     }
-    // SAFETY: the frame is live and suspended at the descriptor's return address, so its
-    // values are where the descriptor says relative to `sp` and `fp`.
-    let buffer = unsafe { transfer::capture(descriptor, sp, fp, save.rax, save.xmm0[0]) };
     let cfa = fp + CFA_FROM_FP_OFFSET;
-    for (value, &offset) in save.callee_saved.iter_mut().zip(&descriptor.saves.0) {
-        if offset != 0 {
-            // SAFETY: the CFI says the frame's prologue saved this register at CFA + offset,
-            // inside the live frame.
-            *value = unsafe { *(cfa.wrapping_add_signed(i64::from(offset)) as *const u64) };
+    let buffer = if let Some((buffer, saves, caller_fp)) =
+        transfer::capture_eager(descriptor, fp, save.rax, save.xmm0[0])
+    {
+        // An eager transfer read the frame's state at the safepoint: it is committed (a
+        // cancelled descriptor does not send it back, its old slots may be gone).
+        for ((value, &offset), saved) in save
+            .callee_saved
+            .iter_mut()
+            .zip(&descriptor.saves.0)
+            .zip(saves)
+        {
+            if offset != 0 {
+                *value = saved;
+            }
         }
-    }
-    // SAFETY: with a frame pointer, the caller's rbp is at CFA - 16 (checked against the CFI).
-    save.rbp = unsafe { *(cfa.wrapping_add_signed(SAVED_FP_FROM_CFA) as *const u64) };
+        save.rbp = caller_fp;
+        buffer
+    } else {
+        if !descriptor.enabled.load(Ordering::Relaxed) {
+            return fall_back(descriptor, fp);
+        }
+        // SAFETY: the frame is live and suspended at the descriptor's return address, so its
+        // values are where the descriptor says relative to `sp` and `fp`.
+        let buffer = unsafe { transfer::capture(descriptor, sp, fp, save.rax, save.xmm0[0]) };
+        for (value, &offset) in save.callee_saved.iter_mut().zip(&descriptor.saves.0) {
+            if offset != 0 {
+                // SAFETY: the CFI says the frame's prologue saved this register at CFA +
+                // offset, inside the live frame.
+                *value = unsafe { *(cfa.wrapping_add_signed(i64::from(offset)) as *const u64) };
+            }
+        }
+        // SAFETY: with a frame pointer, the caller's rbp is at CFA - 16 (checked against the
+        // CFI).
+        save.rbp = unsafe { *(cfa.wrapping_add_signed(SAVED_FP_FROM_CFA) as *const u64) };
+        buffer
+    };
     save.new_rsp = cfa.wrapping_add_signed(RA_FROM_CFA);
     save.rdi = buffer as u64;
     descriptor
@@ -340,6 +356,16 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
         .transferred
         .fetch_add(1, Ordering::Relaxed);
     descriptor.continuation
+}
+
+/// Sends the frame back to its old code (the stub jumps to the original return address).
+fn fall_back(descriptor: &transfer::Descriptor, fp: u64) -> u64 {
+    crate::eager::forget(fp);
+    descriptor
+        .counters
+        .fell_back
+        .fetch_add(1, Ordering::Relaxed);
+    0
 }
 
 #[cfg(test)]

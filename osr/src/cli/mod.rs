@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
-//!              [--osr-stats] [--osr-threshold=N] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+//!              [--osr-transfer=lazy|eager] [--osr-stats] [--osr-threshold=N]
+//!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
 //! uppercut stackmaps FILE.o
 //! ```
 //!
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 /// Usage text.
 pub const USAGE: &str = "\
 usage: uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
-                    [--osr-stats] [--osr-threshold=N] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+                    [--osr-transfer=lazy|eager] [--osr-stats] [--osr-threshold=N]
+                    [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
        uppercut stackmaps FILE.o
 
 run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut's JIT and
@@ -28,6 +30,9 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
   --osr=stress=SEED        random frames move between O0 and O2 code at random sites (seeded)
   --osr-specialize=GLOBAL  after each store to GLOBAL, functions reading it run with its value
                            folded in; frames assuming an older value are deoptimised
+  --osr-transfer=lazy      a moved frame's state is read when its callee returns (default)
+  --osr-transfer=eager     every moved frame's state is read at once, at the safepoint (and
+                           its old slots poisoned: nothing may read them again)
   --osr-threshold=N        passes of a loop header before its site fires (tier: 1000)
   --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K` at exit
   --load PLUGIN.so         load a shared library that registers callbacks

@@ -9,7 +9,7 @@ use uppercut_core::{Engine, EngineOptions, Instrumentation, OptLevel};
 
 use super::CliError;
 use crate::policy::{Policies, Policy, Specialise, Stress, TierUp};
-use crate::runtime::Osr;
+use crate::runtime::{Osr, OsrOptions, TransferMode};
 
 /// `--osr=...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,7 @@ pub(crate) struct RunArgs {
     pub(crate) specialise: Vec<String>,
     pub(crate) osr_stats: bool,
     pub(crate) threshold: Option<i64>,
+    pub(crate) transfer: TransferMode,
     pub(crate) file: PathBuf,
     pub(crate) guest_args: Vec<String>,
 }
@@ -59,6 +60,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let mut specialise = Vec::new();
     let mut osr_stats = false;
     let mut threshold = None;
+    let mut transfer = TransferMode::Lazy;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -74,6 +76,11 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
                     ));
                 }
                 specialise.push(global.to_owned());
+            }
+            _ if arg.starts_with("--osr-transfer=") => {
+                transfer = arg["--osr-transfer=".len()..]
+                    .parse()
+                    .map_err(|e| CliError(format!("--osr-transfer: {e}")))?;
             }
             _ if arg.starts_with("--osr-threshold=") => {
                 let value = &arg["--osr-threshold=".len()..];
@@ -116,6 +123,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
         specialise,
         osr_stats,
         threshold,
+        transfer,
         file: PathBuf::from(file),
         guest_args: args[i + 1..].to_vec(),
     })
@@ -183,7 +191,14 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     let osr = if policies.is_empty() {
         None
     } else {
-        Some(Osr::install(&engine, Policies(policies)).map_err(|e| CliError(e.to_string()))?)
+        let options = OsrOptions {
+            transfer: run.transfer,
+            scrub: true,
+        };
+        Some(
+            Osr::install_with(&engine, Policies(policies), options)
+                .map_err(|e| CliError(e.to_string()))?,
+        )
     };
     if run.osr_stats {
         *STATS.lock().unwrap_or_else(|e| e.into_inner()) = Some(osr.clone());
@@ -275,6 +290,13 @@ mod tests {
         assert!(parse(&strings(&["--osr=stress=x", "x.ll"])).is_err());
         assert!(parse(&strings(&["--osr-specialize=", "x.ll"])).is_err());
         assert!(parse(&strings(&["--osr-threshold=0", "x.ll"])).is_err());
+        assert!(parse(&strings(&["--osr-transfer=soon", "x.ll"])).is_err());
+        assert_eq!(
+            parse(&strings(&["--osr-transfer=eager", "x.ll"]))
+                .unwrap()
+                .transfer,
+            TransferMode::Eager
+        );
         let run = parse(&strings(&["--", "-x.ll"])).unwrap();
         assert_eq!(run.file, PathBuf::from("-x.ll"));
     }

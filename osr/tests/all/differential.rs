@@ -95,6 +95,24 @@ variant!(
     osr_tier,
     &["--osr=tier", "--osr-threshold=50", "--osr-stats"]
 );
+// The same with eager transfers (whose captured slots are poisoned).
+variant!(
+    osr_eager_stress_1,
+    &["--osr=stress=1", "--osr-transfer=eager", "--osr-stats"]
+);
+variant!(
+    osr_eager_stress_2,
+    &["--osr=stress=2", "--osr-transfer=eager", "--osr-stats"]
+);
+variant!(
+    osr_eager_tier,
+    &[
+        "--osr=tier",
+        "--osr-threshold=50",
+        "--osr-transfer=eager",
+        "--osr-stats"
+    ]
+);
 
 /// Programs that may finish without any frame moving under `--osr`: no loop runs long enough
 /// and no function is entered often enough (with the reason).

@@ -169,7 +169,7 @@ fn every_value_kind_and_result_kind_reaches_the_continuation() {
     let names = [
         "i1", "i8", "i16", "i32", "i64", "ptr", "float", "double", "void",
     ];
-    for opt in LEVELS {
+    for (opt, eager) in LEVELS.into_iter().flat_map(|o| EAGER.map(|e| (o, e))) {
         let engine = engine("kinds.ll", opt);
         let continuations: Vec<u64> = names
             .iter()
@@ -204,7 +204,7 @@ fn every_value_kind_and_result_kind_reaches_the_continuation() {
                         result: results_in[which],
                     };
                     let prepared = transfers.prepare(frame, &target).map_err(failed)?;
-                    transfers.patch(frame, &prepared).map_err(failed)?;
+                    move_frame(&transfers, frame, &prepared, eager)?;
                 }
                 as_result(0)
             })
@@ -226,9 +226,32 @@ fn every_value_kind_and_result_kind_reaches_the_continuation() {
                 );
                 *plan.lock().unwrap() = (which, true, vec![]);
                 let new = engine.call("kinds", &args).unwrap();
-                assert_eq!(new, expected ^ 0x5a5a, "{opt}: s = {s}, {}", names[which]);
+                assert_eq!(
+                    new,
+                    expected ^ 0x5a5a,
+                    "{opt}, eager {eager}: s = {s}, {}",
+                    names[which]
+                );
             }
         }
+    }
+}
+
+/// The two ways a frame moves: lazily (patched, read at its callee's return) or eagerly (read
+/// now, its slots then poisoned so that nothing can read them again).
+const EAGER: [bool; 2] = [false, true];
+
+fn move_frame(
+    transfers: &Transfers,
+    frame: &uppercut_osr::Frame,
+    prepared: &uppercut_osr::Prepared,
+    eager: bool,
+) -> Result<(), CallbackError> {
+    if eager {
+        transfers.set_scrub(true);
+        transfers.transfer_now(frame, prepared).map_err(failed)
+    } else {
+        transfers.patch(frame, prepared).map_err(failed)
     }
 }
 
@@ -242,6 +265,7 @@ fn transfer_all(
     state: &GuestState,
     continuation: u64,
     pending: Option<u64>,
+    eager: bool,
 ) -> Result<usize, CallbackError> {
     let target = Target {
         site: SiteId(1),
@@ -256,7 +280,7 @@ fn transfer_all(
         }
         assert_eq!(frame.pending, pending, "pending state of a rec frame");
         let prepared = transfers.prepare(&frame, &target).map_err(failed)?;
-        transfers.patch(&frame, &prepared).map_err(failed)?;
+        move_frame(transfers, &frame, &prepared, eager)?;
         count += 1;
     }
     Ok(count)
@@ -265,7 +289,7 @@ fn transfer_all(
 #[test]
 fn a_thousand_recursive_frames_all_move() {
     const DEPTH: u64 = 2000;
-    for opt in LEVELS {
+    for (opt, eager) in LEVELS.into_iter().flat_map(|o| EAGER.map(|e| (o, e))) {
         let engine = engine("recursion.ll", opt);
         quiet(&engine, "osr", 0);
         quiet(&engine, "again", 0);
@@ -280,7 +304,11 @@ fn a_thousand_recursive_frames_all_move() {
         engine
             .register_callback("osr", move |h: &mut Hypercall<'_>| {
                 let transfers = Transfers::new(&h.engine());
-                *count.lock().unwrap() = transfer_all(&transfers, &h.guest_state(), double, None)?;
+                let moved = transfer_all(&transfers, &h.guest_state(), double, None, eager)?;
+                // Eager: every frame's state is held now, none is read at its return.
+                let held = if eager { moved } else { 0 };
+                assert_eq!(transfers.eager_pending(), held);
+                *count.lock().unwrap() = moved;
                 as_result(0)
             })
             .unwrap();
@@ -293,20 +321,21 @@ fn a_thousand_recursive_frames_all_move() {
         );
         assert_eq!(*walked.lock().unwrap(), DEPTH as usize);
         assert_eq!(transfers.frames_transferred() - before, DEPTH, "{opt}");
+        assert_eq!(transfers.eager_pending(), 0, "every record was used");
     }
 }
 
 #[test]
 fn pending_frames_are_seen_and_can_be_patched_again() {
     const DEPTH: u64 = 300;
-    for opt in LEVELS {
+    for (opt, eager) in LEVELS.into_iter().flat_map(|o| EAGER.map(|e| (o, e))) {
         let engine = engine("recursion.ll", opt);
         let double = engine.entry("rec_double").unwrap();
         let triple = engine.entry("rec_triple").unwrap();
         engine
             .register_callback("osr", move |h: &mut Hypercall<'_>| {
                 let transfers = Transfers::new(&h.engine());
-                transfer_all(&transfers, &h.guest_state(), double, None)?;
+                transfer_all(&transfers, &h.guest_state(), double, None, eager)?;
                 as_result(0)
             })
             .unwrap();
@@ -324,8 +353,9 @@ fn pending_frames_are_seen_and_can_be_patched_again() {
                         .all(|f| f.return_address == rec[0].return_address)
                 );
                 assert!(rec.iter().all(|f| f.version.function == "rec"));
+                // Patching an eagerly captured frame again retargets its captured state.
                 *count.lock().unwrap() =
-                    transfer_all(&transfers, &h.guest_state(), triple, Some(double))?;
+                    transfer_all(&transfers, &h.guest_state(), triple, Some(double), false)?;
                 as_result(0)
             })
             .unwrap();
@@ -337,6 +367,9 @@ fn pending_frames_are_seen_and_can_be_patched_again() {
         );
         assert_eq!(*patched.lock().unwrap(), DEPTH as usize);
         assert_eq!(transfers.frames_transferred() - before, DEPTH, "{opt}");
+        if eager {
+            continue;
+        }
 
         // Undoing a patch: the frames go on in their old code.
         engine
@@ -383,7 +416,7 @@ fn outer(a: u64, transferred: bool) -> u64 {
 
 #[test]
 fn the_callers_callee_saved_registers_survive() {
-    for opt in LEVELS {
+    for (opt, eager) in LEVELS.into_iter().flat_map(|o| EAGER.map(|e| (o, e))) {
         let engine = engine("callee_saved.ll", opt);
         quiet(&engine, "osr", 0);
         // The caller is O2 code whatever the engine's level: its values sit in rbx, r12-r15.
@@ -408,7 +441,7 @@ fn the_callers_callee_saved_registers_survive() {
                 };
                 let prepared = transfers.prepare(frame, &target).map_err(failed)?;
                 *seen.lock().unwrap() = prepared.restored_registers();
-                transfers.patch(frame, &prepared).map_err(failed)?;
+                move_frame(&transfers, frame, &prepared, eager)?;
                 as_result(0)
             })
             .unwrap();
@@ -416,7 +449,7 @@ fn the_callers_callee_saved_registers_survive() {
             assert_eq!(
                 engine.call("outer", &[a]).unwrap(),
                 outer(a, true),
-                "{opt}, a = {a}"
+                "{opt}, eager {eager}, a = {a}"
             );
         }
         if opt == OptLevel::O2 {
