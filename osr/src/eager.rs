@@ -18,6 +18,7 @@
 //! falls back to the lazy path, reading the frame as it is.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 
 use crate::arch::RESTORED;
 
@@ -41,17 +42,22 @@ struct Record {
 /// A frame's captured state, as [`lookup`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Captured {
+    /// The descriptor (by address) the record was made for.
+    pub(crate) descriptor: usize,
     pub(crate) values: Vec<u64>,
     pub(crate) saves: [u64; RESTORED.len()],
     pub(crate) caller_fp: u64,
 }
 
 /// This thread's records, sorted by frame pointer from the outermost (highest) to the
-/// innermost (lowest): the order in which frames return, reversed.
+/// innermost (lowest): the order in which frames return, reversed. A walk meets frames
+/// innermost first, so a pass pushes at the front; returns pop at the back.
 #[derive(Default)]
 struct Records {
-    records: Vec<Record>,
+    records: VecDeque<Record>,
     words: Vec<u64>,
+    /// Words that records still use.
+    live: usize,
 }
 
 thread_local! {
@@ -66,8 +72,15 @@ impl Records {
 
     fn remove(&mut self, fp: u64) -> Option<Record> {
         let at = self.position(fp).ok()?;
-        let record = self.records.remove(at);
+        let record = self.records.remove(at)?;
+        self.live -= record.len;
         self.tidy();
+        Some(record)
+    }
+
+    fn pop_back(&mut self) -> Option<Record> {
+        let record = self.records.pop_back()?;
+        self.live -= record.len;
         Some(record)
     }
 
@@ -77,9 +90,8 @@ impl Records {
             self.words.clear();
             return;
         }
-        let live: usize = self.records.iter().map(|r| r.len).sum();
-        if self.words.len() > 1024 && self.words.len() > 4 * live {
-            let mut words = Vec::with_capacity(2 * live);
+        if self.words.len() > 1024 && self.words.len() > 4 * self.live {
+            let mut words = Vec::with_capacity(2 * self.live);
             for r in &mut self.records {
                 let start = words.len();
                 words.extend_from_slice(&self.words[r.start..r.start + r.len]);
@@ -111,8 +123,13 @@ pub(crate) fn push(
             saves,
             caller_fp,
         };
+        records.live += record.len;
         match records.position(fp) {
-            Ok(at) => records.records[at] = record,
+            Ok(at) => {
+                let old = std::mem::replace(&mut records.records[at], record);
+                records.live -= old.len;
+            }
+            Err(0) => records.records.push_front(record),
             Err(at) => records.records.insert(at, record),
         }
         records.tidy();
@@ -126,6 +143,7 @@ pub(crate) fn lookup(fp: u64) -> Option<Captured> {
         let at = records.position(fp).ok()?;
         let r = records.records[at];
         Some(Captured {
+            descriptor: r.descriptor,
             values: records.words[r.start..r.start + r.len].to_vec(),
             saves: r.saves,
             caller_fp: r.caller_fp,
@@ -153,14 +171,14 @@ pub(crate) fn take<R>(
     RECORDS
         .try_with(|cell| {
             let mut records = cell.try_borrow_mut().ok()?;
-            while records.records.last().is_some_and(|r| r.fp < fp) {
-                records.records.pop();
+            while records.records.back().is_some_and(|r| r.fp < fp) {
+                records.pop_back();
             }
-            let last = *records.records.last()?;
+            let last = *records.records.back()?;
             if last.fp != fp {
                 return None;
             }
-            records.records.pop();
+            records.pop_back();
             let out = (last.descriptor == descriptor).then(|| {
                 f(
                     &records.words[last.start..last.start + last.len],

@@ -128,6 +128,12 @@ thread_local! {
     static STACK_TOP: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Asks this thread's stack bounds now, so that its first walk does not. On the main thread
+/// that costs a read of `/proc/self/maps` (hundreds of microseconds).
+pub(crate) fn prime_stack_bounds() {
+    let _ = stack_top();
+}
+
 /// The highest address of this thread's stack, asked once per thread.
 fn stack_top() -> Option<u64> {
     let cached = STACK_TOP.with(Cell::get);

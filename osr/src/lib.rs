@@ -75,6 +75,7 @@
 
 mod arch;
 pub mod cli;
+mod compiler;
 mod eager;
 mod error;
 mod frames;

@@ -41,12 +41,16 @@ pub trait Policy: Send + 'static {
 pub struct TierUp {
     /// The level hot code moves to.
     pub level: OptLevel,
+    /// Compile in the background: the hot loop goes on in its old code and moves once the
+    /// new version (and the continuation of the site that fired) is ready, at a later pass.
+    pub background: bool,
 }
 
 impl Default for TierUp {
     fn default() -> Self {
         TierUp {
             level: OptLevel::O2,
+            background: false,
         }
     }
 }
@@ -73,9 +77,22 @@ impl Policy for TierUp {
             opt_level: self.level,
             specialisation,
         };
-        if newest.is_none_or(|v| v.opt_level < self.level)
-            && cx.version(&function, &spec, true).is_err()
-        {
+        let slower = newest.as_ref().is_none_or(|v| v.opt_level < self.level);
+        if slower && self.background {
+            // The sites where this thread's frames of the function wait: their continuations
+            // are built with the version.
+            let mut sites: Vec<_> = cx
+                .frames()
+                .iter()
+                .filter(|f| f.version.function == function)
+                .filter_map(|f| f.site)
+                .collect();
+            sites.sort_unstable();
+            sites.dedup();
+            cx.version_in_background(&function, &spec, true, &sites);
+            return Ok(());
+        }
+        if slower && cx.version(&function, &spec, true).is_err() {
             // A function that cannot have a new version (it uses thread-locals, say) keeps
             // running where it is.
             return Ok(());

@@ -13,16 +13,19 @@
 //!            callee returns (the innermost at once)
 //! ```
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use uppercut_core::{
     CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo,
     ValueKind, VersionInfo, VersionRequest,
 };
 
+use crate::compiler::Compiler;
 use crate::policy::Policy;
 use crate::{Frame, Target, Transfers};
 
@@ -69,6 +72,15 @@ pub struct OsrStats {
     pub recompiles: u64,
     /// Site hypercalls handled.
     pub sites: u64,
+    /// Versions compiled in the background ([`Cx::version_in_background`]).
+    pub background: u64,
+    /// Frames moved at a safepoint because their function was relinked elsewhere: by another
+    /// thread, or by a background compilation.
+    pub caught_up: u64,
+    /// The longest time a site hypercall kept the guest waiting.
+    pub max_stall: Duration,
+    /// The time all site hypercalls kept the guest waiting.
+    pub total_stall: Duration,
 }
 
 /// One thing OSR did, in order (kept for tests and experiments; the first
@@ -144,11 +156,127 @@ struct Shared {
     policy: Mutex<Box<dyn Policy>>,
     continuations: Mutex<HashMap<(SiteId, VersionSpec), Option<u64>>>,
     events: Mutex<Vec<OsrEvent>>,
+    /// Where LLVM runs.
+    compiler: Compiler,
+    /// Bumped at every relink; each thread catches up at its next safepoint with what
+    /// `relinked` says changed since it last looked.
+    generation: AtomicU64,
+    /// Each relinked function's latest spec and the generation that made it current.
+    relinked: Mutex<HashMap<String, (u64, VersionSpec)>>,
+    /// Versions asked for in the background (compiled, being compiled, or queued).
+    queued: Mutex<HashSet<(String, VersionSpec)>>,
     transitions: AtomicU64,
     patched: AtomicU64,
     refused: AtomicU64,
     recompiles: AtomicU64,
     sites: AtomicU64,
+    background: AtomicU64,
+    caught_up: AtomicU64,
+    stall_max_ns: AtomicU64,
+    stall_total_ns: AtomicU64,
+}
+
+impl Shared {
+    fn event(&self, event: OsrEvent) {
+        let mut events = lock(&self.events);
+        if events.len() < MAX_EVENTS {
+            events.push(event);
+        }
+    }
+
+    /// Records that `function`'s entries now lead to `spec`, and arms its loop and entry sites
+    /// so that threads running its old code reach a safepoint at their next pass.
+    fn relinked(&self, engine: &Engine, osr: &OsrModule, function: &str, spec: &VersionSpec) {
+        {
+            // Under the lock: a thread that reads the new generation finds its entry.
+            let mut relinked = lock(&self.relinked);
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            relinked.insert(function.to_owned(), (generation, spec.clone()));
+        }
+        for id in osr
+            .function(function)
+            .map(|f| f.sites.as_slice())
+            .unwrap_or_default()
+        {
+            if let Some(counter) = osr.site(*id).and_then(|s| s.counter.as_deref()) {
+                let _ = store_counter(engine, counter, 1);
+            }
+        }
+    }
+
+    /// The continuation of `site` built as `spec`: from the cache, or compiled (and cached,
+    /// failures too) on the compiler thread, which is this thread when `here`.
+    fn continuation(
+        &self,
+        engine: &Engine,
+        site: &SiteInfo,
+        spec: &VersionSpec,
+        here: bool,
+    ) -> Result<u64, String> {
+        let key = (site.id, spec.clone());
+        if let Some(cached) = lock(&self.continuations).get(&key) {
+            return cached.ok_or_else(|| format!("no continuation at {} (failed before)", site.id));
+        }
+        let (function, id, level, specialisation) = (
+            site.function.clone(),
+            site.id,
+            spec.opt_level,
+            spec.specialisation.clone(),
+        );
+        let compiling = engine.clone();
+        let compile = move || {
+            compiling
+                .compile_continuation(&function, id, level, &specialisation)
+                .map(|c| c.version.entry)
+                .map_err(|e| e.to_string())
+        };
+        let made = if here {
+            compile()
+        } else {
+            self.compiler
+                .run(compile)
+                .unwrap_or_else(|| Err("the compiler thread failed".to_owned()))
+        };
+        if made.is_ok() {
+            self.recompiles.fetch_add(1, Ordering::Relaxed);
+        }
+        lock(&self.continuations)
+            .entry(key)
+            .or_insert(made.as_ref().ok().copied());
+        made
+    }
+}
+
+thread_local! {
+    /// The generation each runtime (by address) was at when this thread last caught up.
+    static SEEN: RefCell<HashMap<usize, u64>> = RefCell::new(HashMap::new());
+}
+
+fn seen(shared: &Arc<Shared>) -> u64 {
+    let key = Arc::as_ptr(shared) as usize;
+    let now = shared.generation.load(Ordering::Acquire);
+    // A runtime at a reused address starts again from 0.
+    SEEN.with(|s| {
+        s.borrow()
+            .get(&key)
+            .copied()
+            .filter(|&g| g <= now)
+            .unwrap_or(0)
+    })
+}
+
+fn set_seen(shared: &Arc<Shared>, generation: u64) {
+    let key = Arc::as_ptr(shared) as usize;
+    SEEN.with(|s| s.borrow_mut().insert(key, generation));
+}
+
+fn store_counter(engine: &Engine, counter: &str, count: i64) -> uppercut_core::Result<()> {
+    let address = engine.global_address(counter)?;
+    // SAFETY: the counter is an `i64` global of the guest (defined by the base unit, writable
+    // data, 8-aligned); the guest reads and writes it with plain accesses too, and an aligned
+    // 8-byte store is atomic on x86-64.
+    unsafe { (address as *mut i64).write_volatile(count) };
+    Ok(())
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,6 +301,9 @@ impl std::fmt::Debug for Osr {
 impl Osr {
     /// Handles `engine`'s site hypercalls with `policy`. The engine must have been created
     /// with [`EngineOptions::instrument`](uppercut_core::EngineOptions::instrument).
+    ///
+    /// Compiles the guest (if it is not yet) and decodes its frame metadata, so that the first
+    /// site hypercall does not; a guest that does not compile is an error here.
     pub fn install(engine: &Engine, policy: impl Policy) -> crate::Result<Osr> {
         Osr::install_with(engine, policy, OsrOptions::default())
     }
@@ -191,11 +322,19 @@ impl Osr {
             policy: Mutex::new(Box::new(policy)),
             continuations: Mutex::default(),
             events: Mutex::default(),
+            compiler: Compiler::default(),
+            generation: AtomicU64::new(0),
+            relinked: Mutex::default(),
+            queued: Mutex::default(),
             transitions: AtomicU64::new(0),
             patched: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             recompiles: AtomicU64::new(0),
             sites: AtomicU64::new(0),
+            background: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            stall_max_ns: AtomicU64::new(0),
+            stall_total_ns: AtomicU64::new(0),
         });
         let callback = Arc::clone(&shared);
         engine
@@ -205,6 +344,20 @@ impl Osr {
             .map_err(|e| crate::Error::Engine(e.to_string()))?;
         let transfers = Transfers::new(engine);
         transfers.set_scrub(shared.options.scrub && shared.options.transfer == TransferMode::Eager);
+        // The thread that installs OSR is usually the one that runs the guest.
+        crate::frames::prime_stack_bounds();
+        // Compile the guest and decode its frame metadata now, on the compiler thread (which
+        // starts here), rather than in the first site hypercall.
+        let (compiling, warming) = (engine.clone(), transfers.clone());
+        let warmed = shared.compiler.run(move || {
+            compiling.compile()?;
+            warming
+                .warm()
+                .map_err(|e| uppercut_core::Error::Osr(e.to_string()))
+        });
+        if let Some(Err(e)) = warmed {
+            return Err(crate::Error::Engine(e.to_string()));
+        }
         Ok(Osr { shared, transfers })
     }
 
@@ -223,6 +376,10 @@ impl Osr {
             refused: s.refused.load(Ordering::Relaxed),
             recompiles: s.recompiles.load(Ordering::Relaxed),
             sites: s.sites.load(Ordering::Relaxed),
+            background: s.background.load(Ordering::Relaxed),
+            caught_up: s.caught_up.load(Ordering::Relaxed),
+            max_stall: Duration::from_nanos(s.stall_max_ns.load(Ordering::Relaxed)),
+            total_stall: Duration::from_nanos(s.stall_total_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -233,6 +390,15 @@ impl Osr {
 }
 
 fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, CallbackError> {
+    let started = Instant::now();
+    let result = handle_site(shared, h);
+    let stall = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    shared.stall_total_ns.fetch_add(stall, Ordering::Relaxed);
+    shared.stall_max_ns.fetch_max(stall, Ordering::Relaxed);
+    result
+}
+
+fn handle_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, CallbackError> {
     let id = SiteId(h.args() as usize as u32);
     let engine = h.engine();
     let osr = engine
@@ -246,8 +412,16 @@ fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, C
     shared.sites.fetch_add(1, Ordering::Relaxed);
     let transfers = Transfers::new(&engine);
     let mut policy = lock(&shared.policy);
-    let limit = policy.frames_wanted(&site).unwrap_or(usize::MAX);
-    let frames = transfers.walk_limit(&h.guest_state(), limit);
+    let seen = seen(shared);
+    // Catching up with relinks needs every frame; otherwise the policy says how many.
+    let behind = shared.generation.load(Ordering::Acquire) != seen;
+    let limit = match behind {
+        true => usize::MAX,
+        false => policy.frames_wanted(&site).unwrap_or(usize::MAX),
+    };
+    let state = h.guest_state();
+    let frames = transfers.walk_limit(&state, limit);
+    let complete = limit == usize::MAX;
     let mut cx = Cx {
         engine: &engine,
         transfers: &transfers,
@@ -259,6 +433,17 @@ fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, C
         shadow_check: None,
     };
     let result = policy.on_site(&mut cx);
+    drop(policy);
+    let now = shared.generation.load(Ordering::Acquire);
+    if result.is_ok() && now != seen {
+        // Frames the policy moved are pending now: walk again to see them as they are.
+        if !complete || cx.patched > 0 {
+            cx.frames = transfers.walk(&state);
+            cx.shadow_check = None;
+        }
+        cx.catch_up(seen);
+        set_seen(shared, now);
+    }
     if cx.patched > 0 {
         shared.transitions.fetch_add(1, Ordering::Relaxed);
     }
@@ -270,7 +455,7 @@ fn on_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_void, C
 pub struct Cx<'a> {
     engine: &'a Engine,
     transfers: &'a Transfers,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     osr: &'a OsrModule,
     site: &'a SiteInfo,
     frames: Vec<Frame>,
@@ -306,7 +491,8 @@ impl Cx<'_> {
     }
 
     /// Compiles a version of `function` (relinking it when `relink`), from the instrumented
-    /// module.
+    /// module, on the compiler thread while the guest waits. After a relink, every thread's
+    /// frames of `function` move to it at their next safepoint.
     pub fn version(
         &mut self,
         function: &str,
@@ -319,14 +505,118 @@ impl Cx<'_> {
             specialisation: spec.specialisation.clone(),
             relink,
         };
-        let made = self.engine.compile_version(&request)?;
+        let engine = self.engine.clone();
+        let made = self
+            .shared
+            .compiler
+            .run(move || engine.compile_version(&request))
+            .unwrap_or_else(|| {
+                Err(uppercut_core::Error::Osr(
+                    "the compiler thread failed".to_owned(),
+                ))
+            })?;
         self.shared.recompiles.fetch_add(1, Ordering::Relaxed);
-        self.event(OsrEvent::Version {
+        self.shared.event(OsrEvent::Version {
             function: function.to_owned(),
             spec: spec.clone(),
             relinked: relink,
         });
+        if relink {
+            self.shared.relinked(self.engine, self.osr, function, spec);
+        }
         Ok(made.version)
+    }
+
+    /// Asks for a version of `function` built as `spec` without waiting: the guest goes on in
+    /// its old code while the compiler thread builds it, with the continuations of `sites`
+    /// (where the function's frames are likely to be found next). Once it is ready (and
+    /// relinked, when `relink`), each thread's frames of `function` move to it at their next
+    /// safepoint, and its loop sites are armed so that this comes soon.
+    ///
+    /// `false` when the same version was asked for before (it is ready, or on its way).
+    pub fn version_in_background(
+        &mut self,
+        function: &str,
+        spec: &VersionSpec,
+        relink: bool,
+        sites: &[SiteId],
+    ) -> bool {
+        let key = (function.to_owned(), spec.clone());
+        if !lock(&self.shared.queued).insert(key) {
+            return false;
+        }
+        let engine = self.engine.clone();
+        let osr = Arc::clone(&self.engine.osr().expect("an OSR engine is instrumented"));
+        let shared = Arc::clone(self.shared);
+        let function = function.to_owned();
+        let spec = spec.clone();
+        let sites: Vec<SiteInfo> = sites
+            .iter()
+            .filter_map(|s| osr.site(*s))
+            .filter(|s| s.function == function && s.refused.is_none())
+            .cloned()
+            .collect();
+        self.shared.compiler.spawn(move || {
+            let request = VersionRequest {
+                function: function.clone(),
+                opt_level: spec.opt_level,
+                specialisation: spec.specialisation.clone(),
+                relink,
+            };
+            // Continuations first: once the version is relinked, threads move at once.
+            for site in &sites {
+                let _ = shared.continuation(&engine, site, &spec, true);
+            }
+            if engine.compile_version(&request).is_err() {
+                return;
+            }
+            shared.recompiles.fetch_add(1, Ordering::Relaxed);
+            shared.background.fetch_add(1, Ordering::Relaxed);
+            shared.event(OsrEvent::Version {
+                function: function.clone(),
+                spec: spec.clone(),
+                relinked: relink,
+            });
+            // Decode the new units' records before any thread needs them.
+            let _ = Transfers::new(&engine).warm();
+            if relink {
+                shared.relinked(&engine, &osr, &function, &spec);
+            }
+        })
+    }
+
+    /// Moves this thread's frames of functions relinked since generation `seen` (by another
+    /// thread, or in the background) to their functions' current spec.
+    fn catch_up(&mut self, seen: u64) {
+        let relinked: Vec<(String, VersionSpec)> = lock(&self.shared.relinked)
+            .iter()
+            .filter(|(_, (generation, _))| *generation > seen)
+            .map(|(f, (_, spec))| (f.clone(), spec.clone()))
+            .collect();
+        if relinked.is_empty() {
+            return;
+        }
+        for i in 0..self.frames.len() {
+            let frame = &self.frames[i];
+            let Some((_, spec)) = relinked.iter().find(|(f, _)| *f == frame.version.function)
+            else {
+                continue;
+            };
+            if frame.site.is_none() {
+                continue;
+            }
+            let next = frame
+                .pending
+                .and_then(|c| self.engine.version_at(c + 1))
+                .unwrap_or_else(|| frame.version.as_ref().clone());
+            if VersionSpec::of(&next) == *spec {
+                continue;
+            }
+            let spec = spec.clone();
+            if self.transfer(i, &spec).is_ok() {
+                self.shared.caught_up.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The newest version of `function` that its entries lead to.
@@ -450,22 +740,7 @@ impl Cx<'_> {
     }
 
     fn continuation(&mut self, site: &SiteInfo, spec: &VersionSpec) -> Result<u64, String> {
-        let key = (site.id, spec.clone());
-        if let Some(cached) = lock(&self.shared.continuations).get(&key) {
-            return cached.ok_or_else(|| format!("no continuation at {} (failed before)", site.id));
-        }
-        let made = self.engine.compile_continuation(
-            &site.function,
-            site.id,
-            spec.opt_level,
-            &spec.specialisation,
-        );
-        let entry = made.as_ref().ok().map(|c| c.version.entry);
-        if entry.is_some() {
-            self.shared.recompiles.fetch_add(1, Ordering::Relaxed);
-        }
-        lock(&self.shared.continuations).insert(key, entry);
-        made.map(|c| c.version.entry).map_err(|e| e.to_string())
+        self.shared.continuation(self.engine, site, spec, false)
     }
 
     /// Stores `count` into a loop or entry site's counter: its hypercall fires again after
@@ -474,11 +749,7 @@ impl Cx<'_> {
         let Some(counter) = self.osr.site(site).and_then(|s| s.counter.clone()) else {
             return Ok(());
         };
-        let address = self.engine.global_address(&counter)?;
-        // SAFETY: the counter is an `i64` global of the guest (defined by the base unit,
-        // writable data); the guest reads and writes it with plain accesses too.
-        unsafe { (address as *mut i64).write_volatile(count) };
-        Ok(())
+        store_counter(self.engine, &counter, count)
     }
 
     /// The current bits of a scalar global (zero-extended to 64 bits).
@@ -498,9 +769,6 @@ impl Cx<'_> {
     }
 
     fn event(&self, event: OsrEvent) {
-        let mut events = lock(&self.shared.events);
-        if events.len() < MAX_EVENTS {
-            events.push(event);
-        }
+        self.shared.event(event);
     }
 }

@@ -391,7 +391,7 @@ impl Transfers {
     /// already stays captured: patching it again retargets its captured state.
     pub fn patch(&self, frame: &Frame, prepared: &Prepared) -> Result<()> {
         self.check_prepared(frame, prepared)?;
-        if frame.pending.is_some() && eager::lookup(frame.frame_pointer).is_some() {
+        if self.captured(frame).is_some() {
             return self.transfer_now(frame, prepared);
         }
         self.replace_slot(frame, prepared.thunk())
@@ -408,7 +408,7 @@ impl Transfers {
         self.check_prepared(frame, prepared)?;
         let descriptor = prepared.descriptor();
         let fp = frame.frame_pointer;
-        let captured = match eager::lookup(fp).filter(|_| frame.pending.is_some()) {
+        let captured = match self.captured(frame) {
             // Captured before (and perhaps scrubbed since): the record is the frame's state.
             Some(captured) if captured.values.len() == descriptor.values.len() => captured,
             Some(_) => {
@@ -446,6 +446,19 @@ impl Transfers {
     /// returned yet.
     pub fn eager_pending(&self) -> usize {
         eager::pending()
+    }
+
+    /// What an eager transfer captured of `frame`, if its slot holds the thunk that transfer
+    /// patched in (a record alone may be stale: a frame skipped by `longjmp` leaves its record
+    /// behind, and a later frame may live at the same address).
+    fn captured(&self, frame: &Frame) -> Option<eager::Captured> {
+        let captured = eager::lookup(frame.frame_pointer)?;
+        let word = StackWindow::current()?.read(frame.return_address_slot)?;
+        let thunks = lock(&self.inner.thunks);
+        let descriptor = thunk_at(&thunks.batches, word)?;
+        (descriptor.return_address == frame.return_address
+            && descriptor as *const Descriptor as usize == captured.descriptor)
+            .then_some(captured)
     }
 
     fn check_prepared(&self, frame: &Frame, prepared: &Prepared) -> Result<()> {
@@ -499,6 +512,7 @@ impl Transfers {
         }
         let caller_fp = read(cfa.wrapping_add_signed(arch::SAVED_FP_FROM_CFA), 8)?;
         Ok(eager::Captured {
+            descriptor: descriptor as *const Descriptor as usize,
             values,
             saves,
             caller_fp,
@@ -509,10 +523,7 @@ impl Transfers {
     /// (nothing happens to a frame that is not pending). A frame captured by an eager transfer
     /// whose slots were scrubbed cannot go back: [`Error::StaleFrame`].
     pub fn unpatch(&self, frame: &Frame) -> Result<()> {
-        if frame.pending.is_some()
-            && self.inner.scrub.load(Ordering::Relaxed)
-            && eager::lookup(frame.frame_pointer).is_some()
-        {
+        if self.inner.scrub.load(Ordering::Relaxed) && self.captured(frame).is_some() {
             return Err(Error::StaleFrame {
                 return_address: frame.return_address,
                 slot: frame.return_address_slot,
@@ -543,8 +554,7 @@ impl Transfers {
     /// the hypercall running on this thread.
     pub fn read_values(&self, frame: &Frame, values: &[ValueKind]) -> Result<Vec<u64>> {
         let return_address = frame.return_address;
-        if frame.pending.is_some()
-            && let Some(captured) = eager::lookup(frame.frame_pointer)
+        if let Some(captured) = self.captured(frame)
             && captured.values.len() == values.len()
         {
             return Ok(captured.values);
@@ -580,6 +590,17 @@ impl Transfers {
                 Ok(unsafe { load(address, slot.width) } & slot.bits)
             })
             .collect()
+    }
+
+    /// Does ahead of time what the first transfers would otherwise do inside a hypercall:
+    /// decodes the records and call-frame information of every unit compiled so far, and makes
+    /// sure a batch of free thunks is ready. The runtime calls it on the compiler thread, after
+    /// installing itself and after each background compilation.
+    pub fn warm(&self) -> Result<()> {
+        for unit in self.engine.units() {
+            self.unit_sites(unit.id);
+        }
+        lock(&self.inner.thunks).reserve()
     }
 
     /// Frames that entered a continuation through this engine's thunks.
@@ -636,10 +657,23 @@ impl Transfers {
         if let Some(sites) = lock(&self.inner.units).get(&unit) {
             return Arc::clone(sites);
         }
-        let decoded = self
+        // Copies of the sections, decoded without holding the engine's registry (a guest
+        // thread walking its frames needs it meanwhile).
+        let stack_map = self
             .engine
-            .with_unit_metadata(unit, |map, cfi| decode_unit(unit, map, cfi))
-            .unwrap_or_else(|| UnitSites::empty(unit));
+            .unit_section(unit, uppercut_core::stackmaps::STACKMAP_SECTION);
+        let eh_frame = self
+            .engine
+            .unit_section(unit, uppercut_core::stackmaps::EH_FRAME_SECTION);
+        // Both were checked when the unit was registered; a failure now would only hide the
+        // metadata (fail closed).
+        let map = stack_map
+            .as_ref()
+            .and_then(|(_, bytes)| StackMap::parse(bytes).ok());
+        let cfi = eh_frame
+            .as_ref()
+            .and_then(|(address, bytes)| EhFrameSection::new(bytes, *address).ok());
+        let decoded = decode_unit(unit, map.as_ref(), cfi.as_ref());
         let mut units = lock(&self.inner.units);
         Arc::clone(units.entry(unit).or_insert_with(|| Arc::new(decoded)))
     }
@@ -1185,9 +1219,8 @@ struct ThunkPool {
 }
 
 impl ThunkPool {
-    /// Hands out the next free thunk with `descriptor` in its cell, making a new batch when the
-    /// last one is full.
-    fn allocate(&mut self, descriptor: Descriptor, owner: usize) -> Result<Prepared> {
+    /// Makes sure the last batch has a free thunk, making a new batch when it is full.
+    fn reserve(&mut self) -> Result<()> {
         let full = self
             .batches
             .last()
@@ -1197,6 +1230,13 @@ impl ThunkPool {
             self.batches.push(Arc::new(batch));
             self.used = 0;
         }
+        Ok(())
+    }
+
+    /// Hands out the next free thunk with `descriptor` in its cell, making a new batch when the
+    /// last one is full.
+    fn allocate(&mut self, descriptor: Descriptor, owner: usize) -> Result<Prepared> {
+        self.reserve()?;
         let batch = Arc::clone(self.batches.last().expect("a batch was just made"));
         let index = self.used;
         self.used += 1;

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
-//!              [--osr-transfer=lazy|eager] [--osr-stats] [--osr-threshold=N]
-//!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+//!              [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
+//!              [--osr-threshold=N] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
 //! uppercut stackmaps FILE.o
 //! ```
 //!
@@ -18,8 +18,8 @@ use std::process::ExitCode;
 /// Usage text.
 pub const USAGE: &str = "\
 usage: uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
-                    [--osr-transfer=lazy|eager] [--osr-stats] [--osr-threshold=N]
-                    [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+                    [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
+                    [--osr-threshold=N]                    [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
        uppercut stackmaps FILE.o
 
 run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut's JIT and
@@ -33,8 +33,11 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
   --osr-transfer=lazy      a moved frame's state is read when its callee returns (default)
   --osr-transfer=eager     every moved frame's state is read at once, at the safepoint (and
                            its old slots poisoned: nothing may read them again)
+  --osr-compile=sync       a hot loop waits for its new code (default)
+  --osr-compile=background a hot loop goes on in its old code while the new code is compiled,
+                           and moves at a later pass once it is ready
   --osr-threshold=N        passes of a loop header before its site fires (tier: 1000)
-  --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K` at exit
+  --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K ...` at exit
   --load PLUGIN.so         load a shared library that registers callbacks
 stackmaps  prints the .llvm_stackmaps section of an object file as llvm-readobj --stackmap does";
 

@@ -29,6 +29,7 @@ pub(crate) struct RunArgs {
     pub(crate) osr_stats: bool,
     pub(crate) threshold: Option<i64>,
     pub(crate) transfer: TransferMode,
+    pub(crate) background: bool,
     pub(crate) file: PathBuf,
     pub(crate) guest_args: Vec<String>,
 }
@@ -61,6 +62,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let mut osr_stats = false;
     let mut threshold = None;
     let mut transfer = TransferMode::Lazy;
+    let mut background = false;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -76,6 +78,14 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
                     ));
                 }
                 specialise.push(global.to_owned());
+            }
+            "--osr-compile=sync" => background = false,
+            "--osr-compile=background" => background = true,
+            _ if arg.starts_with("--osr-compile=") => {
+                return Err(CliError(format!(
+                    "unknown --osr-compile mode `{}` (expected sync or background)",
+                    &arg["--osr-compile=".len()..]
+                )));
             }
             _ if arg.starts_with("--osr-transfer=") => {
                 transfer = arg["--osr-transfer=".len()..]
@@ -124,6 +134,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
         osr_stats,
         threshold,
         transfer,
+        background,
         file: PathBuf::from(file),
         guest_args: args[i + 1..].to_vec(),
     })
@@ -185,7 +196,10 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     }
     match run.osr {
         OsrMode::Off => {}
-        OsrMode::Tier => policies.push(Box::new(TierUp::default())),
+        OsrMode::Tier => policies.push(Box::new(TierUp {
+            background: run.background,
+            ..TierUp::default()
+        })),
         OsrMode::Stress(seed) => policies.push(Box::new(Stress::new(seed))),
     }
     let osr = if policies.is_empty() {
@@ -235,8 +249,14 @@ extern "C" fn print_stats() {
     let osr = STATS.lock().unwrap_or_else(|e| e.into_inner()).take();
     let stats = osr.flatten().map(|o| o.stats()).unwrap_or_default();
     eprintln!(
-        "uppercut: osr transitions={} frames={} recompiles={}",
-        stats.transitions, stats.frames, stats.recompiles
+        "uppercut: osr transitions={} frames={} recompiles={} caught_up={} background={} \
+         max_stall_us={}",
+        stats.transitions,
+        stats.frames,
+        stats.recompiles,
+        stats.caught_up,
+        stats.background,
+        stats.max_stall.as_micros()
     );
 }
 
@@ -291,6 +311,12 @@ mod tests {
         assert!(parse(&strings(&["--osr-specialize=", "x.ll"])).is_err());
         assert!(parse(&strings(&["--osr-threshold=0", "x.ll"])).is_err());
         assert!(parse(&strings(&["--osr-transfer=soon", "x.ll"])).is_err());
+        assert!(parse(&strings(&["--osr-compile=later", "x.ll"])).is_err());
+        assert!(
+            parse(&strings(&["--osr-compile=background", "x.ll"]))
+                .unwrap()
+                .background
+        );
         assert_eq!(
             parse(&strings(&["--osr-transfer=eager", "x.ll"]))
                 .unwrap()

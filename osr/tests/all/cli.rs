@@ -412,7 +412,7 @@ fn osr_options_report_bad_use_in_one_line_and_count_what_moved() {
             .split_whitespace()
             .filter_map(|w| w.split_once('=')?.1.parse().ok())
             .collect();
-        assert_eq!(counts.len(), 3, "{line}");
+        assert_eq!(counts.len(), 6, "{line}");
         assert!(
             counts[0] > 0 && counts[1] > 0 && counts[2] > 0,
             "{mode}: {line}"

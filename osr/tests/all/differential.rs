@@ -35,6 +35,7 @@ macro_rules! programs {
             callbacks
             config_loop
             ctors_dtors
+            deep_recursion
             exit_code
             exit_deep
             floats
@@ -52,6 +53,7 @@ macro_rules! programs {
             strings
             structs
             threads
+            threads_shared
             varargs
             wide_values
         }

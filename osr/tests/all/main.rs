@@ -4,5 +4,6 @@
 mod cli;
 mod differential;
 mod policies;
+mod scale;
 mod support;
 mod transfer;
