@@ -452,8 +452,12 @@ impl Transfers {
     /// patched in (a record alone may be stale: a frame skipped by `longjmp` leaves its record
     /// behind, and a later frame may live at the same address).
     fn captured(&self, frame: &Frame) -> Option<eager::Captured> {
-        let captured = eager::lookup(frame.frame_pointer)?;
         let word = StackWindow::current()?.read(frame.return_address_slot)?;
+        if word == frame.return_address {
+            // Not pending: the common case, decided without a lookup.
+            return None;
+        }
+        let captured = eager::lookup(frame.frame_pointer)?;
         let thunks = lock(&self.inner.thunks);
         let descriptor = thunk_at(&thunks.batches, word)?;
         (descriptor.return_address == frame.return_address
