@@ -1,0 +1,110 @@
+//! The stall of tier-up: how long the site hypercalls of a hot loop keep the guest waiting,
+//! with synchronous compilation (the hypercall waits for the O2 version and continuation) and
+//! with background compilation (the hypercall queues them; a later pass moves the frame).
+//!
+//! The guest (`GUEST`, compiled with `clang-19 -O0` at bench start) loops until the host says
+//! its frame has moved (a `stop` hypercall every 2^16 passes). Each round uses a fresh O0
+//! engine with `TierUp` (loop sites fire after 1000 passes) and reads `OsrStats::max_stall`
+//! (the longest site hypercall) and `total_stall`. Medians over the rounds, both modes
+//! interleaved in one run.
+//!
+//! `cargo bench -p uppercut-osr --bench stall` (`-- --quick`: fewer rounds).
+
+#[path = "../tests/common/clang.rs"]
+mod clang_probe;
+
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use uppercut_core::{Engine, EngineOptions, Hypercall, Instrumentation, OptLevel};
+use uppercut_osr::policy::TierUp;
+use uppercut_osr::{Osr, OsrStats, Transfers};
+
+const GUEST: &str = r#"
+void *PerformCustomCallback(const char *name, void *args);
+unsigned long spin(unsigned long seed) {
+  unsigned long h = seed;
+  for (unsigned long i = 1;; i++) {
+    h = h * 6364136223846793005ul + (i ^ (h >> 31));
+    if ((i & 0xffff) == 0 && PerformCustomCallback("stop", (void *)i))
+      return h;
+  }
+}
+"#;
+
+fn guest_ir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("uppercut-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let source = dir.join("spin.c");
+    let ir = dir.join("spin.ll");
+    std::fs::write(&source, GUEST).expect("write the guest");
+    let clang = clang_probe::find_clang().expect("clang 19 (scripts/setup installs it)");
+    let status = Command::new(clang)
+        .args(["-O0", "-S", "-emit-llvm", "-o"])
+        .arg(&ir)
+        .arg(&source)
+        .status()
+        .expect("run clang");
+    assert!(status.success(), "clang failed");
+    ir
+}
+
+fn round(ir: &PathBuf, background: bool) -> OsrStats {
+    let options = EngineOptions {
+        opt_level: OptLevel::O0,
+        instrument: Some(Instrumentation {
+            initial_count: 1000,
+            ..Instrumentation::default()
+        }),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::from_file(ir, options).expect("load");
+    engine
+        .register_callback("stop", |h: &mut Hypercall<'_>| {
+            let moved = Transfers::new(&h.engine()).frames_transferred() > 0;
+            Ok(usize::from(moved) as *mut c_void)
+        })
+        .expect("register stop");
+    let policy = TierUp {
+        background,
+        ..TierUp::default()
+    };
+    let osr = Osr::install(&engine, policy).expect("install");
+    engine.call("spin", &[42]).expect("spin");
+    osr.stats()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let rounds = if quick { 3 } else { 15 };
+    let ir = guest_ir();
+    let mut max = [Vec::new(), Vec::new()];
+    let mut total = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, background) in [false, true].into_iter().enumerate() {
+            let stats = round(&ir, background);
+            assert!(stats.frames >= 1, "the loop never moved: {stats:?}");
+            max[i].push(stats.max_stall);
+            total[i].push(stats.total_stall);
+        }
+    }
+    let _ = std::fs::remove_dir_all(ir.parent().unwrap());
+    println!("tier-up stall of a hot O0 loop, medians of {rounds} rounds (fresh engine each)");
+    println!("{:<12} {:>16} {:>16}", "compile", "longest hypercall", "all hypercalls");
+    for (i, name) in ["sync", "background"].iter().enumerate() {
+        println!(
+            "{name:<12} {:>16.1?} {:>16.1?}",
+            median(max[i].clone()),
+            median(total[i].clone())
+        );
+    }
+    let ratio = median(max[0].clone()).as_secs_f64() / median(max[1].clone()).as_secs_f64();
+    println!("longest stall, sync / background: {ratio:.0}x");
+}
