@@ -9,20 +9,27 @@
 //! its new version.
 //!
 //! ```text
-//!  arena: one reservation, PROT_NONE (no memory) until a region is allocated
+//!  arena: one reservation, PROT_NONE (no memory) until a region is allocated; by default a
+//!  MAP_SHARED view of a memfd of the arena's size (offset = address - range.start)
 //!
 //!  range.start                                                               range.end
 //!  ├────────┬────────┬──────────┬────────┬─────────────────────────────────────────┤
 //!  │ code   │ data   │ free     │ code   │ free, never touched                     │
 //!  │ r-x    │ rw-    │ ---      │ rw-    │ ---                                     │
-//!  └────────┴────────┴──────────┴────────┴─────────────────────────────────────────┘
-//!  ◄──────────────── high water ─────────►
+//!  └───┬────┴────────┴──────────┴────────┴─────────────────────────────────────────┘
+//!  ◄───┼──────────── high water ─────────►
+//!      │ patch_live: the word's page mapped again, rw-, elsewhere (the alias), for
+//!      ▼ one atomic 8-byte store, then unmapped; the code stays r-x throughout
+//!    ┌─────┐
+//!    │ rw- │  alias: same memfd page, exists only during the store
+//!    └─────┘
 //!
 //!  free list: coalesced blocks, indexed by address (merging neighbours on free)
 //!             and by (size, address) (best fit, lowest address first)
 //!  a region:  whole pages; committed (made accessible) when allocated; on free made
-//!             PROT_NONE again and its memory released (MADV_DONTNEED), then merged
-//!             with its free neighbours, so endless recompilation stays bounded
+//!             PROT_NONE again and its memory released (a hole punched in the memfd,
+//!             or MADV_DONTNEED for private memory), then merged with its free
+//!             neighbours, so endless recompilation stays bounded
 //! ```
 //!
 //! A region is a state machine. It is never writable and executable at once: the system-call
@@ -41,8 +48,22 @@
 //!   (Writable)│ patch, replace   (Writable)│   back to the previous state after it,
 //!       └─────┘                      └─────┘   even if f fails or panics
 //!
+//!   patch_live(offset, bytes), in any state: state and protection stay as they are (r-x stays
+//!   r-x); at most 8 bytes within one aligned word, one atomic store through a temporary alias
 //!   drop, in any state: ---, memory released, pages back to the free list
 //! ```
+//!
+//! Two ways to change published code, then: the scoped writable step, during which the whole
+//! region is not executable (so no thread may be running it), and
+//! [`CodeRegion::patch_live`], which changes at most one aligned 8-byte word while other
+//! threads keep running the region. The second needs the arena's dual mapping
+//! ([`ArenaConfig::dual_mapping`], on by default): the arena is a shared mapping of a memfd,
+//! so a second, writable view of any of its pages can be made for a moment. No mapping is ever
+//! writable and executable; what the dual mapping gives up is that published code has no
+//! writable view at all, and it gives that up only for the length of one store. A forked child
+//! gets its own copy of every dual-mapped arena before `fork` returns in it (see the `sys`
+//! module), so it never writes its parent's code. Regions placed outside the arena are private
+//! anonymous memory and cannot be patched live.
 //!
 //! A caller may place a region at a chosen address or within a range ([`Placement`]): inside the
 //! arena it is carved out if free; outside the arena the kernel is asked for exactly that address
@@ -74,7 +95,10 @@ use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::sys::{self, Pages, Prot};
+pub use crate::maps::{
+    Mapping, Permissions, mapping_containing, process_mappings, writable_executable_mappings,
+};
+use crate::sys::{self, Backing, Pages, Prot, SharedFile};
 
 /// Default size of an arena's reservation: 1 GiB of address space (no memory until used).
 pub const DEFAULT_ARENA_SIZE: usize = 1 << 30;
@@ -106,6 +130,15 @@ pub enum CodeMemoryError {
         size: usize,
         /// The address asked for or hinted at, if any.
         addr: Option<usize>,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// The shared-memory file behind a dual-mapped arena could not be created (too many open
+    /// files, or a `vm.memfd_noexec` setting that forbids executable memfds);
+    /// [`ArenaConfig::dual_mapping`] turns dual mapping off.
+    SharedMemory {
+        /// Size of the file.
+        size: usize,
         /// What the kernel said.
         source: io::Error,
     },
@@ -267,6 +300,30 @@ pub enum CodeMemoryError {
         /// Length of the patch.
         len: usize,
     },
+    /// A live patch whose bytes do not lie within one naturally aligned 8-byte word (or that is
+    /// longer than 8 bytes): it cannot be written with one atomic store.
+    PatchNotAtomic {
+        /// The region's address.
+        addr: usize,
+        /// Offset of the patch in the region.
+        offset: usize,
+        /// Length of the patch.
+        len: usize,
+    },
+    /// A live patch of a region that has no second, writable view: it lies outside the arena,
+    /// or the arena is not dual-mapped ([`ArenaConfig::dual_mapping`], or a forked child that
+    /// could not get shared memory of its own).
+    NotAliasable {
+        /// The region's address.
+        addr: usize,
+    },
+    /// The kernel refused to map the writable alias of a page for a live patch.
+    Alias {
+        /// The address of the word being patched.
+        addr: usize,
+        /// What the kernel said.
+        source: io::Error,
+    },
     /// A query of the process's memory (`/proc/self/maps`, `mincore`) failed.
     System {
         /// What was being done.
@@ -313,6 +370,11 @@ impl fmt::Display for CodeMemoryError {
             } => write!(
                 f,
                 "cannot reserve {size:#x} bytes of address space: {source}"
+            ),
+            SharedMemory { size, source } => write!(
+                f,
+                "cannot create the {size:#x}-byte shared memory behind a dual-mapped code arena: \
+                 {source}"
             ),
             InvalidAlignment { align } => {
                 write!(f, "alignment {align:#x} is not a power of two")
@@ -425,6 +487,20 @@ impl fmt::Display for CodeMemoryError {
                 f,
                 "the {len} bytes at {addr:#x}+{offset:#x} are not the ones the patch expects"
             ),
+            PatchNotAtomic { addr, offset, len } => write!(
+                f,
+                "live patch of {len} bytes at {addr:#x}+{offset:#x} does not lie within one \
+                 aligned 8-byte word: it cannot be written with one atomic store"
+            ),
+            NotAliasable { addr } => write!(
+                f,
+                "the region at {addr:#x} has no writable alias (it is not in a dual-mapped \
+                 arena): it cannot be patched live"
+            ),
+            Alias { addr, source } => write!(
+                f,
+                "cannot map a writable alias of the page at {addr:#x}: {source}"
+            ),
             System { what, source } => write!(f, "{what}: {source}"),
         }
     }
@@ -434,6 +510,8 @@ impl std::error::Error for CodeMemoryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CodeMemoryError::Reserve { source, .. }
+            | CodeMemoryError::SharedMemory { source, .. }
+            | CodeMemoryError::Alias { source, .. }
             | CodeMemoryError::KernelRefused { source, .. }
             | CodeMemoryError::Protect { source, .. }
             | CodeMemoryError::System { source, .. } => Some(source),
@@ -490,6 +568,7 @@ pub struct ArenaConfig {
     size: usize,
     placement: ArenaPlacement,
     outside: OutsidePolicy,
+    dual_mapping: bool,
 }
 
 impl Default for ArenaConfig {
@@ -498,12 +577,14 @@ impl Default for ArenaConfig {
             size: DEFAULT_ARENA_SIZE,
             placement: ArenaPlacement::Anywhere,
             outside: OutsidePolicy::WithinReach,
+            dual_mapping: true,
         }
     }
 }
 
 impl ArenaConfig {
-    /// The default: [`DEFAULT_ARENA_SIZE`] bytes anywhere, [`OutsidePolicy::WithinReach`].
+    /// The default: [`DEFAULT_ARENA_SIZE`] bytes anywhere, [`OutsidePolicy::WithinReach`],
+    /// dual-mapped.
     pub fn new() -> Self {
         Self::default()
     }
@@ -523,6 +604,16 @@ impl ArenaConfig {
     /// What to do with requests for ranges outside the reservation.
     pub fn outside(mut self, policy: OutsidePolicy) -> Self {
         self.outside = policy;
+        self
+    }
+
+    /// Whether the reservation is backed by shared memory (a memfd) whose pages a second,
+    /// temporary, writable mapping can reach, so that published code can be patched while it
+    /// stays executable ([`CodeRegion::patch_live`]). On by default; off, the arena is private
+    /// anonymous memory, needs no file descriptor, and `patch_live` fails with
+    /// [`CodeMemoryError::NotAliasable`].
+    pub fn dual_mapping(mut self, on: bool) -> Self {
+        self.dual_mapping = on;
         self
     }
 }
@@ -672,7 +763,8 @@ pub struct ArenaStats {
     pub largest_free_block: usize,
     /// Highest offset from the arena's start ever allocated: how much of the arena has been used.
     pub high_water_bytes: usize,
-    /// Bytes set aside because giving them back failed (a failed `mprotect`); never reused.
+    /// Bytes set aside because giving them back failed (a failed `mprotect`, hole punch or
+    /// `madvise`); never reused.
     pub quarantined_bytes: usize,
     /// Regions allocated since the arena was created.
     pub allocations: u64,
@@ -1042,9 +1134,9 @@ impl CodeArena {
                 page_size: page,
             });
         }
-        let (reserved, addr) = match config.placement {
-            ArenaPlacement::Anywhere => (Pages::reserve(size, None), None),
-            ArenaPlacement::Near(addr) => (Pages::reserve(size, Some(addr)), Some(addr)),
+        let (addr, exact) = match config.placement {
+            ArenaPlacement::Anywhere => (None, false),
+            ArenaPlacement::Near(addr) => (Some(addr), false),
             ArenaPlacement::At(addr) => {
                 if addr % page != 0 {
                     return Err(CodeMemoryError::Misaligned {
@@ -1052,8 +1144,17 @@ impl CodeArena {
                         required: page,
                     });
                 }
-                (Pages::reserve_at(addr, size), Some(addr))
+                (Some(addr), true)
             }
+        };
+        let reserved = if config.dual_mapping {
+            let file = SharedFile::new(size)
+                .map_err(|source| CodeMemoryError::SharedMemory { size, source })?;
+            Pages::reserve_shared(file, size, addr.unwrap_or(0), exact)
+        } else if exact {
+            Pages::reserve_at(addr.unwrap_or(0), size)
+        } else {
+            Pages::reserve(size, addr)
         };
         let pages = reserved.map_err(|source| CodeMemoryError::Reserve { size, addr, source })?;
         let range = pages.addr()..pages.end();
@@ -1224,8 +1325,9 @@ impl fmt::Debug for CodeArena {
 /// **Patching and running threads.** While a code region is in the scoped writable step of
 /// [`with_writable`](Self::with_writable), [`patch`](Self::patch) or
 /// [`replace`](Self::replace), its pages are not executable: a thread executing them at that
-/// moment faults. Patch only while no thread can be running in the region (for example while
-/// the guest is stopped in a hypercall).
+/// moment faults. Use those only while no thread can be running in the region (for example
+/// while the guest is stopped in a hypercall), and [`patch_live`](Self::patch_live) otherwise:
+/// it changes one aligned 8-byte word with one atomic store while the region stays executable.
 ///
 /// **Reading while guest code runs.** [`as_slice`](Self::as_slice) borrows the bytes as
 /// immutable; guest code that stores into a read-write data region while such a borrow is live
@@ -1441,6 +1543,94 @@ impl CodeRegion {
         self.patch(offset, new)
     }
 
+    /// Whether [`patch_live`](Self::patch_live) can write this region: it lies in a
+    /// dual-mapped arena, so its pages have a second, writable view.
+    pub fn can_patch_live(&self) -> bool {
+        self.pages().backing() == Backing::Shared
+    }
+
+    /// Writes `bytes` at `offset` while the region keeps its state and protection (`r-x` for
+    /// published code), with one atomic 8-byte store.
+    ///
+    /// The bytes must lie inside the region's requested bytes
+    /// ([`CodeMemoryError::PatchOutOfBounds`]) and within one naturally aligned 8-byte word
+    /// ([`CodeMemoryError::PatchNotAtomic`]; the region starts on a page, so the alignment of
+    /// `offset` is that of the address). The word, holding the new bytes and its other bytes
+    /// as they are, is stored through a writable alias of its page that exists only during
+    /// this call; a region without one (outside the arena, or in an arena without
+    /// [`ArenaConfig::dual_mapping`]) gets [`CodeMemoryError::NotAliasable`] and is left as it
+    /// is. The region may be in any state.
+    ///
+    /// **Threads running the region meanwhile.** Unlike [`patch`](Self::patch), no page of the
+    /// region stops being executable, so other threads may run it, the patched bytes included:
+    ///
+    /// - The store is one naturally aligned 8-byte access, which x86-64 performs atomically
+    ///   (Intel SDM vol. 3A, §9.1.1), and such a word never straddles a cache line. Instruction
+    ///   fetch is coherent with stores on x86-64, including another processor's stores through
+    ///   another virtual address of the same physical memory (caches are physically tagged).
+    ///   A processor fetching the word gets all of it from before the store or all of it from
+    ///   after: it decodes the old bytes or the new ones, never a mix.
+    /// - A processor that decoded the old bytes just before the store may still execute the old
+    ///   instruction once more. The old code must therefore stay correct to run for a while
+    ///   (a relinked entry's no-op, or its earlier jump, still leads to a live version).
+    /// - The new bytes should replace whole instructions by whole instructions, starting where
+    ///   the old ones started (a 5-byte no-op by a 5-byte `jmp rel32`): a thread may be about
+    ///   to execute any instruction that begins in the word, and must find one there.
+    /// - Intel's cross-modifying-code recipe (SDM vol. 3A, §9.1.3) further has the executing
+    ///   processors serialise before running modified code. Nothing here makes them; as JITs
+    ///   that patch entries with one aligned atomic store do, this relies on the first point.
+    ///
+    /// No data-cache or instruction-cache flush is needed on x86-64.
+    ///
+    /// ```
+    /// use uppercut_core::code_memory::{CodeArena, CodeMemoryError, RegionRequest, RegionState};
+    ///
+    /// let arena = CodeArena::new()?;
+    /// let mut code = arena.allocate(RegionRequest::code(6))?;
+    /// code.as_mut_slice()?.copy_from_slice(&[0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3]); // mov eax, 42; ret
+    /// code.publish()?;
+    /// code.patch_live(1, &[7, 0, 0, 0])?; // r-x all along
+    /// assert_eq!(code.as_slice(), &[0xb8, 0x07, 0x00, 0x00, 0x00, 0xc3]);
+    /// assert_eq!(code.state(), RegionState::Executable);
+    /// // Bytes 6..10 straddle the aligned words 0..8 and 8..16.
+    /// let mut long = arena.allocate(RegionRequest::code(16))?;
+    /// long.publish()?;
+    /// assert!(matches!(long.patch_live(6, &[0x90; 4]), Err(CodeMemoryError::PatchNotAtomic { .. })));
+    /// # Ok::<(), CodeMemoryError>(())
+    /// ```
+    pub fn patch_live(&mut self, offset: usize, bytes: &[u8]) -> Result<(), CodeMemoryError> {
+        let end = self.check_bounds(offset, bytes.len())?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let addr = self.addr();
+        let word = offset & !7;
+        if end - word > 8 {
+            return Err(CodeMemoryError::PatchNotAtomic {
+                addr,
+                offset,
+                len: bytes.len(),
+            });
+        }
+        let pages = self.pages_mut();
+        // The word lies in the region's pages (which are whole, aligned pages), and a live
+        // region is always readable.
+        let Some(old) = pages.as_slice().and_then(|b| b.get(word..word + 8)) else {
+            return Err(CodeMemoryError::NotAliasable { addr });
+        };
+        let mut new = [0u8; 8];
+        new.copy_from_slice(old);
+        new[offset - word..end - word].copy_from_slice(bytes);
+        match pages.store_live(word, u64::from_le_bytes(new)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CodeMemoryError::NotAliasable { addr }),
+            Err(source) => Err(CodeMemoryError::Alias {
+                addr: addr + word,
+                source,
+            }),
+        }
+    }
+
     fn check_bounds(&self, offset: usize, len: usize) -> Result<usize, CodeMemoryError> {
         offset
             .checked_add(len)
@@ -1542,155 +1732,6 @@ impl fmt::Debug for CodeRegion {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The process's mappings
-// ---------------------------------------------------------------------------------------------
-
-/// The permissions of a mapping, as `/proc/self/maps` shows them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Permissions {
-    /// `r`
-    pub read: bool,
-    /// `w`
-    pub write: bool,
-    /// `x`
-    pub execute: bool,
-    /// `s` (shared) rather than `p` (private).
-    pub shared: bool,
-}
-
-impl Permissions {
-    /// `r-x`: published code.
-    pub const READ_EXECUTE: Permissions = Permissions {
-        read: true,
-        write: false,
-        execute: true,
-        shared: false,
-    };
-    /// `rw-`: writable, not executable.
-    pub const READ_WRITE: Permissions = Permissions {
-        read: true,
-        write: true,
-        execute: false,
-        shared: false,
-    };
-    /// `r--`: read-only.
-    pub const READ: Permissions = Permissions {
-        read: true,
-        write: false,
-        execute: false,
-        shared: false,
-    };
-    /// `---`: reserved, inaccessible.
-    pub const NONE: Permissions = Permissions {
-        read: false,
-        write: false,
-        execute: false,
-        shared: false,
-    };
-}
-
-impl fmt::Display for Permissions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flag = |on, c| if on { c } else { '-' };
-        write!(
-            f,
-            "{}{}{}{}",
-            flag(self.read, 'r'),
-            flag(self.write, 'w'),
-            flag(self.execute, 'x'),
-            if self.shared { 's' } else { 'p' }
-        )
-    }
-}
-
-/// One line of `/proc/self/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    /// The mapping's address range.
-    pub range: Range<usize>,
-    /// Its permissions.
-    pub perms: Permissions,
-    /// Offset in the mapped file.
-    pub offset: u64,
-    /// The mapped file or pseudo-name (`[heap]`, `[stack]`), if any.
-    pub path: Option<String>,
-}
-
-impl Mapping {
-    /// Whether the mapping is both writable and executable.
-    pub fn is_writable_executable(&self) -> bool {
-        self.perms.write && self.perms.execute
-    }
-}
-
-/// Every mapping of the process, in address order, from `/proc/self/maps`.
-pub fn process_mappings() -> io::Result<Vec<Mapping>> {
-    parse_mappings(&std::fs::read_to_string("/proc/self/maps")?)
-}
-
-/// Every mapping of the process that is both writable and executable: with this allocator alone,
-/// none. Tests that run guest code assert this stays empty.
-pub fn writable_executable_mappings() -> io::Result<Vec<Mapping>> {
-    Ok(process_mappings()?
-        .into_iter()
-        .filter(Mapping::is_writable_executable)
-        .collect())
-}
-
-/// The mapping of the process that contains `addr`, if any.
-pub fn mapping_containing(addr: usize) -> io::Result<Option<Mapping>> {
-    Ok(process_mappings()?
-        .into_iter()
-        .find(|m| m.range.contains(&addr)))
-}
-
-fn parse_mappings(text: &str) -> io::Result<Vec<Mapping>> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            parse_mapping(line).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected /proc/self/maps line: {line:?}"),
-                )
-            })
-        })
-        .collect()
-}
-
-/// `start-end perms offset dev inode [path]`, hexadecimal addresses and offset.
-fn parse_mapping(line: &str) -> Option<Mapping> {
-    let mut rest = line;
-    let mut field = || {
-        let trimmed = rest.trim_start();
-        let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
-        let (word, tail) = trimmed.split_at(end);
-        rest = tail;
-        (!word.is_empty()).then_some(word)
-    };
-    let (start, end) = field()?.split_once('-')?;
-    let perms = field()?.as_bytes();
-    let offset = field()?;
-    let _dev = field()?;
-    let _inode = field()?;
-    if perms.len() != 4 {
-        return None;
-    }
-    let path = rest.trim();
-    Some(Mapping {
-        range: usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?,
-        perms: Permissions {
-            read: perms[0] == b'r',
-            write: perms[1] == b'w',
-            execute: perms[2] == b'x',
-            shared: perms[3] == b's',
-        },
-        offset: u64::from_str_radix(offset, 16).ok()?,
-        path: (!path.is_empty()).then(|| path.to_owned()),
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
 
@@ -1702,6 +1743,25 @@ mod tests {
 
     /// `mov eax, 42; ret`
     const MOV_EAX_42_RET: [u8; 6] = [0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3];
+
+    /// How the pages of a (dual-mapped) arena show in `/proc/self/maps`: shared mappings of its
+    /// memfd, with the protections of the state machine.
+    const ARENA_NONE: Permissions = Permissions {
+        shared: true,
+        ..Permissions::NONE
+    };
+    const ARENA_R: Permissions = Permissions {
+        shared: true,
+        ..Permissions::READ
+    };
+    const ARENA_RW: Permissions = Permissions {
+        shared: true,
+        ..Permissions::READ_WRITE
+    };
+    const ARENA_RX: Permissions = Permissions {
+        shared: true,
+        ..Permissions::READ_EXECUTE
+    };
 
     fn page() -> usize {
         sys::page_size()
@@ -1830,7 +1890,7 @@ mod tests {
         let arena = CodeArena::new().unwrap();
         assert_eq!(arena.range().len(), DEFAULT_ARENA_SIZE);
         assert_eq!(arena.stats().reserved_bytes, DEFAULT_ARENA_SIZE);
-        assert_eq!(perms_of(arena.range()), vec![Permissions::NONE]);
+        assert_eq!(perms_of(arena.range()), vec![ARENA_NONE]);
         // Another arena exactly where this one is: refused, nothing replaced.
         let start = arena.range().start;
         let taken = CodeArena::with_config(
@@ -1846,7 +1906,7 @@ mod tests {
             CodeArena::with_config(ArenaConfig::new().placement(ArenaPlacement::At(start + 1))),
             Err(CodeMemoryError::Misaligned { .. })
         ));
-        assert_eq!(perms_of(arena.range()), vec![Permissions::NONE]);
+        assert_eq!(perms_of(arena.range()), vec![ARENA_NONE]);
         // A hint is only a hint, but the arena is usable wherever it lands.
         let near = CodeArena::with_config(
             ArenaConfig::new()
@@ -1861,12 +1921,12 @@ mod tests {
     fn code_region_is_never_writable_and_executable() {
         let arena = arena(16 << 20);
         let mut region = arena.allocate(RegionRequest::code(3 * page())).unwrap();
-        assert_perms(&region, Permissions::READ_WRITE);
+        assert_perms(&region, ARENA_RW);
         region.as_mut_slice().unwrap()[..6].copy_from_slice(&MOV_EAX_42_RET);
 
         region.publish().unwrap();
         assert_eq!(region.state(), RegionState::Executable);
-        assert_perms(&region, Permissions::READ_EXECUTE);
+        assert_perms(&region, ARENA_RX);
 
         let pages = pages_of(&region);
         let during = region
@@ -1878,17 +1938,14 @@ mod tests {
                 )
             })
             .unwrap();
-        assert!(
-            during.0.iter().all(|p| *p == Permissions::READ_WRITE),
-            "{during:?}"
-        );
+        assert!(during.0.iter().all(|p| *p == ARENA_RW), "{during:?}");
         assert_eq!(during.1, vec![]);
         assert_eq!(region.state(), RegionState::Executable);
-        assert_perms(&region, Permissions::READ_EXECUTE);
+        assert_perms(&region, ARENA_RX);
         assert_eq!(region.as_slice()[1], 7);
 
         drop(region);
-        assert_eq!(perms_of(pages), vec![Permissions::NONE]);
+        assert_eq!(perms_of(pages), vec![ARENA_NONE]);
         assert_eq!(writable_executable_mappings().unwrap(), vec![]);
     }
 
@@ -1897,21 +1954,21 @@ mod tests {
         let arena = arena(16 << 20);
         let mut rw = arena.allocate(RegionRequest::data(100)).unwrap();
         rw.as_mut_slice().unwrap()[0] = 1;
-        assert_perms(&rw, Permissions::READ_WRITE);
+        assert_perms(&rw, ARENA_RW);
         // Scoped step on a writable region: nothing changes.
         rw.with_writable(|buf| buf[1] = 2).unwrap();
         assert_eq!(rw.state(), RegionState::Writable);
-        assert_perms(&rw, Permissions::READ_WRITE);
+        assert_perms(&rw, ARENA_RW);
 
         let mut ro = arena.allocate(RegionRequest::data(100)).unwrap();
         ro.as_mut_slice().unwrap()[..3].copy_from_slice(b"abc");
         ro.make_read_only().unwrap();
         assert_eq!(ro.state(), RegionState::ReadOnly);
-        assert_perms(&ro, Permissions::READ);
+        assert_perms(&ro, ARENA_R);
         ro.patch(1, b"B").unwrap();
         assert_eq!(&ro.as_slice()[..3], b"aBc");
         assert_eq!(ro.state(), RegionState::ReadOnly);
-        assert_perms(&ro, Permissions::READ);
+        assert_perms(&ro, ARENA_R);
     }
 
     #[test]
@@ -1938,7 +1995,7 @@ mod tests {
             code.as_mut_slice(),
             Err(CodeMemoryError::WrongState { .. })
         ));
-        assert_perms(&code, Permissions::READ_EXECUTE);
+        assert_perms(&code, ARENA_RX);
 
         let mut data = arena.allocate(RegionRequest::data(16)).unwrap();
         let err = data.publish().unwrap_err();
@@ -1947,14 +2004,14 @@ mod tests {
             err.to_string().contains("cannot publish the data region"),
             "{err}"
         );
-        assert_perms(&data, Permissions::READ_WRITE);
+        assert_perms(&data, ARENA_RW);
         data.make_read_only().unwrap();
         assert!(matches!(
             data.make_read_only(),
             Err(CodeMemoryError::WrongState { .. })
         ));
         assert!(data.as_mut_slice().is_err());
-        assert_perms(&data, Permissions::READ);
+        assert_perms(&data, ARENA_R);
     }
 
     #[test]
@@ -1976,7 +2033,7 @@ mod tests {
         jmp[1..].copy_from_slice(&rel.to_le_bytes());
         f.replace(0, &MOV_EAX_42_RET[..5], &jmp).unwrap();
         assert_eq!(call(&f), -3);
-        assert_perms(&f, Permissions::READ_EXECUTE);
+        assert_perms(&f, ARENA_RX);
     }
 
     #[test]
@@ -2019,7 +2076,7 @@ mod tests {
         ));
         assert_eq!(f.as_slice(), &MOV_EAX_42_RET);
         assert_eq!(f.state(), RegionState::Executable);
-        assert_perms(&f, Permissions::READ_EXECUTE);
+        assert_perms(&f, ARENA_RX);
         assert_eq!(call(&f), 42);
     }
 
@@ -2036,7 +2093,7 @@ mod tests {
             .unwrap();
         assert_eq!(out, Err("half-written patch"));
         assert_eq!(f.state(), RegionState::Executable);
-        assert_perms(&f, Permissions::READ_EXECUTE);
+        assert_perms(&f, ARENA_RX);
         assert_eq!(call(&f), 1);
 
         let caught = catch_unwind(AssertUnwindSafe(|| {
@@ -2047,7 +2104,7 @@ mod tests {
         }));
         assert!(caught.is_err());
         assert_eq!(f.state(), RegionState::Executable);
-        assert_perms(&f, Permissions::READ_EXECUTE);
+        assert_perms(&f, ARENA_RX);
         assert_eq!(call(&f), 2);
     }
 
@@ -2153,7 +2210,7 @@ mod tests {
             matches!(err, Err(CodeMemoryError::AddressInUse { addr, .. }) if addr == other),
             "{err:?}"
         );
-        assert_eq!(perms_of(other..other + p), vec![Permissions::NONE]);
+        assert_eq!(perms_of(other..other + p), vec![ARENA_NONE]);
         // Beyond the user address space: the kernel says no.
         let err = open.allocate(RegionRequest::code(p).at(usize::MAX - (1 << 20) + 1));
         assert!(
@@ -2206,6 +2263,13 @@ mod tests {
         region.as_mut_slice().unwrap()[..6].copy_from_slice(&returning(5));
         region.publish().unwrap();
         assert_perms(&region, Permissions::READ_EXECUTE);
+        assert_eq!(call(&region), 5);
+        // Private anonymous memory: no second view to patch it live through.
+        assert!(!region.can_patch_live());
+        assert!(matches!(
+            region.patch_live(1, &[6]),
+            Err(CodeMemoryError::NotAliasable { .. })
+        ));
         assert_eq!(call(&region), 5);
         // The span now includes the outside region: the highest page that the arena alone
         // would keep within reach is now out of it.
@@ -2262,7 +2326,7 @@ mod tests {
         let stats = arena.stats();
         assert_eq!((stats.free_blocks, stats.largest_free_block), (1, size));
         assert_eq!((stats.live_regions, stats.committed_bytes), (0, 0));
-        assert_eq!(perms_of(arena.range()), vec![Permissions::NONE]);
+        assert_eq!(perms_of(arena.range()), vec![ARENA_NONE]);
     }
 
     #[test]
@@ -2377,7 +2441,7 @@ mod tests {
         let maps = process_mappings().unwrap();
         assert!(
             maps.iter()
-                .any(|m| m.range == tail && m.perms == Permissions::NONE)
+                .any(|m| m.range == tail && m.perms == ARENA_NONE)
         );
 
         // The holder decides when the memory goes; the last owner unmaps the reservation.
@@ -2426,33 +2490,274 @@ mod tests {
     }
 
     #[test]
-    fn maps_parser_reads_permissions_offsets_and_paths() {
-        let text = "\
-00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon
-7f0000000000-7f0000001000 rwxp 00000000 00:00 0 
-7ffd1a2b3000-7ffd1a2d4000 rw-p 00000000 00:00 0                          [stack]
-7f1000000000-7f1000002000 rw-s 00001000 00:05 42   /memfd:with space (deleted)
-";
-        let maps = parse_mappings(text).unwrap();
-        assert_eq!(maps.len(), 4);
-        assert_eq!(maps[0].range, 0x400000..0x452000);
-        assert_eq!(maps[0].perms, Permissions::READ_EXECUTE);
-        assert_eq!(maps[0].path.as_deref(), Some("/usr/bin/dbus-daemon"));
-        assert!(maps[1].is_writable_executable());
-        assert_eq!(maps[1].perms.to_string(), "rwxp");
-        assert_eq!(maps[1].path, None);
-        assert_eq!(maps[2].path.as_deref(), Some("[stack]"));
-        assert!(maps[3].perms.shared && maps[3].offset == 0x1000);
-        assert_eq!(maps[3].path.as_deref(), Some("/memfd:with space (deleted)"));
-        assert!(parse_mappings("not a mapping\n").is_err());
-        assert!(parse_mappings("1000-2000 rw 0 0:0 0\n").is_err());
+    fn live_patches_store_one_word_and_keep_the_region_as_it_is() {
+        let arena = arena(16 << 20);
+        let mut f = code(&arena, &MOV_EAX_42_RET);
+        assert!(f.can_patch_live());
+        f.patch_live(1, &7i32.to_le_bytes()).unwrap();
+        assert_eq!(f.as_slice(), &returning(7));
+        assert_eq!(call(&f), 7);
+        assert_eq!(f.state(), RegionState::Executable);
+        assert_perms(&f, ARENA_RX);
 
-        let local = 5u64;
-        let stack = mapping_containing(&local as *const u64 as usize)
-            .unwrap()
+        // Relink as the engine does: the 5-byte `mov` becomes a `jmp rel32` to g, written with
+        // the byte after it (`ret`, unchanged) as one word.
+        let g = code(&arena, &returning(-3));
+        let rel = i32::try_from(g.addr() as i64 - (f.addr() as i64 + 5)).unwrap();
+        let mut jmp = [0xe9, 0, 0, 0, 0];
+        jmp[1..].copy_from_slice(&rel.to_le_bytes());
+        f.patch_live(0, &jmp).unwrap();
+        assert_eq!(call(&f), -3);
+        assert_eq!(f.as_slice()[5], 0xc3);
+        f.patch_live(0, &MOV_EAX_42_RET[..5]).unwrap();
+        assert_eq!(call(&f), 42);
+        f.patch_live(6, &[]).unwrap();
+
+        // Any state, and the state stays.
+        let mut rw = arena.allocate(RegionRequest::data(16)).unwrap();
+        rw.patch_live(8, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(&rw.as_slice()[8..], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(rw.state(), RegionState::Writable);
+        rw.make_read_only().unwrap();
+        rw.patch_live(3, &[9]).unwrap();
+        assert_eq!(rw.as_slice()[..4], [0, 0, 0, 9]);
+        assert_eq!(rw.state(), RegionState::ReadOnly);
+        assert_perms(&rw, ARENA_R);
+    }
+
+    #[test]
+    fn live_patches_must_fit_one_aligned_word() {
+        let arena = arena(16 << 20);
+        let mut f = arena.allocate(RegionRequest::code(20)).unwrap();
+        f.as_mut_slice().unwrap().fill(0x90);
+        f.publish().unwrap();
+        for (offset, len) in [(6, 4), (7, 2), (0, 9), (4, 8), (15, 2)] {
+            let err = f.patch_live(offset, &vec![0xcc; len]).unwrap_err();
+            assert!(
+                matches!(err, CodeMemoryError::PatchNotAtomic { offset: o, len: l, .. } if o == offset && l == len),
+                "{offset} {len}: {err:?}"
+            );
+            assert!(err.to_string().contains("one atomic store"), "{err}");
+        }
+        assert!(matches!(
+            f.patch_live(18, &[0xcc; 4]),
+            Err(CodeMemoryError::PatchOutOfBounds { .. })
+        ));
+        assert!(f.as_slice().iter().all(|&b| b == 0x90));
+        // Whole words, and any part of one, are fine.
+        for (offset, len) in [(0, 8), (8, 8), (5, 3), (16, 4), (7, 1)] {
+            f.patch_live(offset, &vec![0xc3; len]).unwrap();
+        }
+        assert!(f.as_slice().iter().all(|&b| b == 0xc3));
+    }
+
+    #[test]
+    fn arenas_without_dual_mapping_cannot_patch_live() {
+        let arena =
+            CodeArena::with_config(ArenaConfig::new().size(16 << 20).dual_mapping(false)).unwrap();
+        assert_eq!(perms_of(arena.range()), vec![Permissions::NONE]);
+        let mut f = code(&arena, &MOV_EAX_42_RET);
+        assert_perms(&f, Permissions::READ_EXECUTE);
+        assert!(!f.can_patch_live());
+        let err = f.patch_live(1, &[7]).unwrap_err();
+        assert!(matches!(err, CodeMemoryError::NotAliasable { addr } if addr == f.addr()));
+        assert!(err.to_string().contains("cannot be patched live"), "{err}");
+        assert_eq!(call(&f), 42);
+        // The scoped step still works, and freeing still gives the memory back.
+        f.patch(1, &[7]).unwrap();
+        assert_eq!(call(&f), 7);
+        drop(f);
+        assert_eq!(arena.resident_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn live_patches_while_other_threads_run_the_region() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const VALUES: [i32; 2] = [0x1111_1111, 0x2222_2222];
+        let arena = arena(16 << 20);
+        // `mov eax, imm32; ret` at offset 0: the immediate is bytes 1..5, inside word 0..8.
+        let mut f = code(&arena, &returning(VALUES[0]));
+        let entry = f.addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let runners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    // SAFETY: the region stays mapped and executable until the threads are
+                    // joined, and holds a complete function returning an i32 whatever the patch.
+                    let f = unsafe { std::mem::transmute::<usize, extern "C" fn() -> i32>(entry) };
+                    let mut seen = [0u64; 2];
+                    while !stop.load(Ordering::Relaxed) {
+                        match f() {
+                            v if v == VALUES[0] => seen[0] += 1,
+                            v if v == VALUES[1] => seen[1] += 1,
+                            v => panic!("torn patch: {v:#x}"),
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for i in 0..20_000 {
+            f.patch_live(1, &VALUES[(i + 1) % 2].to_le_bytes()).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for runner in runners {
+            let seen = runner.join().expect("a runner failed");
+            assert!(seen[0] + seen[1] > 0);
+        }
+        assert_eq!(call(&f), VALUES[0]);
+        assert_perms(&f, ARENA_RX);
+    }
+
+    #[test]
+    fn freed_dual_mapped_regions_give_their_memory_back() {
+        let p = page();
+        let arena = arena(16 << 20);
+        let mut a = arena.allocate(RegionRequest::data(4 * p)).unwrap();
+        a.as_mut_slice().unwrap().fill(0xaa);
+        a.make_read_only().unwrap();
+        a.patch_live(8, &[0x55; 8]).unwrap();
+        assert_eq!(arena.resident_bytes().unwrap(), 4 * p);
+        let addr = a.addr();
+        drop(a);
+        // MADV_DONTNEED would leave the memfd holding the pages; the punched hole does not.
+        assert_eq!(arena.resident_bytes().unwrap(), 0);
+        assert_eq!(arena.stats().committed_bytes, 0);
+        let again = arena.allocate(RegionRequest::data(4 * p).at(addr)).unwrap();
+        assert!(again.as_slice().iter().all(|&b| b == 0));
+        // Unlike private anonymous memory, shared memory has no zero page to map for a read:
+        // reading the hole gave it memory again, which freeing gives back again.
+        drop(again);
+        assert_eq!(arena.resident_bytes().unwrap(), 0);
+    }
+
+    /// Runs `child` in a forked child process and returns its exit code: 0 when it returned
+    /// `Ok`, its own code for `Err`, 99 when it panicked.
+    fn in_child(child: impl FnOnce() -> Result<(), i32>) -> i32 {
+        // SAFETY: fork in a multi-threaded test process: the child only runs `child`, which
+        // uses an arena of its own test (whose lock no other thread holds) and malloc (usable
+        // after fork in glibc), then leaves with `_exit`, running no destructor and no harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            let code = match catch_unwind(AssertUnwindSafe(child)) {
+                Ok(Ok(())) => 0,
+                Ok(Err(code)) => code,
+                Err(_) => 99,
+            };
+            // SAFETY: ends the child at once, as planned.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked; `status` is a valid place for its status.
+        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(got, pid, "waitpid: {}", io::Error::last_os_error());
+        assert!(
+            libc::WIFEXITED(status),
+            "the child died: status {status:#x}"
+        );
+        libc::WEXITSTATUS(status)
+    }
+
+    /// What the fork tests leave in the parent: a function, data, and a free page.
+    struct Forked {
+        arena: CodeArena,
+        f: CodeRegion,
+        data: CodeRegion,
+        free: usize,
+    }
+
+    fn before_fork() -> Forked {
+        let arena = arena(16 << 20);
+        let f = code(&arena, &MOV_EAX_42_RET);
+        let mut data = arena.allocate(RegionRequest::data(100)).unwrap();
+        data.as_mut_slice().unwrap()[..3].copy_from_slice(b"abc");
+        let spare = arena.allocate(RegionRequest::code(1)).unwrap();
+        let free = spare.addr();
+        drop(spare);
+        Forked {
+            arena,
+            f,
+            data,
+            free,
+        }
+    }
+
+    /// What a child may do with the code memory it inherited, checked step by step.
+    fn child_writes(forked: &mut Forked, live: bool) -> Result<(), i32> {
+        let check = |ok: bool, code: i32| if ok { Ok(()) } else { Err(code) };
+        check(call(&forked.f) == 42, 10)?;
+        check(&forked.data.as_slice()[..3] == b"abc", 11)?;
+        check(forked.f.can_patch_live() == live, 12)?;
+        if live {
+            forked
+                .f
+                .patch_live(1, &7i32.to_le_bytes())
+                .map_err(|_| 13)?;
+        } else {
+            let refused = forked.f.patch_live(1, &[7]);
+            check(
+                matches!(refused, Err(CodeMemoryError::NotAliasable { .. })),
+                14,
+            )?;
+            forked.f.patch(1, &7i32.to_le_bytes()).map_err(|_| 15)?;
+        }
+        check(call(&forked.f) == 7, 16)?;
+        let expected = if live {
+            ARENA_RX
+        } else {
+            Permissions::READ_EXECUTE
+        };
+        let pages = pages_of(&forked.f);
+        check(perms_of(pages).iter().all(|p| *p == expected), 17)?;
+        check(
+            writable_executable_mappings().is_ok_and(|wx| wx.is_empty()),
+            18,
+        )?;
+        forked.data.as_mut_slice().map_err(|_| 19)?[0] = b'X';
+        let mut new = forked
+            .arena
+            .allocate(RegionRequest::code(6).at(forked.free))
+            .map_err(|_| 20)?;
+        new.as_mut_slice()
+            .map_err(|_| 21)?
+            .copy_from_slice(&returning(5));
+        new.publish().map_err(|_| 22)?;
+        check(call(&new) == 5, 23)?;
+        Ok(())
+    }
+
+    /// After the child is gone, the parent's code memory is as it was, and still works.
+    fn parent_unchanged(mut forked: Forked) {
+        assert_eq!(call(&forked.f), 42);
+        assert_eq!(forked.f.as_slice(), &MOV_EAX_42_RET);
+        assert_eq!(&forked.data.as_slice()[..3], b"abc");
+        let free = forked
+            .arena
+            .allocate(RegionRequest::code(6).at(forked.free))
             .unwrap();
-        assert!(stack.perms.read && stack.perms.write && !stack.perms.execute);
-        assert_eq!(writable_executable_mappings().unwrap(), vec![]);
+        assert!(free.as_slice().iter().all(|&b| b == 0));
+        assert_perms(&forked.f, ARENA_RX);
+        forked.f.patch_live(1, &9i32.to_le_bytes()).unwrap();
+        assert_eq!(call(&forked.f), 9);
+    }
+
+    #[test]
+    fn a_forked_child_gets_code_memory_of_its_own() {
+        let mut forked = before_fork();
+        assert_eq!(in_child(|| child_writes(&mut forked, true)), 0);
+        parent_unchanged(forked);
+    }
+
+    #[test]
+    fn a_forked_child_without_shared_memory_gets_private_code_memory() {
+        let mut forked = before_fork();
+        sys::set_child_copies_private(true);
+        let code = in_child(|| child_writes(&mut forked, false));
+        sys::set_child_copies_private(false);
+        assert_eq!(code, 0);
+        parent_unchanged(forked);
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! addresses (in constants, in global initialisers, through casts), and a function pointer the
 //! guest stored before the recompilation still works. The no-op area is reserved at every
 //! entry by `"patchable-function-entry"="5"`, so no branch inside the function can target the
-//! patched bytes; the arena keeps all code within `jmp rel32` reach.
+//! patched bytes; the arena keeps all code within `jmp rel32` reach. Every function is aligned
+//! to 16 bytes, so the 5 bytes lie in one aligned 8-byte word, which is written with one atomic
+//! store through a second mapping of the code while the code stays executable: other guest
+//! threads may keep running the old code while it is relinked.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -41,7 +44,10 @@ pub struct EngineOptions {
     /// from it, all within `jmp rel32` reach. [`ArenaConfig::placement`] puts the engine's code
     /// at a chosen address
     /// ([`ArenaPlacement::At`](crate::code_memory::ArenaPlacement::At)) or near one; the engine fails to start with
-    /// an error saying why when the address cannot be had.
+    /// an error saying why when the address cannot be had. Relinking ([`Engine::recompile`],
+    /// [`Engine::bind`] of a defined function) patches entries while other threads may run
+    /// them, which needs the arena's [`ArenaConfig::dual_mapping`] (the default): without it,
+    /// relinking fails with [`CodeMemoryError::NotAliasable`](crate::code_memory::CodeMemoryError::NotAliasable).
     pub arena: ArenaConfig,
     /// Whether to install the built-in `uppercut.*` callbacks.
     pub builtins: bool,
@@ -1036,10 +1042,30 @@ fn check_metadata(unit: &str, memory: &ir::UnitMemory) -> Result<()> {
 ///
 /// Each entry must still hold the 5-byte no-op LLVM placed there, or a jump an earlier
 /// redirection wrote: anything else means the entry is not ours to patch.
+///
+/// Other threads may be running the old code, this entry included, at this very moment (a
+/// multi-threaded guest whose policy recompiles): each entry is therefore patched live, the
+/// jump and the 3 bytes after it written as one aligned 8-byte word with one atomic store while
+/// the code stays executable ([`CodeRegion::patch_live`]). A thread that reaches the entry runs
+/// either the no-op (or the earlier jump), into an older version that is still mapped, or the
+/// new jump. Entries are 16-byte aligned (the IR asks for it), so their 5 bytes always lie in
+/// one aligned word; an entry that somehow does not is refused rather than patched by making
+/// its code writable, which would fault any thread running it.
 fn redirect(state: &mut State, function: &str, entries: &[u64], target: u64) -> Result<()> {
     for &entry in entries {
         if entry == target {
             continue;
+        }
+        if entry % 8 + ir::PATCHABLE_ENTRY_BYTES as u64 > 8 {
+            return Err(Error::Relink {
+                function: function.to_owned(),
+                reason: format!(
+                    "the entry at {entry:#x} is not aligned so that its {} bytes lie within one \
+                     aligned 8-byte word: it cannot be patched with one atomic store while other \
+                     threads may run it",
+                    ir::PATCHABLE_ENTRY_BYTES
+                ),
+            });
         }
         let jump = arch::jmp_rel32(entry, target).ok_or_else(|| Error::Relink {
             function: function.to_owned(),
@@ -1065,7 +1091,7 @@ fn redirect(state: &mut State, function: &str, entries: &[u64], target: u64) -> 
                 ),
             });
         }
-        region.patch(offset, &jump)?;
+        region.patch_live(offset, &jump)?;
     }
     Ok(())
 }

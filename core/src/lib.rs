@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod hypercall;
 mod ir;
+mod maps;
 mod plugin;
 pub mod shadow;
 mod sites;

@@ -38,6 +38,12 @@ mod llvm;
 /// redirected with one `jmp rel32` without touching an instruction that a branch may target.
 pub(crate) const PATCHABLE_ENTRY_BYTES: usize = 5;
 
+/// The least alignment of every function's entry. LLVM aligns functions to 16 bytes on x86-64
+/// except when optimising for size (`optsize`, `minsize`: no alignment at all); relinking needs
+/// the patchable bytes within one aligned 8-byte word, which 16 gives (at the cost of a little
+/// padding before functions optimised for size).
+pub(crate) const ENTRY_ALIGN: u32 = 16;
+
 /// Name of the hypercall entry that constant-name hypercalls are rewritten to call.
 pub(crate) const FAST_HYPERCALL: &str = "__uppercut_hypercall_fast";
 /// The guest's hypercall entry, as the design note names it.
@@ -614,6 +620,12 @@ fn prepare(m: LLVMModuleRef) {
                 &PATCHABLE_ENTRY_BYTES.to_string(),
             );
             add_fn_attribute(v, "frame-pointer", "all");
+            // SAFETY: `v` is a function definition of `m`; reading and raising its alignment.
+            unsafe {
+                if llc::LLVMGetAlignment(v) < ENTRY_ALIGN {
+                    llc::LLVMSetAlignment(v, ENTRY_ALIGN);
+                }
+            }
         }
     }
 }

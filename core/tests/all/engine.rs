@@ -655,3 +655,140 @@ exit:
     );
     assert!(o2.size <= 32, "O2 {} bytes", o2.size);
 }
+
+const RELINKED_WHILE_RUNNING: &str = r#"
+declare i64 @host_value()
+define i64 @f() noinline {
+  %v = call i64 @host_value()
+  %r = add i64 %v, 100
+  ret i64 %r
+}
+; Calls `f` through its first entry %n times; returns how many results were neither 107 nor
+; 109 (the results of the versions the host compiles).
+define i64 @spin(i64 %n) noinline {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %bad = phi i64 [ 0, %entry ], [ %bad1, %loop ]
+  %r = call i64 @f()
+  %is7 = icmp eq i64 %r, 107
+  %is9 = icmp eq i64 %r, 109
+  %ok = or i1 %is7, %is9
+  %b = select i1 %ok, i64 0, i64 1
+  %bad1 = add i64 %bad, %b
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, %n
+  br i1 %done, label %exit, label %loop
+exit:
+  ret i64 %bad1
+}
+define ptr @f_address() {
+  ret ptr @f
+}
+define i64 @call_through(ptr %fp) {
+  %r = call i64 %fp()
+  ret i64 %r
+}
+"#;
+
+/// Relinking patches entries that other threads are executing through right now: the code
+/// stays executable the whole time (each entry changes with one atomic store), so the callers
+/// never fault and every call reaches one complete version or another.
+#[test]
+fn relinking_while_other_threads_run_the_old_code() {
+    use std::sync::atomic::AtomicBool;
+    const THREADS: usize = 3;
+    const RECOMPILES: usize = 300;
+
+    let e = engine_at(RELINKED_WHILE_RUNNING, OptLevel::O0);
+    e.bind("host_value", host_seven as *const () as u64)
+        .unwrap();
+    let old_pointer = e.call("f_address", &[]).unwrap();
+    assert_eq!(e.call("spin", &[10]).unwrap(), 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (e, stop, started) = (e.clone(), Arc::clone(&stop), Arc::clone(&started));
+            std::thread::spawn(move || {
+                started.wait();
+                let (mut calls, mut seen) = (0u64, [0u64; 2]);
+                while !stop.load(Ordering::Relaxed) {
+                    // `spin` was compiled with the first unit: it calls `f`'s first entry, the
+                    // one every relink patches, from the same code section.
+                    assert_eq!(e.call("spin", &[20_000]).unwrap(), 0, "thread {t}");
+                    let r = if t % 2 == 0 {
+                        e.call("call_through", &[old_pointer]).unwrap()
+                    } else {
+                        e.call("f", &[]).unwrap()
+                    };
+                    match r {
+                        107 => seen[0] += 1,
+                        109 => seen[1] += 1,
+                        other => panic!("thread {t}: `f` returned {other}"),
+                    }
+                    calls += 20_001;
+                }
+                (calls, seen)
+            })
+        })
+        .collect();
+
+    started.wait();
+    for i in 0..RECOMPILES {
+        let (host, opt) = if i % 2 == 0 {
+            (host_nine as *const () as u64, OptLevel::O2)
+        } else {
+            (host_seven as *const () as u64, OptLevel::O0)
+        };
+        e.bind("host_value", host).unwrap();
+        let done = e.recompile("f", opt).unwrap();
+        assert_eq!(done.redirected, i + 1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = [0u64; 2];
+    for worker in workers {
+        let (calls, s) = worker.join().expect("a worker failed");
+        assert!(calls > 0);
+        seen[0] += s[0];
+        seen[1] += s[1];
+    }
+    // The workers ran across the relinks: they saw both versions' results.
+    assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+    // The last version (an odd count of recompiles ends on host_seven) is what runs now.
+    assert_eq!(e.call("call_through", &[old_pointer]).unwrap(), 107);
+    assert_eq!(e.call("spin", &[10]).unwrap(), 0);
+}
+
+/// LLVM does not align functions optimised for size; the engine asks for 16 bytes anyway, so
+/// that every entry's patchable bytes lie in one aligned word and can be relinked live.
+#[test]
+fn functions_optimised_for_size_can_be_relinked_live() {
+    let ir = r#"
+define i64 @a(i64 %x) minsize optsize noinline {
+  %r = add i64 %x, 1
+  ret i64 %r
+}
+define i64 @b(i64 %x) minsize optsize noinline {
+  %r = mul i64 %x, 3
+  ret i64 %r
+}
+define i64 @c(i64 %x) optsize {
+  %r = call i64 @b(i64 %x)
+  ret i64 %r
+}
+"#;
+    let e = engine_at(ir, OptLevel::O2);
+    assert_eq!(e.call("c", &[5]).unwrap(), 15);
+    for f in ["a", "b", "c"] {
+        let done = e.recompile(f, OptLevel::O0).unwrap();
+        assert_eq!(done.redirected, 1);
+    }
+    for v in e.all_versions() {
+        assert_eq!(v.entry % 16, 0, "{v:?}");
+    }
+    assert_eq!(e.call("c", &[5]).unwrap(), 15);
+    assert_eq!(e.call("a", &[5]).unwrap(), 6);
+}
