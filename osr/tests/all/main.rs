@@ -3,6 +3,7 @@
 
 mod cli;
 mod differential;
+mod multi;
 mod policies;
 mod support;
 mod transfer;
