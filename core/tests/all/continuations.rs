@@ -13,6 +13,7 @@ use uppercut_core::{
 /// versions above O0 lift.
 const GUEST: &str = r#"
 @tick.name = private unnamed_addr constant [5 x i8] c"tick\00"
+@scale = global i64 3
 declare ptr @PerformCustomCallback(ptr, ptr)
 
 define i64 @tick(i64 %x) {
@@ -67,7 +68,9 @@ latch:
 done:
   %e = call i64 @tick(i64 %acc3)
   %f = call i64 @tick(i64 %e)
-  %r = xor i64 %f, %a
+  %scale = load i64, ptr @scale
+  %fs = mul i64 %f, %scale
+  %r = xor i64 %fs, %a
   ret i64 %r
 }
 "#;
@@ -240,6 +243,21 @@ fn per_site_and_multi_entry_continuations_coexist() {
         "each call compiles anew"
     );
     assert_ne!(multi.entry(sites[1]), Some(single.version.entry));
+}
+
+#[test]
+fn a_multi_entry_continuation_can_be_specialised() {
+    let engine = instrumented(OptLevel::O2);
+    let spec = vec![("scale".to_owned(), 5)];
+    let multi = engine
+        .compile_multi_continuation("work", OptLevel::O2, &spec)
+        .unwrap();
+    assert_eq!(multi.version.specialisation, spec);
+    let all = engine.all_versions();
+    for &(_, address) in &multi.entries {
+        let v = all.iter().find(|v| v.entry == address).unwrap();
+        assert_eq!(v.specialisation, spec);
+    }
 }
 
 #[test]
