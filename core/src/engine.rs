@@ -31,7 +31,7 @@ use crate::arch;
 use crate::code_memory::{ArenaConfig, CodeArena, CodeRegion};
 use crate::error::{Error, Result};
 use crate::hypercall::{self, Callback, Callbacks};
-use crate::ir::{self, Ir, Linker, ModuleFacts, UnitSpec};
+use crate::ir::{self, Ir, Linker, ModuleFacts, Resume, ResumePart, UnitSpec};
 use crate::sites::{Instrumentation, OsrModule};
 use crate::types::{OptLevel, SiteId, UnitId, VersionId};
 
@@ -99,19 +99,30 @@ pub struct VersionInfo {
     pub size: u64,
     /// The optimisation level it was built at.
     pub opt_level: OptLevel,
-    /// A whole function, or a continuation of it.
+    /// A whole function, or (part of) a continuation of it.
     pub kind: VersionKind,
     /// The globals it was specialised on, with the values it assumes (their bits).
     pub specialisation: Vec<(String, u64)>,
 }
 
 /// What a version's code is.
+///
+/// Only `Function` versions are among a function's entries ([`Engine::versions`]); the others
+/// are entered by frame transfers, and [`Engine::version_at`] finds frames running any of them
+/// as versions of their function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionKind {
     /// The whole function, entered at its entry.
     Function,
-    /// A continuation: `ret (ptr state)`, resuming the function right after a site.
+    /// A continuation: `ret (ptr state)`, resuming the function right after a site. Either a
+    /// per-site continuation ([`Engine::compile_continuation`]) or one entry of a multi-entry
+    /// continuation ([`Engine::compile_multi_continuation`]): a few instructions that jump to
+    /// its body, in the same unit.
     Continuation(SiteId),
+    /// The body of a multi-entry continuation ([`Engine::compile_multi_continuation`]):
+    /// `ret (ptr state, i32 site)`, resuming the function right after whichever site `site`
+    /// names. Entered through its per-site entries.
+    MultiContinuation,
 }
 
 /// What [`Engine::compile_version`] builds.
@@ -149,6 +160,29 @@ pub struct Continuation {
     pub site: SiteId,
     /// Where the time went (`link` is zero: nothing is redirected).
     pub times: CompileTimes,
+}
+
+/// A compiled multi-entry continuation ([`Engine::compile_multi_continuation`]): one body that
+/// resumes a function after any of its sites, and an entry per site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiContinuation {
+    /// The body, as a version of the function ([`VersionKind::MultiContinuation`]): the code
+    /// that frames resumed through any entry run in.
+    pub version: VersionInfo,
+    /// `(site, entry address)` by ascending site: each entry takes the transfer buffer as a
+    /// per-site continuation of that site does (`ret (ptr state)`) and jumps to the body. Its
+    /// version is [`VersionKind::Continuation`] of the site, in the body's unit.
+    pub entries: Vec<(SiteId, u64)>,
+    /// Where the time went (`link` is zero: nothing is redirected).
+    pub times: CompileTimes,
+}
+
+impl MultiContinuation {
+    /// The entry that resumes after `site`, if the function has that site and it carries state.
+    pub fn entry(&self, site: SiteId) -> Option<u64> {
+        let i = self.entries.binary_search_by_key(&site, |e| e.0).ok()?;
+        Some(self.entries[i].1)
+    }
 }
 
 /// Where one compile unit's memory lies.
@@ -409,10 +443,7 @@ impl Engine {
         opt: OptLevel,
         specialisation: &[(String, u64)],
     ) -> Result<Continuation> {
-        self.compile()?;
-        let osr = self.osr().ok_or_else(|| {
-            Error::Osr("the engine was created without OSR instrumentation".to_owned())
-        })?;
+        let osr = self.osr_of(function)?;
         let info = osr.site(site).ok_or_else(|| Error::NoSuchSite {
             function: function.to_owned(),
             site,
@@ -435,7 +466,7 @@ impl Engine {
             name: &name,
             functions: Some(&keep),
             opt,
-            continuation: Some((site, &symbol)),
+            continuation: Some(Resume::Site(site, &symbol)),
             specialise: specialisation,
         };
         let (versions, times) = self.compile_unit(&ir, &spec)?;
@@ -452,6 +483,100 @@ impl Engine {
             site,
             times,
         })
+    }
+
+    /// Compiles the multi-entry continuation of `function` at `opt`, specialised on
+    /// `specialisation`: one body that resumes the function after any of its sites, compiled
+    /// once, and one entry per site. Needs an instrumented engine.
+    ///
+    /// Each entry takes a frame's state exactly as [`Engine::compile_continuation`]'s
+    /// continuation of the same site does, so a transfer can target either. Sites whose state
+    /// cannot be carried ([`SiteInfo::refused`](crate::SiteInfo::refused)) get no entry. The
+    /// body keeps every site of the function, with the same ids and state layout: frames
+    /// running it can be transferred again.
+    ///
+    /// Against per-site continuations: one compilation instead of one per site, and one body's
+    /// code instead of one per site, at some cost in code quality (the body is optimised for
+    /// all its resume points at once). `uppercut-osr`'s `continuations` benchmark measures
+    /// both kinds.
+    pub fn compile_multi_continuation(
+        &self,
+        function: &str,
+        opt: OptLevel,
+        specialisation: &[(String, u64)],
+    ) -> Result<MultiContinuation> {
+        let osr = self.osr_of(function)?;
+        let mut sites: Vec<SiteId> = osr
+            .sites()
+            .iter()
+            .filter(|s| s.function == function && s.refused.is_none())
+            .map(|s| s.id)
+            .collect();
+        sites.sort_unstable();
+        if sites.is_empty() {
+            return Err(Error::Osr(format!(
+                "`{function}` has no site a continuation can resume after"
+            )));
+        }
+        self.check_specialisation(specialisation)?;
+        let ir = self.ir();
+        let unit_index = self.state().units.len();
+        let name = format!("{}#{function}.osr.all.{unit_index}", ir.origin());
+        let body = format!("{function}.osr.all.{unit_index}");
+        let entries: Vec<(SiteId, String)> = sites
+            .iter()
+            .map(|&site| (site, format!("{function}.osr.{}.{unit_index}", site.0)))
+            .collect();
+        let keep = [function.to_owned()];
+        let spec = UnitSpec {
+            name: &name,
+            functions: Some(&keep),
+            opt,
+            continuation: Some(Resume::Multi {
+                body: &body,
+                entries: &entries,
+            }),
+            specialise: specialisation,
+        };
+        let (versions, times) = self.compile_unit(&ir, &spec)?;
+        drop(ir);
+        let missing = |symbol: &str| Error::Codegen {
+            unit: name.clone(),
+            message: format!("the unit does not define `{symbol}`"),
+        };
+        let version = versions
+            .iter()
+            .find(|v| v.kind == VersionKind::MultiContinuation)
+            .cloned()
+            .ok_or_else(|| missing(&body))?;
+        let entries = entries
+            .iter()
+            .map(|(site, symbol)| {
+                versions
+                    .iter()
+                    .find(|v| v.kind == VersionKind::Continuation(*site))
+                    .map(|v| (*site, v.entry))
+                    .ok_or_else(|| missing(symbol))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MultiContinuation {
+            version,
+            entries,
+            times,
+        })
+    }
+
+    /// The engine's OSR module, after compiling the base unit, when `function` is a guest
+    /// function and the engine is instrumented.
+    fn osr_of(&self, function: &str) -> Result<Arc<OsrModule>> {
+        self.compile()?;
+        let osr = self.osr().ok_or_else(|| {
+            Error::Osr("the engine was created without OSR instrumentation".to_owned())
+        })?;
+        if !self.state().functions.contains_key(function) {
+            return Err(Error::NoSuchFunction(function.to_owned()));
+        }
+        Ok(osr)
     }
 
     /// What OSR instrumentation made of the guest module (`None` without instrumentation).
@@ -790,15 +915,19 @@ impl Engine {
                 .find(|&s| s > *entry && s <= region_end)
                 .unwrap_or(region_end);
             let id = VersionId(state.versions.len() as u32);
-            let (base, kind) = match spec.continuation {
-                Some((site, symbol)) if symbol == function => (
+            let part = spec.continuation.and_then(|r| r.part(function));
+            let (base, kind) = match part {
+                Some(part) => (
                     spec.functions
                         .and_then(|f| f.first())
                         .cloned()
                         .unwrap_or_default(),
-                    VersionKind::Continuation(site),
+                    match part {
+                        ResumePart::Site(site) => VersionKind::Continuation(site),
+                        ResumePart::Body => VersionKind::MultiContinuation,
+                    },
                 ),
-                _ => (function.clone(), VersionKind::Function),
+                None => (function.clone(), VersionKind::Function),
             };
             let info = VersionInfo {
                 id,

@@ -9,9 +9,10 @@
 //! With [`EngineOptions::instrument`], the module is instrumented for on-stack replacement once
 //! at load ([`OsrModule`]: sites whose statepoint records describe each version's frames,
 //! shadow-stack frames for escaping locals, see [`shadow`]); [`Engine::compile_continuation`]
-//! then builds code that resumes a function right after one of its sites, and
-//! [`Engine::compile_version`] versions specialised on global values. The `uppercut-osr` crate
-//! moves live frames into them.
+//! then builds code that resumes a function right after one of its sites,
+//! [`Engine::compile_multi_continuation`] one body that resumes it after any of them (with an
+//! entry per site), and [`Engine::compile_version`] versions specialised on global values. The
+//! `uppercut-osr` crate moves live frames into them.
 //!
 //! ```no_run
 //! use uppercut_core::{Engine, EngineOptions, OptLevel};
@@ -41,8 +42,8 @@ mod sys;
 mod types;
 
 pub use engine::{
-    CompileTimes, Continuation, Engine, EngineOptions, JitFrame, Recompiled, UnitInfo, UnitMemory,
-    VersionInfo, VersionKind, VersionRequest,
+    CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation, Recompiled,
+    UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest,
 };
 pub use error::{Error, Result};
 pub use hypercall::{

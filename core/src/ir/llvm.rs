@@ -414,6 +414,42 @@ pub(crate) fn set_gc(f: Value, name: &'static std::ffi::CStr) {
     unsafe { llc::LLVMSetGC(f, name.as_ptr()) }
 }
 
+/// Adds `value → to` to a switch.
+pub(crate) fn add_case(switch: Value, value: Value, to: Block) {
+    // SAFETY: `switch` is a live switch; `value` a constant of its condition's type; `to` a
+    // block of the same function.
+    unsafe { llc::LLVMAddCase(switch, value, to) }
+}
+
+/// Marks a call `tail`: it may reuse its caller's frame (a `jmp` where the ABI allows).
+pub(crate) fn set_tail_call(call: Value) {
+    // SAFETY: `call` is a live call.
+    unsafe { llc::LLVMSetTailCallKind(call, llvm_sys::LLVMTailCallKind::LLVMTailCallKindTail) }
+}
+
+/// The attributes of a function at `index` (function, return or parameter).
+pub(crate) fn fn_attributes(f: Value, index: u32) -> Vec<llvm_sys::prelude::LLVMAttributeRef> {
+    // SAFETY: `f` is a live function; the vector has room for every attribute at `index`.
+    unsafe {
+        let count = llc::LLVMGetAttributeCountAtIndex(f, index);
+        let mut attrs = vec![std::ptr::null_mut(); count as usize];
+        if count > 0 {
+            llc::LLVMGetAttributesAtIndex(f, index, attrs.as_mut_ptr());
+        }
+        attrs
+    }
+}
+
+/// Adds the enum attribute `name` (one without a value, such as `noinline`) to a function.
+pub(crate) fn add_fn_enum_attribute(f: Value, name: &str) {
+    // SAFETY: `f` is a live function; the attribute is made in its context.
+    unsafe {
+        let ctx = llc::LLVMGetTypeContext(llc::LLVMTypeOf(f));
+        let a = llc::LLVMCreateEnumAttribute(ctx, enum_kind(name), 0);
+        llc::LLVMAddAttributeAtIndex(f, llvm_sys::LLVMAttributeFunctionIndex, a);
+    }
+}
+
 /// An IR builder, disposed on drop.
 pub(crate) struct Builder(pub(crate) LLVMBuilderRef);
 
@@ -484,6 +520,28 @@ impl Builder {
     pub(crate) fn br(&self, to: Block) -> Value {
         // SAFETY: the builder is positioned at the end of a block without a terminator.
         unsafe { llc::LLVMBuildBr(self.0, to) }
+    }
+
+    /// `switch value, label otherwise [...]`, with room for `cases` cases ([`add_case`]).
+    pub(crate) fn switch(&self, value: Value, otherwise: Block, cases: u32) -> Value {
+        // SAFETY: as for `br`; `value` is an integer.
+        unsafe { llc::LLVMBuildSwitch(self.0, value, otherwise, cases) }
+    }
+
+    pub(crate) fn unreachable(&self) -> Value {
+        // SAFETY: as for `br`.
+        unsafe { llc::LLVMBuildUnreachable(self.0) }
+    }
+
+    /// `ret value`, or `ret void` for `None`.
+    pub(crate) fn ret(&self, value: Option<Value>) -> Value {
+        // SAFETY: as for `br`; `value` has the function's return type.
+        unsafe {
+            match value {
+                Some(v) => llc::LLVMBuildRet(self.0, v),
+                None => llc::LLVMBuildRetVoid(self.0),
+            }
+        }
     }
 
     pub(crate) fn cond_br(&self, cond: Value, then: Block, otherwise: Block) -> Value {

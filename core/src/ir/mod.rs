@@ -102,11 +102,52 @@ pub(crate) struct UnitSpec<'a> {
     pub(crate) functions: Option<&'a [String]>,
     /// The optimisation level.
     pub(crate) opt: OptLevel,
-    /// Build a continuation of the (single) function at this site, under this name, instead of
-    /// the function itself.
-    pub(crate) continuation: Option<(SiteId, &'a str)>,
+    /// Build a continuation of the (single) function instead of the function itself.
+    pub(crate) continuation: Option<Resume<'a>>,
     /// Globals whose loads become these constants (their bits, zero-extended).
     pub(crate) specialise: &'a [(String, u64)],
+}
+
+/// Which continuation a unit builds of its function.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Resume<'a> {
+    /// One that resumes after this site, under this name: `ret (ptr state)`.
+    Site(SiteId, &'a str),
+    /// A multi-entry one: a body under `body`, `ret (ptr state, i32 site)`, and for each
+    /// `(site, name)` of `entries` an entry `ret (ptr state)` under `name` that jumps to it.
+    Multi {
+        /// The body's name.
+        body: &'a str,
+        /// The per-site entries' names.
+        entries: &'a [(SiteId, String)],
+    },
+}
+
+impl Resume<'_> {
+    /// What a function of the unit named `symbol` is, when it is part of the continuation.
+    pub(crate) fn part(&self, symbol: &str) -> Option<ResumePart> {
+        match *self {
+            Resume::Site(site, name) => (name == symbol).then_some(ResumePart::Site(site)),
+            Resume::Multi { body, entries } => {
+                if body == symbol {
+                    return Some(ResumePart::Body);
+                }
+                entries
+                    .iter()
+                    .find(|(_, name)| name == symbol)
+                    .map(|&(site, _)| ResumePart::Site(site))
+            }
+        }
+    }
+}
+
+/// One function of a continuation unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResumePart {
+    /// Entered with `ret (ptr state)` to resume after this site.
+    Site(SiteId),
+    /// A multi-entry continuation's body, `ret (ptr state, i32 site)`.
+    Body,
 }
 
 /// How the compiler reaches the rest of the engine while it links a unit.
@@ -364,18 +405,25 @@ impl Ir {
                 });
             }
         }
-        if let Some((site, name)) = spec.continuation {
+        // Before a continuation is built: its functions copy the function's attributes, and
+        // the attributes they add (a multi-entry body's `noinline`) must stay.
+        if spec.opt != OptLevel::O0 {
+            release_optnone(m);
+        }
+        if let Some(resume) = spec.continuation {
             let [function] = spec.functions.unwrap_or_default() else {
                 return Err(Error::Osr(
                     "a continuation unit holds exactly one function".to_owned(),
                 ));
             };
-            continuation::build(m, function, site, name)?;
+            match resume {
+                Resume::Site(site, name) => continuation::build(m, function, site, name)?,
+                Resume::Multi { body, entries } => {
+                    continuation::build_multi(m, function, body, entries)?
+                }
+            }
         }
         specialise(m, spec.specialise)?;
-        if spec.opt != OptLevel::O0 {
-            release_optnone(m);
-        }
         module.verify().map_err(|e| Error::Verify {
             module: spec.name.to_owned(),
             message: e.to_string(),

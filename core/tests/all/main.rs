@@ -1,4 +1,5 @@
 //! Integration tests of `uppercut-core`.
 
+mod continuations;
 mod engine;
 mod shadow;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod differential;
+mod multi;
 mod policies;
 mod scale;
 mod support;
