@@ -97,7 +97,10 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(ir.parent().unwrap());
     println!("tier-up stall of a hot O0 loop, medians of {rounds} rounds (fresh engine each)");
-    println!("{:<12} {:>16} {:>16}", "compile", "longest hypercall", "all hypercalls");
+    println!(
+        "{:<12} {:>16} {:>16}",
+        "compile", "longest hypercall", "all hypercalls"
+    );
     for (i, name) in ["sync", "background"].iter().enumerate() {
         println!(
             "{name:<12} {:>16.1?} {:>16.1?}",

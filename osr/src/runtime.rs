@@ -186,22 +186,55 @@ impl Shared {
 
     /// Records that `function`'s entries now lead to `spec`, and arms its loop and entry sites
     /// so that threads running its old code reach a safepoint at their next pass.
-    fn relinked(&self, engine: &Engine, osr: &OsrModule, function: &str, spec: &VersionSpec) {
+    fn relinked(
+        self: &Arc<Self>,
+        engine: &Engine,
+        osr: &OsrModule,
+        function: &str,
+        spec: &VersionSpec,
+    ) {
         {
             // Under the lock: a thread that reads the new generation finds its entry.
             let mut relinked = lock(&self.relinked);
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             relinked.insert(function.to_owned(), (generation, spec.clone()));
         }
-        for id in osr
+        let counters: Vec<String> = osr
             .function(function)
             .map(|f| f.sites.as_slice())
             .unwrap_or_default()
-        {
-            if let Some(counter) = osr.site(*id).and_then(|s| s.counter.as_deref()) {
-                let _ = store_counter(engine, counter, 1);
-            }
+            .iter()
+            .filter_map(|id| osr.site(*id)?.counter.clone())
+            .collect();
+        if counters.is_empty() {
+            return;
         }
+        let fired = self.sites.load(Ordering::Relaxed);
+        for counter in &counters {
+            let _ = store_counter(engine, counter, 1);
+        }
+        // A loop decrements its counter with a plain load and store: a thread between the two
+        // when the counter is armed stores its old count back, and the arming is lost. The
+        // compiler thread looks again a few times and arms again until some site fires.
+        let (engine, shared) = (engine.clone(), Arc::clone(self));
+        self.compiler.spawn(move || {
+            for _ in 0..ARM_ATTEMPTS {
+                std::thread::sleep(ARM_INTERVAL);
+                if shared.sites.load(Ordering::Relaxed) != fired {
+                    return;
+                }
+                let mut lost = false;
+                for counter in &counters {
+                    if read_counter(&engine, counter).is_some_and(|c| c > 1) {
+                        lost = true;
+                        let _ = store_counter(&engine, counter, 1);
+                    }
+                }
+                if !lost {
+                    return;
+                }
+            }
+        });
     }
 
     /// The continuation of `site` built as `spec`: from the cache, or compiled (and cached,
@@ -268,6 +301,16 @@ fn seen(shared: &Arc<Shared>) -> u64 {
 fn set_seen(shared: &Arc<Shared>, generation: u64) {
     let key = Arc::as_ptr(shared) as usize;
     SEEN.with(|s| s.borrow_mut().insert(key, generation));
+}
+
+/// How often, and how far apart, a relink's arming of loop counters is checked.
+const ARM_ATTEMPTS: u32 = 50;
+const ARM_INTERVAL: Duration = Duration::from_micros(200);
+
+fn read_counter(engine: &Engine, counter: &str) -> Option<i64> {
+    let address = engine.global_address(counter).ok()?;
+    // SAFETY: as in `store_counter`: an aligned `i64` global of the guest.
+    Some(unsafe { (address as *const i64).read_volatile() })
 }
 
 fn store_counter(engine: &Engine, counter: &str, count: i64) -> uppercut_core::Result<()> {
