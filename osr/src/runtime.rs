@@ -136,9 +136,37 @@ impl std::str::FromStr for TransferMode {
     }
 }
 
+/// What a moved frame resumes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ContinuationKind {
+    /// One continuation per (site, spec), built for that site alone: the best code
+    /// ([`Engine::compile_continuation`]).
+    #[default]
+    PerSite,
+    /// One multi-entry continuation per (function, spec), compiled once for all its sites
+    /// ([`Engine::compile_multi_continuation`]).
+    MultiEntry,
+}
+
+impl std::str::FromStr for ContinuationKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "per-site" => Ok(ContinuationKind::PerSite),
+            "multi" => Ok(ContinuationKind::MultiEntry),
+            _ => Err(format!(
+                "unknown continuation kind `{s}` (expected per-site or multi)"
+            )),
+        }
+    }
+}
+
 /// How [`Osr`] runs, besides its policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OsrOptions {
+    /// What moved frames resume in.
+    pub continuations: ContinuationKind,
     /// When moved frames' state is read.
     pub transfer: TransferMode,
     /// With [`TransferMode::Eager`], overwrite the slots each transfer captured with a poison
@@ -257,11 +285,18 @@ impl Shared {
             spec.specialisation.clone(),
         );
         let compiling = engine.clone();
-        let compile = move || {
-            compiling
-                .compile_continuation(&function, id, level, &specialisation)
-                .map(|c| c.version.entry)
-                .map_err(|e| e.to_string())
+        let kind = self.options.continuations;
+        // Per site: the site's entry. Multi-entry: every site's entry, of which this one's.
+        let compile = move || -> Result<Vec<(SiteId, u64)>, String> {
+            match kind {
+                ContinuationKind::PerSite => compiling
+                    .compile_continuation(&function, id, level, &specialisation)
+                    .map(|c| vec![(id, c.version.entry)]),
+                ContinuationKind::MultiEntry => compiling
+                    .compile_multi_continuation(&function, level, &specialisation)
+                    .map(|c| c.entries),
+            }
+            .map_err(|e| e.to_string())
         };
         let made = if here {
             compile()
@@ -270,13 +305,22 @@ impl Shared {
                 .run(compile)
                 .unwrap_or_else(|| Err("the compiler thread failed".to_owned()))
         };
-        if made.is_ok() {
-            self.recompiles.fetch_add(1, Ordering::Relaxed);
+        let mut cache = lock(&self.continuations);
+        let entries = match made {
+            Ok(entries) => entries,
+            Err(why) => {
+                cache.entry(key).or_insert(None);
+                return Err(why);
+            }
+        };
+        self.recompiles.fetch_add(1, Ordering::Relaxed);
+        for &(site, entry) in &entries {
+            cache.entry((site, spec.clone())).or_insert(Some(entry));
         }
-        lock(&self.continuations)
+        cache
             .entry(key)
-            .or_insert(made.as_ref().ok().copied());
-        made
+            .or_insert(None)
+            .ok_or_else(|| format!("{} has no entry in its continuation", site.id))
     }
 }
 

@@ -3,7 +3,8 @@
 //! ```text
 //! uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
 //!              [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
-//!              [--osr-threshold=N] [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+//!              [--osr-continuations=per-site|multi] [--osr-threshold=N]
+//!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
 //! uppercut stackmaps FILE.o
 //! ```
 //!
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 pub const USAGE: &str = "\
 usage: uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
                     [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
-                    [--osr-threshold=N]                    [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
+                    [--osr-continuations=per-site|multi] [--osr-threshold=N]
+                    [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
        uppercut stackmaps FILE.o
 
 run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut's JIT and
@@ -36,6 +38,10 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
   --osr-compile=sync       a hot loop waits for its new code (default)
   --osr-compile=background a hot loop goes on in its old code while the new code is compiled,
                            and moves at a later pass once it is ready
+  --osr-continuations=per-site
+                           a moved frame resumes in a continuation built for its site (default)
+  --osr-continuations=multi
+                           ... in one multi-entry continuation per function and spec
   --osr-threshold=N        passes of a loop header before its site fires (tier: 1000)
   --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K ...` at exit
   --load PLUGIN.so         load a shared library that registers callbacks

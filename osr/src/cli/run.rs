@@ -9,7 +9,7 @@ use uppercut_core::{Engine, EngineOptions, Instrumentation, OptLevel};
 
 use super::CliError;
 use crate::policy::{Policies, Policy, Specialise, Stress, TierUp};
-use crate::runtime::{Osr, OsrOptions, TransferMode};
+use crate::runtime::{ContinuationKind, Osr, OsrOptions, TransferMode};
 
 /// `--osr=...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub(crate) struct RunArgs {
     pub(crate) threshold: Option<i64>,
     pub(crate) transfer: TransferMode,
     pub(crate) background: bool,
+    pub(crate) continuations: ContinuationKind,
     pub(crate) file: PathBuf,
     pub(crate) guest_args: Vec<String>,
 }
@@ -63,6 +64,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let mut threshold = None;
     let mut transfer = TransferMode::Lazy;
     let mut background = false;
+    let mut continuations = ContinuationKind::PerSite;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -86,6 +88,11 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
                     "unknown --osr-compile mode `{}` (expected sync or background)",
                     &arg["--osr-compile=".len()..]
                 )));
+            }
+            _ if arg.starts_with("--osr-continuations=") => {
+                continuations = arg["--osr-continuations=".len()..]
+                    .parse()
+                    .map_err(|e| CliError(format!("--osr-continuations: {e}")))?;
             }
             _ if arg.starts_with("--osr-transfer=") => {
                 transfer = arg["--osr-transfer=".len()..]
@@ -135,6 +142,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
         threshold,
         transfer,
         background,
+        continuations,
         file: PathBuf::from(file),
         guest_args: args[i + 1..].to_vec(),
     })
@@ -206,6 +214,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
         None
     } else {
         let options = OsrOptions {
+            continuations: run.continuations,
             transfer: run.transfer,
             scrub: true,
         };
@@ -312,6 +321,13 @@ mod tests {
         assert!(parse(&strings(&["--osr-threshold=0", "x.ll"])).is_err());
         assert!(parse(&strings(&["--osr-transfer=soon", "x.ll"])).is_err());
         assert!(parse(&strings(&["--osr-compile=later", "x.ll"])).is_err());
+        assert!(parse(&strings(&["--osr-continuations=few", "x.ll"])).is_err());
+        assert_eq!(
+            parse(&strings(&["--osr-continuations=multi", "x.ll"]))
+                .unwrap()
+                .continuations,
+            ContinuationKind::MultiEntry
+        );
         assert!(
             parse(&strings(&["--osr-compile=background", "x.ll"]))
                 .unwrap()

@@ -107,6 +107,10 @@ variant!(
     &["--osr=stress=2", "--osr-transfer=eager", "--osr-stats"]
 );
 variant!(
+    osr_multi_stress_1,
+    &["--osr=stress=1", "--osr-continuations=multi", "--osr-stats"]
+);
+variant!(
     osr_eager_tier,
     &[
         "--osr=tier",

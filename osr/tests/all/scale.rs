@@ -209,6 +209,7 @@ fn a_background_compilation_moves_the_loop_once_ready() {
         let options = OsrOptions {
             transfer,
             scrub: true,
+            ..OsrOptions::default()
         };
         let osr = Osr::install_with(&engine, policy, options).unwrap();
         let h = engine.call("spin", &[42]).unwrap();
