@@ -552,6 +552,12 @@ impl Engine {
         self.state().versions.clone()
     }
 
+    /// How many versions the engine has compiled so far (it only grows): a cheap way to tell
+    /// that a cache built from [`Engine::all_versions`] is out of date.
+    pub fn version_count(&self) -> usize {
+        self.state().versions.len()
+    }
+
     /// Where every unit's sections lie.
     pub fn units(&self) -> Vec<UnitInfo> {
         self.state().units.iter().map(unit_info).collect()

@@ -4,13 +4,24 @@
 //! ```text
 //!  thread's shadow stack (heap, grows up)           FrameMap (one per function, constant)
 //!  ┌──────────────────────────────┐ <- head          ┌───────────────┬──────────────┬─────────┐
-//!  │ Next ─────────────┐          │                   │ NumRoots: i32 │ NumMeta: i32 │ Meta[0] ─┼─> { index: i64, name: ptr }
+//!  │ Next ─────────────┐          │                   │ NumRoots: i32 │ NumMeta: i32 │ Meta[0] ─┼─> FunctionMeta
 //!  │ Map  ──> FrameMap │          │                   └───────────────┴──────────────┴─────────┘
-//!  │ roots[NumRoots]   │ (ptr-typed locals)
+//!  │ roots[NumRoots]   │ (ptr-typed locals)           FunctionMeta { index: i64, name: ptr,
+//!  │ [machine frame]   │ (shadow discovery only)                     frame_address_offset: i64,
+//!  │ [site id]         │          │                                  site_offset: i64 }
 //!  │ other locals      │          │
 //!  ├───────────────────v──────────┤ <- older frame
 //!  │ Next, Map, ...               │
 //! ```
+//!
+//! With [`Instrumentation::shadow_discovery`](crate::Instrumentation::shadow_discovery), every
+//! function that has sites opens a frame, and two words after its roots say where its machine
+//! frame is (`llvm.frameaddress(0)`, its `rbp`, stored once at entry) and which site it is at
+//! (0 at entry, then each site's id right before its call): [`for_each_entry`] reads them,
+//! and `uppercut-osr`'s discovery turns them into transferable frames without walking the
+//! machine stack. The words follow the roots, so a collector scanning `NumRoots` roots is
+//! unaffected; [`FunctionMeta`] gives their offsets (see also
+//! [`DiscoverySlots`](crate::DiscoverySlots)).
 //!
 //! An instrumented function opens its frame with `__uppercut_shadow_push(map, size)` at entry
 //! and closes it with `__uppercut_shadow_pop(frame)` before each return. The frame pointer is an
@@ -23,7 +34,10 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_void};
 
+use std::ops::ControlFlow;
+
 use crate::sys::{Pages, Prot};
+use crate::types::SiteId;
 
 /// Address space reserved for one thread's shadow stack (committed as it is touched).
 pub const SHADOW_STACK_BYTES: usize = 64 << 20;
@@ -58,6 +72,12 @@ pub struct FunctionMeta {
     pub index: i64,
     /// Its name, NUL-terminated.
     pub name: *const c_char,
+    /// Offset in the frame of the word holding the function's machine frame address; 0 when
+    /// the frame does not record it (without shadow discovery).
+    pub frame_address_offset: i64,
+    /// Offset in the frame of the word holding the id of the site the function is at; 0 when
+    /// the frame does not record it.
+    pub site_offset: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -148,6 +168,86 @@ pub struct ShadowFrame {
     pub function: String,
     /// Addresses of its root slots (each holds one pointer).
     pub roots: Vec<u64>,
+    /// What the frame records for discovery (with shadow discovery).
+    pub discovery: Option<Discovery>,
+}
+
+/// What a shadow-stack frame of shadow discovery records about its function's machine frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discovery {
+    /// The machine frame address (`rbp`) the function stored at entry.
+    pub frame_address: u64,
+    /// The site the function is at: the last one whose call it started (`None` before the
+    /// first, or for a word that is not a site id).
+    pub site: Option<SiteId>,
+}
+
+/// One entry of this thread's shadow-stack chain, read without allocating: what a frame walk
+/// needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowEntry {
+    /// The frame's address.
+    pub address: u64,
+    /// Its frame map's address: the same for every frame of one function (see
+    /// [`FunctionOsr::frame_map`](crate::FunctionOsr::frame_map)).
+    pub map: u64,
+    /// Its function's index (`FunctionMeta::index`), -1 when its map has no Uppercut metadata.
+    pub index: i64,
+    /// What it records for discovery.
+    pub discovery: Option<Discovery>,
+}
+
+/// Calls `f` with each entry of this thread's shadow-stack chain, innermost first, until it
+/// breaks. `f` may run guest code: entries older than the first one stay open while it runs.
+pub fn for_each_entry(mut f: impl FnMut(&ShadowEntry) -> ControlFlow<()>) {
+    let mut entry = STACK.with(|c| c.get().head);
+    while !entry.is_null() {
+        // SAFETY: every frame on the chain was opened by `shadow_push` on this thread and is
+        // still open (frames older than the head when we started cannot close while we run:
+        // they belong to suspended callers); its map and metadata are constants of a compiled
+        // unit, which stays mapped while frames of it are open.
+        let (read, next) = unsafe { read_entry(entry) };
+        if f(&read).is_break() {
+            return;
+        }
+        entry = next;
+    }
+}
+
+/// Reads one open entry.
+///
+/// # Safety
+///
+/// `entry` must be an open frame of this thread's chain.
+unsafe fn read_entry(entry: *const StackEntry) -> (ShadowEntry, *const StackEntry) {
+    // SAFETY: the caller vouches for the entry; its map and metadata are Uppercut's constants.
+    unsafe {
+        let e = &*entry;
+        let map = &*e.map;
+        let meta = (map.num_meta >= 1 && !map.meta[0].is_null()).then(|| &*map.meta[0]);
+        let word = |offset: i64| {
+            (entry as *const u8)
+                .add(offset as usize)
+                .cast::<u64>()
+                .read()
+        };
+        let discovery = meta
+            .filter(|m| m.frame_address_offset > 0 && m.site_offset > 0)
+            .map(|m| Discovery {
+                frame_address: word(m.frame_address_offset),
+                site: u32::try_from(word(m.site_offset))
+                    .ok()
+                    .filter(|&id| id != 0)
+                    .map(SiteId),
+            });
+        let read = ShadowEntry {
+            address: entry as u64,
+            map: e.map as u64,
+            index: meta.map_or(-1, |m| m.index),
+            discovery,
+        };
+        (read, e.next)
+    }
 }
 
 /// This thread's shadow-stack frames, innermost first.
@@ -174,6 +274,7 @@ pub fn shadow_frames() -> Vec<ShadowFrame> {
                 address: entry as u64,
                 function,
                 roots,
+                discovery: read_entry(entry).0.discovery,
             };
             entry = e.next;
             f

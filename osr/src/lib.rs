@@ -75,12 +75,14 @@
 
 mod arch;
 pub mod cli;
+mod discovery;
 mod error;
 mod frames;
 pub mod policy;
 mod runtime;
 mod transfer;
 
+pub use discovery::{DiscoveredFrame, ShadowDiscovery};
 pub use error::{Error, Result};
 pub use frames::Frame;
 pub use runtime::{Cx, MAX_EVENTS, Osr, OsrEvent, OsrStats, VersionSpec};

@@ -19,10 +19,15 @@
 //! it reached) go away. The continuation keeps every site of `f` (with the same ids and state
 //! layout), so a frame running it can be transferred again; it returns what `f` returns, to
 //! `f`'s caller, and `f` itself stays a declaration that calls reach through its newest entry.
+//!
+//! A function that records its machine frame in its shadow-stack frame (shadow discovery)
+//! records it again at the continuation's entry: the continuation runs in a machine frame of
+//! its own (at the same address after a lazy transfer, but nothing here relies on that).
 
 use llvm_sys::core as llc;
 use llvm_sys::prelude::LLVMModuleRef;
 
+use super::instrument::{FRAME_ADDRESS, SHADOW_PUSH};
 use super::llvm::{self as l, Builder, Value};
 use crate::error::{Error, Result};
 use crate::types::{SiteId, ValueKind};
@@ -53,6 +58,7 @@ pub(crate) fn build(m: LLVMModuleRef, function: &str, site: SiteId, name: &str) 
         })
         .ok_or_else(|| no_site("no call of the function carries it"))?;
     let state = l::deopt_operands(call).unwrap_or_default();
+    let machine_frame = machine_frame_slot(f);
     let mut demoted: Vec<(Value, ValueKind)> = Vec::new();
     for &v in &state[1..] {
         let kind = l::value_kind(l::type_of(v)).ok_or_else(|| no_site("a value has no kind"))?;
@@ -187,14 +193,61 @@ pub(crate) fn build(m: LLVMModuleRef, function: &str, site: SiteId, name: &str) 
         }
         l::replace_all_uses(p, l::poison(l::type_of(p)));
     }
-    for (_, slot, kind, n) in &slots {
+    for (v, slot, kind, n) in &slots {
         let at = at_entry.gep_i8(ctx, buf, (*n as u64) * 8, "");
         let bits = at_entry.load(i64t, at, "");
         // SAFETY: `slot` is a live alloca.
         let ty = unsafe { llc::LLVMGetAllocatedType(*slot) };
         let value = at_entry.bits_to_value(bits, *kind, ty, "");
         at_entry.store(value, *slot);
+        if let Some((frame, offset, fa_ty, fa)) = machine_frame
+            && frame == *v
+        {
+            let address = at_entry.call(
+                fa_ty,
+                fa,
+                &mut [l::const_int(l::int_type(ctx, 32), 0)],
+                "osr.machine_frame",
+            );
+            let word = at_entry.gep_i8(ctx, value, offset, "osr.machine_frame.slot");
+            at_entry.store(address, word);
+        }
     }
     at_entry.br(block);
     Ok(())
+}
+
+/// Where `f` records its machine frame, if it does (instrumentation stores
+/// `llvm.frameaddress(0)` into its shadow-stack frame in its entry block): the frame, the
+/// word's offset, and the intrinsic with its type.
+fn machine_frame_slot(f: Value) -> Option<(Value, u64, l::Type, Value)> {
+    let entry = *l::blocks(f).first()?;
+    let named = |call: Value, name: &str| {
+        l::is_instruction(call)
+            && l::is_call(call)
+            && l::called_function(call).is_some_and(|c| super::value_name(c) == name)
+    };
+    l::instructions(entry).into_iter().find_map(|i| {
+        if l::opcode(i) != llvm_sys::LLVMOpcode::LLVMStore {
+            return None;
+        }
+        let [value, pointer] = l::operands(i)[..] else {
+            return None;
+        };
+        if !named(value, FRAME_ADDRESS)
+            || !l::is_instruction(pointer)
+            || l::opcode(pointer) != llvm_sys::LLVMOpcode::LLVMGetElementPtr
+        {
+            return None;
+        }
+        let [frame, index] = l::operands(pointer)[..] else {
+            return None;
+        };
+        if !named(frame, SHADOW_PUSH) {
+            return None;
+        }
+        let offset = l::const_int_value(index)?;
+        let intrinsic = l::called_function(value)?;
+        Some((frame, offset, l::function_type(intrinsic), intrinsic))
+    })
 }

@@ -15,7 +15,8 @@ use llvm_sys::prelude::LLVMModuleRef;
 use super::llvm::{self as l, Block, Builder, Value};
 use super::{HYPERCALL, functions, globals, value_name};
 use crate::sites::{
-    FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo, SiteKind,
+    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
+    SiteKind,
 };
 use crate::types::SiteId;
 
@@ -35,6 +36,8 @@ pub(crate) const CODEGEN_GC: &std::ffi::CStr = c"shadow-stack";
 const SHADOW_HEADER: u64 = 16;
 /// Largest alignment a shadow-stack slot can have (frames are 16-byte aligned).
 const SHADOW_ALIGN: u64 = 16;
+/// The intrinsic that gives a function its own machine frame address (`rbp`).
+pub(crate) const FRAME_ADDRESS: &str = "llvm.frameaddress.p0";
 
 /// Functions that carry sites (`Ok`) or why not (`Err`), decided before SROA; lifts `optnone`
 /// on the selected ones so that SROA and mem2reg reach them.
@@ -123,6 +126,13 @@ struct Rewriter<'a> {
     counters: HashMap<Value, String>,
     /// The shadow-stack frame pointer of each function that has one.
     shadow_frames: HashMap<Value, Value>,
+    /// Where the frame of each function with discovery words keeps them.
+    discovery: HashMap<Value, DiscoverySlots>,
+    /// The functions that can reach a hypercall.
+    reaching: HashSet<Value>,
+    /// Whether calls of external functions can reach a hypercall (shadow discovery, and some
+    /// reaching guest function has its address taken).
+    external_calls_reach: bool,
     next_site: u32,
     next_function: u64,
 }
@@ -142,6 +152,9 @@ pub(crate) fn rewrite(
         marked: HashMap::new(),
         counters: HashMap::new(),
         shadow_frames: HashMap::new(),
+        discovery: HashMap::new(),
+        reaching: HashSet::new(),
+        external_calls_reach: false,
         next_site: 0,
         next_function: 0,
     };
@@ -180,6 +193,13 @@ pub(crate) fn rewrite(
         .copied()
         .filter(|&f| r.out.functions[&value_name(f)].excluded.is_none())
         .collect();
+    r.reaching = reaching_functions(&defined, false);
+    if config.shadow_discovery && r.reaching.iter().any(|&f| address_taken(f)) {
+        // A library may call back any guest function whose address escaped: with frames found
+        // from the shadow-stack chain, the frame below such a library call can be transferred.
+        r.external_calls_reach = true;
+        r.reaching = reaching_functions(&defined, true);
+    }
     for &f in &instrumented {
         if config.loop_sites {
             for header in loop_headers(f) {
@@ -188,27 +208,16 @@ pub(crate) fn rewrite(
         }
         r.entry_block(f);
     }
-    let reaching = reaching_functions(&defined);
     for &f in &instrumented {
         for b in l::blocks(f) {
             for i in l::instructions(b) {
-                if !l::is_call(i)
-                    || r.marked.contains_key(&i)
-                    || l::is_inline_asm(l::called_value(i))
-                {
+                if r.marked.contains_key(&i) {
                     continue;
                 }
-                let kind = match l::called_function(i) {
-                    Some(c) if value_name(c) == HYPERCALL || reaching.contains(&c) => {
-                        SiteKind::Call {
-                            callee: Some(value_name(c)),
-                        }
-                    }
-                    Some(_) => continue,
-                    None => SiteKind::Call { callee: None },
-                };
-                let id = r.new_site();
-                r.marked.insert(i, (id, kind));
+                if let Some(kind) = r.call_site_kind(i) {
+                    let id = r.new_site();
+                    r.marked.insert(i, (id, kind));
+                }
             }
         }
         r.add_sites(f);
@@ -264,9 +273,10 @@ fn dynamic_stack(f: Value) -> Option<String> {
 }
 
 /// The functions that can reach a hypercall: they call `PerformCustomCallback`, call through
-/// a pointer, or call a function that can. (Calls into libraries are not followed: a frame
-/// walk stops at the first frame that is not JIT code, so nothing beyond one is transferred.)
-fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
+/// a pointer, or call a function that can. Calls into libraries count only with
+/// `external_calls` (see [`calls_back`]): without shadow discovery a frame walk stops at the
+/// first frame that is not JIT code, so nothing beyond one is transferred.
+fn reaching_functions(defined: &[Value], external_calls: bool) -> HashSet<Value> {
     let mut calls: HashMap<Value, Vec<Value>> = HashMap::new();
     let mut reach = HashSet::new();
     for &f in defined {
@@ -278,6 +288,9 @@ fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
                 }
                 match l::called_function(i) {
                     Some(c) if value_name(c) == HYPERCALL => {
+                        reach.insert(f);
+                    }
+                    Some(c) if external_calls && calls_back(i, c) => {
                         reach.insert(f);
                     }
                     Some(c) => callees.push(c),
@@ -300,6 +313,34 @@ fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
         }
     }
     reach
+}
+
+/// Whether `call` (of `callee`) is a call into a library that may call guest code back: a
+/// declaration that is neither an intrinsic nor Uppercut's own, nor marked `nocallback`; not
+/// variadic (a statepoint cannot carry a variadic call, and it is better left without a site
+/// than refused one).
+fn calls_back(call: Value, callee: Value) -> bool {
+    let name = value_name(callee);
+    // SAFETY: `call` is a live call.
+    let variadic = l::is_vararg(unsafe { llvm_sys::core::LLVMGetCalledFunctionType(call) });
+    l::is_declaration(callee)
+        && name != HYPERCALL
+        && !name.starts_with("llvm.")
+        && !name.starts_with("__uppercut")
+        && !l::has_fn_attribute(callee, "nocallback")
+        && !l::has_call_attribute(call, "nocallback")
+        && !variadic
+}
+
+/// Whether `f`'s address is used other than as the callee of a direct call.
+fn address_taken(f: Value) -> bool {
+    l::uses(f).into_iter().any(|(user, index)| {
+        !(l::is_instruction(user) && l::is_call(user) && l::called_value(user) == f && {
+            // SAFETY: `user` is a live call; its callee is its last operand.
+            let n = unsafe { llvm_sys::core::LLVMGetNumOperands(user) };
+            index + 1 == n.max(0) as u32
+        })
+    })
 }
 
 /// Loop headers: targets of retreating edges of a depth-first walk from the entry (natural
@@ -339,6 +380,28 @@ impl Rewriter<'_> {
     fn new_site(&mut self) -> SiteId {
         self.next_site += 1;
         SiteId(self.next_site)
+    }
+
+    /// The site `i` gets if it is a call that can reach a hypercall: a call of
+    /// `PerformCustomCallback` or of a guest function that can reach one, an indirect call,
+    /// or (with shadow discovery) a call into a library that may call guest code back.
+    fn call_site_kind(&self, i: Value) -> Option<SiteKind> {
+        if !l::is_call(i) || l::is_inline_asm(l::called_value(i)) {
+            return None;
+        }
+        match l::called_function(i) {
+            Some(c)
+                if value_name(c) == HYPERCALL
+                    || self.reaching.contains(&c)
+                    || (self.external_calls_reach && calls_back(i, c)) =>
+            {
+                Some(SiteKind::Call {
+                    callee: Some(value_name(c)),
+                })
+            }
+            Some(_) => None,
+            None => Some(SiteKind::Call { callee: None }),
+        }
     }
 
     /// Which globals can be specialised on, and who reads them.
@@ -566,21 +629,28 @@ impl Rewriter<'_> {
     }
 
     /// A new entry block that opens the shadow-stack frame (when the function has stack memory
-    /// left after SROA) and counts entries (with `entry_sites`); every `ret` closes the frame.
+    /// left after SROA, or sites and `shadow_discovery`) and counts entries (with
+    /// `entry_sites`); every `ret` closes the frame.
     fn entry_block(&mut self, f: Value) {
         let old_entry = l::blocks(f)[0];
         let allocas: Vec<Value> = l::instructions(old_entry)
             .into_iter()
             .filter(|&i| l::is_alloca(i))
             .collect();
-        if allocas.is_empty() && !self.config.entry_sites {
+        let discovery = self.config.shadow_discovery
+            && (self.config.entry_sites
+                || l::blocks(f)
+                    .into_iter()
+                    .flat_map(l::instructions)
+                    .any(|i| self.marked.contains_key(&i) || self.call_site_kind(i).is_some()));
+        if allocas.is_empty() && !discovery && !self.config.entry_sites {
             return;
         }
         let entry = l::insert_block_before(self.ctx, old_entry, "osr.entry");
         let builder = Builder::new(self.ctx);
         builder.at_end(entry);
-        if !allocas.is_empty() {
-            self.shadow_frame(f, &builder, &allocas);
+        if !allocas.is_empty() || discovery {
+            self.shadow_frame(f, &builder, &allocas, discovery);
         }
         if self.config.entry_sites {
             self.count_and_fire(f, &builder, old_entry, SiteKind::Entry);
@@ -592,10 +662,16 @@ impl Rewriter<'_> {
     /// Moves `allocas` into a shadow-stack frame opened at the builder:
     ///
     /// ```text
-    /// frame: +0 Next (older frame)   +8 Map ──> FrameMap { NumRoots, NumMeta = 1, Meta[0] ──> { index, name } }
-    ///        +16 roots (one pointer-typed local each) ... then the other locals, each aligned
+    /// frame: +0 Next (older frame)   +8 Map ──> FrameMap { NumRoots, NumMeta = 1, Meta[0] ──> FunctionMeta }
+    ///        +16 roots (one pointer-typed local each)
+    ///        with `discovery`: +D machine frame address, +D+8 current site id (D = 16 + 8 * roots)
+    ///        ... then the other locals, each aligned
     /// ```
-    fn shadow_frame(&mut self, f: Value, builder: &Builder, allocas: &[Value]) {
+    ///
+    /// `FunctionMeta` is `{ i64 index, ptr name, i64 frame address offset, i64 site offset }`
+    /// (offsets 0 without `discovery`). With `discovery`, the frame address is stored right
+    /// after the frame is opened and the site word is cleared.
+    fn shadow_frame(&mut self, f: Value, builder: &Builder, allocas: &[Value], discovery: bool) {
         // SAFETY: `m` is live; its data layout lives as long as it.
         let layout = unsafe { llvm_sys::target::LLVMGetModuleDataLayout(self.m) };
         let ptr = l::ptr_type(self.ctx);
@@ -616,7 +692,15 @@ impl Rewriter<'_> {
             .count();
         let mut offset = SHADOW_HEADER;
         let mut slots = Vec::new();
-        for &a in &ordered {
+        let mut discovery_slots = None;
+        for (n, &a) in ordered.iter().enumerate() {
+            if discovery && n == roots {
+                discovery_slots = Some(DiscoverySlots {
+                    frame_address: offset,
+                    site: offset + 8,
+                });
+                offset += 16;
+            }
             // SAFETY: `a` is a live static alloca (checked by `dynamic_stack`); the layout
             // answers for any sized type.
             let (size, align) = unsafe {
@@ -630,6 +714,13 @@ impl Rewriter<'_> {
             offset = offset.next_multiple_of(align);
             slots.push((a, offset));
             offset += size.max(1);
+        }
+        if discovery && discovery_slots.is_none() {
+            discovery_slots = Some(DiscoverySlots {
+                frame_address: offset,
+                site: offset + 8,
+            });
+            offset += 16;
         }
         let size = offset.next_multiple_of(SHADOW_ALIGN);
 
@@ -654,7 +745,15 @@ impl Rewriter<'_> {
             name_init,
             true,
         );
-        let meta = l::const_struct(self.ctx, &mut [l::const_int(i64t, index), name_global]);
+        let meta = l::const_struct(
+            self.ctx,
+            &mut [
+                l::const_int(i64t, index),
+                name_global,
+                l::const_int(i64t, discovery_slots.map_or(0, |d| d.frame_address)),
+                l::const_int(i64t, discovery_slots.map_or(0, |d| d.site)),
+            ],
+        );
         let meta_global = l::add_global(self.m, &format!("__uppercut.osr.fn.{index}"), meta, true);
         // SAFETY: a one-element array of pointers in the module's context.
         let metas = unsafe {
@@ -691,6 +790,24 @@ impl Rewriter<'_> {
             &mut [map_global, l::const_int(i64t, size)],
             "osr.frame",
         );
+        if let Some(d) = discovery_slots {
+            let fa_ty = {
+                let mut params = [i32t];
+                // SAFETY: builds `ptr (i32)`.
+                unsafe { llvm_sys::core::LLVMFunctionType(ptr, params.as_mut_ptr(), 1, 0) }
+            };
+            let frame_address = l::declare_function(self.m, FRAME_ADDRESS, fa_ty);
+            let fa = builder.call(
+                fa_ty,
+                frame_address,
+                &mut [l::const_int(i32t, 0)],
+                "osr.machine_frame",
+            );
+            let at = builder.gep_i8(self.ctx, frame, d.frame_address, "osr.machine_frame.slot");
+            builder.store(fa, at);
+            let at = builder.gep_i8(self.ctx, frame, d.site, "osr.site.slot");
+            builder.store(l::const_int(i64t, 0), at);
+        }
         for (a, offset) in slots {
             for (user, _) in l::uses(a) {
                 let lifetime = l::is_call(user)
@@ -716,6 +833,11 @@ impl Rewriter<'_> {
         }
         if let Some(info) = self.out.functions.get_mut(&name) {
             info.shadow_frame_size = size;
+            info.frame_map = Some(value_name(map_global));
+            info.discovery = discovery_slots;
+        }
+        if let Some(d) = discovery_slots {
+            self.discovery.insert(f, d);
         }
         self.shadow_frames.insert(f, frame);
     }
@@ -734,6 +856,18 @@ impl Rewriter<'_> {
         let live = liveness::live_after(f, &calls);
         let name = value_name(f);
         let frame = self.shadow_frames.get(&f).copied();
+        if let (Some(frame), Some(d)) = (frame, self.discovery.get(&f).copied()) {
+            // Each call says which site the frame is at before it runs (refused sites too, so
+            // a walker sees the frame stopped at a call without state).
+            let i64t = l::int_type(self.ctx, 64);
+            let at = Builder::new(self.ctx);
+            for &call in &calls {
+                let id = self.marked[&call].0;
+                at.before(call);
+                let slot = at.gep_i8(self.ctx, frame, d.site, "osr.site.slot");
+                at.store(l::const_int(i64t, u64::from(id.0)), slot);
+            }
+        }
         let mut renamed: HashMap<Value, Value> = HashMap::new();
         let mut any = false;
         for call in calls {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod differential;
+mod discovery;
 mod policies;
 mod support;
 mod transfer;
