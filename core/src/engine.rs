@@ -920,6 +920,12 @@ impl Linker for EngineLinker<'_> {
             ir::instrument::SHADOW_POP => {
                 return Some(crate::shadow::shadow_pop as *const () as u64);
             }
+            ir::instrument::SHADOW_MARK => {
+                return Some(crate::shadow::shadow_mark as *const () as u64);
+            }
+            ir::instrument::SHADOW_UNWIND => {
+                return Some(crate::shadow::shadow_unwind as *const () as u64);
+            }
             _ => {}
         }
         process_symbol(name)

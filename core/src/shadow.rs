@@ -27,7 +27,10 @@
 //! and closes it with `__uppercut_shadow_pop(frame)` before each return. The frame pointer is an
 //! ordinary SSA value of the function, so it is part of every site's state: a continuation keeps
 //! using the same frame, and the locals never move. Closing restores the head and top from the
-//! frame itself, so a `longjmp` that skipped some frames is repaired by the next return.
+//! frame itself, so a `longjmp` that skipped some frames is repaired by the next return; a
+//! function that calls `setjmp` (and so has no frame: it is never instrumented) takes a mark of
+//! the stack at entry and closes every newer frame each time `setjmp` returns
+//! (`__uppercut_shadow_mark`, `__uppercut_shadow_unwind`).
 //!
 //! The same chain gives a precise collector its roots: [`for_each_root`].
 
@@ -92,7 +95,25 @@ thread_local! {
         Cell::new(Stack { top: 0, limit: 0, head: std::ptr::null() })
     };
     /// Owns the thread's region: unmapped when the thread ends.
-    static REGION: RefCell<Option<Pages>> = const { RefCell::new(None) };
+    static REGION: RefCell<Region> = const { RefCell::new(Region(None)) };
+}
+
+/// A thread's shadow-stack region. Dropping it (the thread's destructors run) also forgets the
+/// thread's stack, so that guest code running after that (an `atexit` handler: glibc's `exit`
+/// runs thread-local destructors before the handlers) opens its frames in a fresh region
+/// instead of the unmapped one.
+struct Region(Option<Pages>);
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        STACK.with(|cell| {
+            cell.set(Stack {
+                top: 0,
+                limit: 0,
+                head: std::ptr::null(),
+            })
+        });
+    }
 }
 
 /// Opens a frame of `size` bytes (header included) for the function described by `map`.
@@ -138,6 +159,29 @@ pub(crate) extern "C" fn shadow_pop(frame: *mut StackEntry) {
     })
 }
 
+/// The current top of this thread's shadow stack: every frame opened later lies at or above
+/// it. A function that calls `setjmp` takes this mark at entry, and hands it to
+/// [`shadow_unwind`] each time `setjmp` returns.
+pub(crate) extern "C" fn shadow_mark() -> u64 {
+    STACK.with(|cell| cell.get().top as u64)
+}
+
+/// Closes every frame opened after `mark` (see [`shadow_mark`]): after a `longjmp` lands in a
+/// function that has no frame of its own, the frames it skipped are closed here instead of
+/// piling up (nothing older returns through them to close them).
+pub(crate) extern "C" fn shadow_unwind(mark: u64) {
+    STACK.with(|cell| {
+        let mut stack = cell.get();
+        while !stack.head.is_null() && stack.head as u64 >= mark {
+            stack.top = stack.head as usize;
+            // SAFETY: every frame on the chain was opened by `shadow_push` on this thread and its
+            // header is intact (guest code only writes the slots after it).
+            stack.head = unsafe { (*stack.head).next };
+        }
+        cell.set(stack);
+    })
+}
+
 fn allocate() -> Stack {
     let pages = Pages::reserve(SHADOW_STACK_BYTES, None).and_then(|mut p| {
         p.protect(Prot::ReadWrite)?;
@@ -155,7 +199,13 @@ fn allocate() -> Stack {
         limit: pages.end(),
         head: std::ptr::null(),
     };
-    REGION.with(|r| *r.borrow_mut() = Some(pages));
+    let mut pages = Some(pages);
+    let kept = REGION.try_with(|r| r.borrow_mut().0 = pages.take());
+    if kept.is_err() {
+        // The thread's destructors have run: it is ending, and the region lives as long as the
+        // process (a handful of frames of `atexit` handlers).
+        std::mem::forget(pages);
+    }
     stack
 }
 

@@ -21,8 +21,10 @@
 //!
 //! For each entry: the function comes from its frame map (one per function,
 //! [`FunctionOsr::frame_map`](uppercut_core::FunctionOsr::frame_map)); the site from the entry;
-//! the candidates are that site's return addresses in every version of the function
-//! (functions and continuations), each with its stack-map function record's frame size `S`. A
+//! the candidates are that site's return addresses in every compiled version (functions,
+//! continuations, and clones the optimiser made of the function: a record whose deopt location
+//! 0 is the site is code of the site's function), each with its stack-map function record's
+//! frame size `S`. A
 //! frame with a frame pointer has `rsp = fp + 8 - S` at its calls (CFA = `fp + 16`, minus the
 //! return address, minus `S`), so the return-address slot of the call is `fp - S`. The frame is
 //! reported as a [`Frame`] only when that slot holds one of the candidates (or a transfer thunk
@@ -110,6 +112,7 @@ impl std::fmt::Debug for ShadowDiscovery {
         let cache = lock(&self.cache);
         f.debug_struct("ShadowDiscovery")
             .field("functions", &cache.functions.len())
+            .field("sites", &cache.sites.len())
             .field("units", &cache.units.len())
             .finish()
     }
@@ -172,18 +175,13 @@ struct Cache {
     /// The engine it describes: the start of its code arena (0 before the first walk).
     engine: usize,
     /// The engine's functions by the address of their frame map.
-    functions: HashMap<u64, FunctionSites>,
-    /// Site records of each unit.
-    units: HashMap<UnitId, Arc<UnitIndex>>,
-}
-
-/// Where one function's frames can be suspended.
-struct FunctionSites {
-    name: Arc<str>,
+    functions: HashMap<u64, Arc<str>>,
+    /// Each site's return addresses in every version.
+    sites: HashMap<SiteId, Vec<Candidate>>,
     /// [`Engine::version_count`] when `sites` was built (`None`: not yet).
     generation: Option<usize>,
-    /// Each site's return addresses in every version of the function.
-    sites: HashMap<SiteId, Vec<Candidate>>,
+    /// Site records of each unit.
+    units: HashMap<UnitId, Arc<UnitIndex>>,
 }
 
 /// One return address a frame of a function may be suspended at.
@@ -231,28 +229,15 @@ impl Cache {
                 continue;
             };
             if let Ok(address) = engine.global_address(map) {
-                self.functions.insert(
-                    address,
-                    FunctionSites {
-                        name: Arc::from(name),
-                        generation: None,
-                        sites: HashMap::new(),
-                    },
-                );
+                self.functions.insert(address, Arc::from(name));
             }
         }
     }
 
-    /// Rebuilds `map`'s candidates from the engine's versions as of `generation`.
-    fn rebuild(&mut self, engine: &Engine, osr: &OsrModule, map: u64, generation: usize) {
-        let Some(name) = self.functions.get(&map).map(|f| Arc::clone(&f.name)) else {
-            return;
-        };
+    /// Rebuilds the candidates from the engine's versions as of `generation`.
+    fn rebuild(&mut self, engine: &Engine, osr: &OsrModule, generation: usize) {
         let mut sites: HashMap<SiteId, Vec<Candidate>> = HashMap::new();
         for version in engine.all_versions() {
-            if *version.function != *name {
-                continue;
-            }
             let unit = self.unit(engine, version.unit);
             let version = Arc::new(version);
             let start = unit
@@ -274,10 +259,8 @@ impl Cache {
                 });
             }
         }
-        if let Some(f) = self.functions.get_mut(&map) {
-            f.sites = sites;
-            f.generation = Some(generation);
-        }
+        self.sites = sites;
+        self.generation = Some(generation);
     }
 
     fn unit(&mut self, engine: &Engine, unit: UnitId) -> Arc<UnitIndex> {
@@ -343,7 +326,7 @@ struct Match {
 impl Walk<'_> {
     /// What `entry` is, or `None` when it is not this engine's.
     fn entry(&mut self, cache: &mut Cache, entry: &ShadowEntry) -> Option<DiscoveredFrame> {
-        let name = Arc::clone(&cache.functions.get(&entry.map)?.name);
+        let name = Arc::clone(cache.functions.get(&entry.map)?);
         let discovery = entry.discovery;
         let refuse = |reason: String| Error::Undiscoverable {
             shadow_frame: entry.address,
@@ -398,12 +381,12 @@ impl Walk<'_> {
         if let Some(why) = &info.refused {
             return Err(format!("it is at {site}, which carries no state: {why}"));
         }
-        let found = match self.find(cache, entry.map, site, fp) {
+        let found = match self.find(cache, site, fp) {
             Some(m) => Some(m),
-            None if cache.functions[&entry.map].generation != Some(self.generation) => {
+            None if cache.generation != Some(self.generation) => {
                 // Versions were compiled since the candidates were gathered.
-                cache.rebuild(self.engine, self.osr, entry.map, self.generation);
-                self.find(cache, entry.map, site, fp)
+                cache.rebuild(self.engine, self.osr, self.generation);
+                self.find(cache, site, fp)
             }
             None => None,
         };
@@ -413,15 +396,19 @@ impl Walk<'_> {
             pending,
         }) = found
         else {
-            let candidates = &cache.functions[&entry.map].sites;
-            let sizes: Vec<u64> = candidates
+            let sizes: Vec<u64> = cache
+                .sites
                 .get(&site)
                 .into_iter()
                 .flatten()
                 .filter_map(|c| c.frame_size)
                 .collect();
             return Err(if sizes.is_empty() {
-                format!("no version of it has a fixed-size frame with {site}")
+                format!(
+                    "no version of it has a fixed-size frame with {site} (the stack map records \
+                     none for a realigned or dynamic frame): its slot cannot be found from its \
+                     frame pointer"
+                )
             } else {
                 format!(
                     "its return-address slot (frame pointer minus {sizes:?}) holds no return \
@@ -479,8 +466,8 @@ impl Walk<'_> {
     }
 
     /// The candidate of `site` whose return address (or a thunk for it) the frame's slot holds.
-    fn find(&self, cache: &Cache, map: u64, site: SiteId, fp: u64) -> Option<Match> {
-        let candidates = cache.functions.get(&map)?.sites.get(&site)?;
+    fn find(&self, cache: &Cache, site: SiteId, fp: u64) -> Option<Match> {
+        let candidates = cache.sites.get(&site)?;
         // Frames of one version share a frame size: usually one slot to read.
         let mut slots: Vec<(u64, u64)> = Vec::new();
         for c in candidates {

@@ -24,6 +24,10 @@ use crate::types::SiteId;
 pub(crate) const SHADOW_PUSH: &str = "__uppercut_shadow_push";
 /// The host function that closes one: `void (ptr frame)`.
 pub(crate) const SHADOW_POP: &str = "__uppercut_shadow_pop";
+/// The host function that marks the shadow stack's top: `i64 ()`.
+pub(crate) const SHADOW_MARK: &str = "__uppercut_shadow_mark";
+/// The host function that closes every frame opened after a mark: `void (i64 mark)`.
+pub(crate) const SHADOW_UNWIND: &str = "__uppercut_shadow_unwind";
 /// A string attribute that marks functions whose `optnone` instrumentation lifted, so that
 /// versions at O1 and above also drop the `noinline` clang paired with it.
 pub(crate) const WAS_OPTNONE: &str = "uppercut-was-optnone";
@@ -88,10 +92,7 @@ fn exclusion(f: Value) -> Option<String> {
                     if kind == llvm_sys::LLVMTailCallKind::LLVMTailCallKindMustTail {
                         return Some("it has a musttail call".to_owned());
                     }
-                    if l::has_call_attribute(i, "returns_twice")
-                        || l::called_function(i)
-                            .is_some_and(|c| l::has_fn_attribute(c, "returns_twice"))
-                    {
+                    if returns_twice(i) {
                         return Some(
                             "it calls a returns_twice function (setjmp): a longjmp back would land \
                              in a frame that was moved"
@@ -110,6 +111,12 @@ fn exclusion(f: Value) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether `call` calls a `returns_twice` function (`setjmp`, `vfork`).
+fn returns_twice(call: Value) -> bool {
+    l::has_call_attribute(call, "returns_twice")
+        || l::called_function(call).is_some_and(|c| l::has_fn_attribute(c, "returns_twice"))
 }
 
 /// State shared while rewriting one module.
@@ -188,17 +195,26 @@ pub(crate) fn rewrite(
     for &f in &defined {
         r.watch_stores(f);
     }
+    for &f in &defined {
+        r.unwind_after_setjmp(f);
+    }
     let instrumented: Vec<Value> = defined
         .iter()
         .copied()
         .filter(|&f| r.out.functions[&value_name(f)].excluded.is_none())
         .collect();
-    r.reaching = reaching_functions(&defined, false);
+    // Functions whose loop or entry counters (added below) make hypercalls.
+    let counted: HashSet<Value> = instrumented
+        .iter()
+        .copied()
+        .filter(|&f| config.entry_sites || (config.loop_sites && !loop_headers(f).is_empty()))
+        .collect();
+    r.reaching = reaching_functions(&defined, &counted, false);
     if config.shadow_discovery && r.reaching.iter().any(|&f| address_taken(f)) {
         // A library may call back any guest function whose address escaped: with frames found
         // from the shadow-stack chain, the frame below such a library call can be transferred.
         r.external_calls_reach = true;
-        r.reaching = reaching_functions(&defined, true);
+        r.reaching = reaching_functions(&defined, &counted, true);
     }
     for &f in &instrumented {
         if config.loop_sites {
@@ -272,13 +288,18 @@ fn dynamic_stack(f: Value) -> Option<String> {
     None
 }
 
-/// The functions that can reach a hypercall: they call `PerformCustomCallback`, call through
-/// a pointer, or call a function that can. Calls into libraries count only with
-/// `external_calls` (see [`calls_back`]): without shadow discovery a frame walk stops at the
-/// first frame that is not JIT code, so nothing beyond one is transferred.
-fn reaching_functions(defined: &[Value], external_calls: bool) -> HashSet<Value> {
+/// The functions that can reach a hypercall: `seeds`, and those that call
+/// `PerformCustomCallback`, call through a pointer, or call a function that can. Calls into
+/// libraries count only with `external_calls` (see [`calls_back`]): without shadow discovery a
+/// frame walk stops at the first frame that is not JIT code, so nothing beyond one is
+/// transferred.
+fn reaching_functions(
+    defined: &[Value],
+    seeds: &HashSet<Value>,
+    external_calls: bool,
+) -> HashSet<Value> {
     let mut calls: HashMap<Value, Vec<Value>> = HashMap::new();
-    let mut reach = HashSet::new();
+    let mut reach = seeds.clone();
     for &f in defined {
         let mut callees = Vec::new();
         for b in l::blocks(f) {
@@ -543,6 +564,47 @@ impl Rewriter<'_> {
                     },
                 );
             }
+        }
+    }
+
+    /// In a function that calls a `returns_twice` function (`setjmp`): a mark of the shadow
+    /// stack at entry, and after each such call every frame newer than the mark closed. A
+    /// `longjmp` back into the function skips the frames of its callees, which then never
+    /// close themselves.
+    fn unwind_after_setjmp(&mut self, f: Value) {
+        let calls: Vec<Value> = l::blocks(f)
+            .into_iter()
+            .flat_map(l::instructions)
+            .filter(|&i| l::is_call(i) && returns_twice(i))
+            .collect();
+        if calls.is_empty() {
+            return;
+        }
+        let i64t = l::int_type(self.ctx, 64);
+        // SAFETY: builds `i64 ()` and `void (i64)` in the module's context.
+        let (mark_ty, unwind_ty) = unsafe {
+            let mut params = [i64t];
+            (
+                llvm_sys::core::LLVMFunctionType(i64t, std::ptr::null_mut(), 0, 0),
+                llvm_sys::core::LLVMFunctionType(l::void_type(self.ctx), params.as_mut_ptr(), 1, 0),
+            )
+        };
+        let mark_fn = l::declare_function(self.m, SHADOW_MARK, mark_ty);
+        let unwind_fn = l::declare_function(self.m, SHADOW_UNWIND, unwind_ty);
+        let builder = Builder::new(self.ctx);
+        let entry = l::blocks(f)[0];
+        let first = l::instructions(entry)
+            .into_iter()
+            .find(|&i| !l::is_alloca(i) && !l::is_phi(i))
+            .expect("a block ends with a terminator");
+        builder.before(first);
+        let mark = builder.call(mark_ty, mark_fn, &mut [], "osr.shadow_mark");
+        for call in calls {
+            // SAFETY: `call` is a `call` instruction (an `invoke` is not one), which never ends
+            // its block: an instruction follows it.
+            let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(call) };
+            builder.before(next);
+            builder.call(unwind_ty, unwind_fn, &mut [mark], "");
         }
     }
 

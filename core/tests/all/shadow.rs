@@ -196,3 +196,90 @@ fn discovery_words_at(opt: uppercut_core::OptLevel) {
     }
     assert!(shadow_frames().is_empty());
 }
+
+/// `rounds` calls `setjmp` (so it is never instrumented and has no frame) and `dive` longjmps
+/// back to it from 11 frames deep, each with a shadow-stack frame that never closes itself.
+const LONGJMP_GUEST: &str = r#"
+@name = private unnamed_addr constant [6 x i8] c"depth\00"
+@buf = global [200 x i8] zeroinitializer, align 16
+@count = global i64 0
+declare i32 @_setjmp(ptr) returns_twice
+declare void @longjmp(ptr, i32) noreturn
+declare ptr @PerformCustomCallback(ptr, ptr)
+
+define void @dive(i64 %n) {
+  %a = alloca i64
+  store i64 %n, ptr %a
+  %c = icmp eq i64 %n, 0
+  br i1 %c, label %jump, label %deeper
+jump:
+  %r = call ptr @PerformCustomCallback(ptr @name, ptr %a)
+  call void @longjmp(ptr @buf, i32 1)
+  unreachable
+deeper:
+  %m = sub i64 %n, 1
+  call void @dive(i64 %m)
+  ret void
+}
+
+define i64 @rounds(i64 %k) {
+entry:
+  br label %loop
+loop:
+  %r = call i32 @_setjmp(ptr @buf)
+  %z = icmp eq i32 %r, 0
+  br i1 %z, label %go, label %again
+go:
+  call void @dive(i64 10)
+  br label %again
+again:
+  %i = load volatile i64, ptr @count
+  %i1 = add i64 %i, 1
+  store volatile i64 %i1, ptr @count
+  %done = icmp sge i64 %i1, %k
+  br i1 %done, label %out, label %loop
+out:
+  ret i64 %i1
+}
+"#;
+
+/// Frames a `longjmp` skipped are closed when `setjmp` returns in the function that called it,
+/// even though that function has no frame of its own: the chain does not grow round after
+/// round.
+#[test]
+fn frames_a_longjmp_skipped_are_closed_when_setjmp_returns() {
+    use std::sync::{Arc, Mutex};
+    for opt in [uppercut_core::OptLevel::O0, uppercut_core::OptLevel::O2] {
+        for shadow_discovery in [false, true] {
+            let options = EngineOptions {
+                opt_level: opt,
+                instrument: Some(Instrumentation {
+                    shadow_discovery,
+                    ..Instrumentation::default()
+                }),
+                ..EngineOptions::default()
+            };
+            let engine =
+                Engine::from_bytes(LONGJMP_GUEST.as_bytes(), "longjmp.ll", options).expect("load");
+            let osr = engine.osr().unwrap();
+            assert!(osr.function("rounds").unwrap().excluded.is_some());
+            assert!(osr.function("dive").unwrap().shadow_frame_size > 0);
+            let depths: Arc<Mutex<Vec<usize>>> = Arc::default();
+            let sink = Arc::clone(&depths);
+            engine
+                .register_callback("depth", move |_: &mut Hypercall<'_>| {
+                    sink.lock().unwrap().push(shadow_frames().len());
+                    Ok(std::ptr::null_mut())
+                })
+                .unwrap();
+            assert_eq!(engine.call("rounds", &[50]).unwrap(), 50);
+            let depths = depths.lock().unwrap();
+            assert_eq!(
+                *depths,
+                vec![11; 50],
+                "{opt}, shadow discovery {shadow_discovery}"
+            );
+            assert!(shadow_frames().is_empty());
+        }
+    }
+}

@@ -13,7 +13,9 @@ use uppercut_core::{
 };
 use uppercut_osr::{DiscoveredFrame, Error, Frame, ShadowDiscovery, Target, Transfers};
 
-use crate::support::{IrFormat, OptLevel, Scratch, compile_ir, compile_native, run};
+use crate::support::{
+    IrFormat, OptLevel, Runner, Scratch, compare, compile_ir, compile_native, run, run_command,
+};
 
 const LEVELS: [OptLevel; 2] = [OptLevel::O0, OptLevel::O2];
 
@@ -395,5 +397,43 @@ fn a_frame_whose_slot_does_not_match_is_refused() {
                 if function == "run" && reason.contains("holds no return address")),
             "{e}"
         );
+    }
+}
+
+/// An `atexit` handler with a local whose address escapes runs after glibc's `exit` ran the
+/// thread's destructors (which unmap the shadow stack `main`'s frame used): it opens its frame
+/// in a fresh region, under `uppercut run` with OSR as natively.
+#[test]
+fn an_atexit_handler_opens_its_shadow_frame_after_the_thread_destructors() {
+    const SOURCE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+static int entered;
+static void report(void) {
+  char line[64];
+  snprintf(line, sizeof line, "report: %d", entered);
+  puts(line);
+}
+int main(void) {
+  char first[16];
+  for (int i = 0; i < 100; i++)
+    entered += i % 7;
+  snprintf(first, sizeof first, "main: %d", entered % 10);
+  puts(first);
+  atexit(report);
+  return 3;
+}
+"#;
+    let scratch = Scratch::new("atexit-shadow");
+    let path = scratch.path().join("atexit.c");
+    std::fs::write(&path, SOURCE).unwrap();
+    for opt in LEVELS {
+        let native = compile_native(&path, opt, scratch.path());
+        let native = run(&native, &[], b"", scratch.path());
+        let ir = compile_ir(&path, opt, IrFormat::Text, scratch.path());
+        let command = Runner::uppercut().command(opt, &["--osr=tier"], &ir, &[]);
+        let jitted = run_command(command, b"", scratch.path());
+        assert_eq!(native.stdout, b"main: 5\nreport: 295\n");
+        compare(&native, &jitted).unwrap_or_else(|report| panic!("{opt:?}:\n{report}"));
     }
 }
