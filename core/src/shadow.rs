@@ -269,6 +269,7 @@ pub fn for_each_entry(mut f: impl FnMut(&ShadowEntry) -> ControlFlow<()>) {
 /// # Safety
 ///
 /// `entry` must be an open frame of this thread's chain.
+#[inline]
 unsafe fn read_entry(entry: *const StackEntry) -> (ShadowEntry, *const StackEntry) {
     // SAFETY: the caller vouches for the entry; its map and metadata are Uppercut's constants.
     unsafe {

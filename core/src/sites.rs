@@ -19,7 +19,8 @@
 //!
 //! A call carries a site (a `"deopt"` bundle with its id and the base program's live values)
 //! when it can reach a hypercall: a call of `PerformCustomCallback`, an indirect call, or a call
-//! of a guest function that can. After optimisation, `rewrite-statepoints-for-gc` turns each
+//! of a guest function that can (with [`Instrumentation::shadow_discovery`], also a call into a
+//! library that may call a guest function back). After optimisation, `rewrite-statepoints-for-gc` turns each
 //! into a statepoint whose stack-map record, at the call's return address, says where every
 //! value lives in that version's frame.
 

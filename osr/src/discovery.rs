@@ -1,72 +1,5 @@
 //! Frame discovery from the shadow-stack chain alone (the 2009 design): no frame-pointer walk.
-//!
-//! With [`Instrumentation::shadow_discovery`](uppercut_core::Instrumentation::shadow_discovery),
-//! every guest function that has sites opens a shadow-stack frame that records its machine
-//! frame address (`rbp`, stored once at entry) and the site it is at (stored before each site's
-//! call). This thread's chain then names every suspended instrumented frame, innermost first,
-//! whatever lies between them on the machine stack (a libc `qsort` calling a guest comparator,
-//! host code without frame pointers):
-//!
-//! ```text
-//!   shadow chain (heap)                          machine stack (grows down)
-//!   ┌────────────────────────┐                   │ ...                          │
-//!   │ entry of main          │  frame address ─> │ saved rbp of main's caller   │ <- fp (rbp)
-//!   │   site = 7 (qsort)     │                   │ main's locals, spills        │
-//!   ├────────────────────────┤                   │ ... (stack map frame size S) │
-//!   │ entry of cmp           │─┐                 ├──────────────────────────────┤ <- rsp at the call
-//!   │   site = 3 (hypercall) │ │                 │ return address into main     │ <- slot = fp - S
-//!   └────────────────────────┘ │                 │ qsort's frame (no metadata)  │
-//!                              └───── ... ────>  │ cmp's frame ...              │
-//! ```
-//!
-//! For each entry: the function comes from its frame map (one per function,
-//! [`FunctionOsr::frame_map`](uppercut_core::FunctionOsr::frame_map)); the site from the entry;
-//! the candidates are that site's return addresses in every compiled version (functions,
-//! continuations, and clones the optimiser made of the function: a record whose deopt location
-//! 0 is the site is code of the site's function), each with its stack-map function record's
-//! frame size `S`. A
-//! frame with a frame pointer has `rsp = fp + 8 - S` at its calls (CFA = `fp + 16`, minus the
-//! return address, minus `S`), so the return-address slot of the call is `fp - S`. The frame is
-//! reported as a [`Frame`] only when that slot holds one of the candidates (or a transfer thunk
-//! for one), the version still holds that code, and the record's shadow-frame value (when the
-//! site has one) is this very entry. Anything else fails closed: the entry is reported with an
-//! [`Error::Undiscoverable`] and never moves.
-//!
-//! The [`Frame`]s are the ones [`Transfers::walk`] would produce for the same frames, so
-//! [`Transfers::prepare`] and [`Transfers::patch`] take them unchanged.
-//!
-//! ```no_run
-//! use uppercut_core::{Engine, EngineOptions, Hypercall, Instrumentation};
-//! use uppercut_osr::{ShadowDiscovery, Transfers};
-//!
-//! let options = EngineOptions {
-//!     instrument: Some(Instrumentation {
-//!         shadow_discovery: true,
-//!         ..Instrumentation::default()
-//!     }),
-//!     ..EngineOptions::default()
-//! };
-//! let engine = Engine::from_file("sort.ll", options)?;
-//! let discovery = ShadowDiscovery::new();
-//! engine.register_callback("probe", move |h: &mut Hypercall<'_>| {
-//!     let transfers = Transfers::new(&h.engine());
-//!     for found in discovery.walk(&transfers) {
-//!         match &found.frame {
-//!             Ok(frame) => println!("{}: {:#x}", found.function, frame.return_address),
-//!             Err(why) => println!("{why}"),
-//!         }
-//!     }
-//!     Ok(std::ptr::null_mut())
-//! })?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! Known limits: a frame interrupted by a signal whose handler makes a hypercall is not
-//! suspended at a call, yet its slot may still hold the return address of its last call (the
-//! red zone below `rsp` is not cleared): it is reported, and patching it is harmless (nothing
-//! returns through that word) but never takes effect. Entries of frames a `longjmp` skipped
-//! stay on the chain until their caller returns; an entry whose machine frame lies below an
-//! inner one's is refused as out of order.
+//! See [`ShadowDiscovery`].
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -96,12 +29,81 @@ pub struct DiscoveredFrame {
     pub frame: Result<Frame>,
 }
 
-/// Finds this thread's instrumented frames from the shadow-stack chain (see the
-/// [module docs](self)).
+/// Finds this thread's instrumented frames from the shadow-stack chain alone (the 2009 design):
+/// no frame-pointer walk.
 ///
-/// Holds decoded stack maps and per-function candidates of one engine (a walk with another
-/// engine starts over). Cheap to clone (clones share the cache); it does not hold the engine,
-/// so it may live in the engine's own callbacks.
+/// With [`Instrumentation::shadow_discovery`](uppercut_core::Instrumentation::shadow_discovery),
+/// every guest function that has sites opens a shadow-stack frame that records its machine
+/// frame address (`rbp`, stored once at entry) and the site it is at (stored before each site's
+/// call). This thread's chain then names every suspended instrumented frame, innermost first,
+/// whatever lies between them on the machine stack (a libc `qsort` calling a guest comparator,
+/// host code without frame pointers):
+///
+/// ```text
+///   shadow chain (heap)                          machine stack (grows down)
+///   ┌────────────────────────┐                   │ ...                          │
+///   │ entry of main          │  frame address ─> │ saved rbp of main's caller   │ <- fp (rbp)
+///   │   site = 7 (qsort)     │                   │ main's locals, spills        │
+///   ├────────────────────────┤                   │ ... (stack map frame size S) │
+///   │ entry of cmp           │─┐                 ├──────────────────────────────┤ <- rsp at the call
+///   │   site = 3 (hypercall) │ │                 │ return address into main     │ <- slot = fp - S
+///   └────────────────────────┘ │                 │ qsort's frame (no metadata)  │
+///                              └───── ... ────>  │ cmp's frame ...              │
+/// ```
+///
+/// For each entry: the function comes from its frame map (one per function,
+/// [`FunctionOsr::frame_map`](uppercut_core::FunctionOsr::frame_map)); the site from the entry;
+/// the candidates are that site's return addresses in every compiled version (functions,
+/// continuations, and clones the optimiser made of the function: a record whose deopt location
+/// 0 is the site is code of the site's function), each with its stack-map function record's
+/// frame size `S`. A frame with a frame pointer has `rsp = fp + 8 - S` at its calls (CFA =
+/// `fp + 16`, minus the return address, minus `S`), so the return-address slot of the call is
+/// `fp - S`. The frame is
+/// reported as a [`Frame`] only when that slot holds one of the candidates (or a transfer thunk
+/// for one), the version still holds that code, and the record's shadow-frame value (when the
+/// site has one) is this very entry. Anything else fails closed: the entry is reported with an
+/// [`Error::Undiscoverable`] and never moves.
+///
+/// The [`Frame`]s are the ones [`Transfers::walk`] would produce for the same frames, so
+/// [`Transfers::prepare`] and [`Transfers::patch`] take them unchanged.
+///
+/// ```no_run
+/// use uppercut_core::{Engine, EngineOptions, Hypercall, Instrumentation};
+/// use uppercut_osr::{ShadowDiscovery, Transfers};
+///
+/// let options = EngineOptions {
+///     instrument: Some(Instrumentation {
+///         shadow_discovery: true,
+///         ..Instrumentation::default()
+///     }),
+///     ..EngineOptions::default()
+/// };
+/// let engine = Engine::from_file("sort.ll", options)?;
+/// let discovery = ShadowDiscovery::new();
+/// engine.register_callback("probe", move |h: &mut Hypercall<'_>| {
+///     let transfers = Transfers::new(&h.engine());
+///     for found in discovery.walk(&transfers) {
+///         match &found.frame {
+///             Ok(frame) => println!("{}: {:#x}", found.function, frame.return_address),
+///             Err(why) => println!("{why}"),
+///         }
+///     }
+///     Ok(std::ptr::null_mut())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Known limits: a frame whose stack is realigned (a local aligned beyond 16 bytes) has no
+/// fixed frame size in the stack map, so it is refused. A frame interrupted by a signal whose
+/// handler makes a hypercall is not suspended at a call, yet its slot may still hold the return
+/// address of its last call (the red zone below `rsp` is not cleared): it is reported, and
+/// patching it is harmless (nothing returns through that word) but never takes effect. Frames
+/// a `longjmp` skipped are closed when `setjmp` returns (see [`uppercut_core::shadow`]); an
+/// entry whose machine frame lies below an inner one's is refused as out of order all the same.
+///
+/// A `ShadowDiscovery` holds the decoded stack maps and per-site candidates of one engine (a
+/// walk with another engine starts over). Cheap to clone (clones share the cache); it does not
+/// hold the engine, so it may live in the engine's own callbacks.
 #[derive(Clone, Default)]
 pub struct ShadowDiscovery {
     cache: Arc<Mutex<Cache>>,
@@ -151,6 +153,8 @@ impl ShadowDiscovery {
             generation: engine.version_count(),
             verified: Vec::new(),
             innermost_fp: 0,
+            last_function: None,
+            last_site: None,
         };
         for_each_entry(|entry| {
             if out.len() >= limit {
@@ -177,7 +181,7 @@ struct Cache {
     /// The engine's functions by the address of their frame map.
     functions: HashMap<u64, Arc<str>>,
     /// Each site's return addresses in every version.
-    sites: HashMap<SiteId, Vec<Candidate>>,
+    sites: HashMap<SiteId, Arc<[Candidate]>>,
     /// [`Engine::version_count`] when `sites` was built (`None`: not yet).
     generation: Option<usize>,
     /// Site records of each unit.
@@ -259,7 +263,7 @@ impl Cache {
                 });
             }
         }
-        self.sites = sites;
+        self.sites = sites.into_iter().map(|(k, v)| (k, v.into())).collect();
         self.generation = Some(generation);
     }
 
@@ -314,6 +318,10 @@ struct Walk<'a> {
     verified: Vec<(VersionId, bool)>,
     /// The machine frame of the last entry accepted: older frames lie at or above it.
     innermost_fp: u64,
+    /// The last frame map looked up and its function (the frames of a recursion share it).
+    last_function: Option<(u64, Arc<str>)>,
+    /// The last site looked up and its candidates.
+    last_site: Option<(SiteId, Arc<[Candidate]>)>,
 }
 
 /// A candidate whose return address the frame's slot holds.
@@ -326,7 +334,14 @@ struct Match {
 impl Walk<'_> {
     /// What `entry` is, or `None` when it is not this engine's.
     fn entry(&mut self, cache: &mut Cache, entry: &ShadowEntry) -> Option<DiscoveredFrame> {
-        let name = Arc::clone(cache.functions.get(&entry.map)?);
+        let name = match &self.last_function {
+            Some((map, name)) if *map == entry.map => Arc::clone(name),
+            _ => {
+                let name = Arc::clone(cache.functions.get(&entry.map)?);
+                self.last_function = Some((entry.map, Arc::clone(&name)));
+                name
+            }
+        };
         let discovery = entry.discovery;
         let refuse = |reason: String| Error::Undiscoverable {
             shadow_frame: entry.address,
@@ -374,18 +389,12 @@ impl Walk<'_> {
         }
         self.innermost_fp = fp;
         let site = site.ok_or("it has not reached a site")?;
-        let info = self
-            .osr
-            .site(site)
-            .ok_or_else(|| format!("it records {site}, which instrumentation never made"))?;
-        if let Some(why) = &info.refused {
-            return Err(format!("it is at {site}, which carries no state: {why}"));
-        }
         let found = match self.find(cache, site, fp) {
             Some(m) => Some(m),
             None if cache.generation != Some(self.generation) => {
                 // Versions were compiled since the candidates were gathered.
                 cache.rebuild(self.engine, self.osr, self.generation);
+                self.last_site = None;
                 self.find(cache, site, fp)
             }
             None => None,
@@ -396,11 +405,18 @@ impl Walk<'_> {
             pending,
         }) = found
         else {
+            let info = self
+                .osr
+                .site(site)
+                .ok_or_else(|| format!("it records {site}, which instrumentation never made"))?;
+            if let Some(why) = &info.refused {
+                return Err(format!("it is at {site}, which carries no state: {why}"));
+            }
             let sizes: Vec<u64> = cache
                 .sites
                 .get(&site)
                 .into_iter()
-                .flatten()
+                .flat_map(|c| c.iter())
                 .filter_map(|c| c.frame_size)
                 .collect();
             return Err(if sizes.is_empty() {
@@ -466,25 +482,30 @@ impl Walk<'_> {
     }
 
     /// The candidate of `site` whose return address (or a thunk for it) the frame's slot holds.
-    fn find(&self, cache: &Cache, site: SiteId, fp: u64) -> Option<Match> {
-        let candidates = cache.sites.get(&site)?;
+    fn find(&mut self, cache: &Cache, site: SiteId, fp: u64) -> Option<Match> {
+        if self
+            .last_site
+            .as_ref()
+            .is_none_or(|(last, _)| *last != site)
+        {
+            self.last_site = Some((site, Arc::clone(cache.sites.get(&site)?)));
+        }
+        let candidates: &[Candidate] = self.last_site.as_ref().map_or(&[], |(_, c)| c);
         // Frames of one version share a frame size: usually one slot to read.
-        let mut slots: Vec<(u64, u64)> = Vec::new();
-        for c in candidates {
+        let mut last: Option<(u64, u64)> = None;
+        let mut word_at = |slot: u64| match last {
+            Some((s, word)) if s == slot => Some(word),
+            _ => {
+                let word = self.window.read(slot)?;
+                last = Some((slot, word));
+                Some(word)
+            }
+        };
+        for c in candidates.iter() {
             let Some(slot) = c.frame_size.and_then(|size| fp.checked_sub(size)) else {
                 continue;
             };
-            let word = match slots.iter().find(|(s, _)| *s == slot) {
-                Some(&(_, word)) => word,
-                None => {
-                    let Some(word) = self.window.read(slot) else {
-                        continue;
-                    };
-                    slots.push((slot, word));
-                    word
-                }
-            };
-            if word == c.return_address {
+            if word_at(slot) == Some(c.return_address) {
                 return Some(Match {
                     candidate: c.clone(),
                     slot,
@@ -492,15 +513,17 @@ impl Walk<'_> {
                 });
             }
         }
-        for (slot, word) in slots {
-            let Some((return_address, continuation)) = self.transfers.thunk_target(word) else {
+        // A frame already set to move: its slot holds a thunk for one of the candidates.
+        for c in candidates.iter() {
+            let Some(slot) = c.frame_size.and_then(|size| fp.checked_sub(size)) else {
                 continue;
             };
-            let patched = candidates.iter().find(|c| {
-                c.return_address == return_address
-                    && c.frame_size.and_then(|size| fp.checked_sub(size)) == Some(slot)
-            });
-            if let Some(c) = patched {
+            let Some(word) = word_at(slot) else {
+                continue;
+            };
+            if let Some((return_address, continuation)) = self.transfers.thunk_target(word)
+                && return_address == c.return_address
+            {
                 return Some(Match {
                     candidate: c.clone(),
                     slot,
