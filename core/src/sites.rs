@@ -127,7 +127,9 @@ pub struct FunctionOsr {
     /// Its sites.
     pub sites: Vec<SiteId>,
     /// Calls that can reach a hypercall but carry no site, with the reason (a value or result
-    /// that OSR state cannot carry): frames stopped there are not transferred.
+    /// that OSR state cannot carry): frames stopped there are not transferred. (Library calls
+    /// that only [`Instrumentation::shadow_discovery`] makes sites are not listed when refused:
+    /// [`OsrModule::sites`] describes them.)
     pub refused: Vec<String>,
     /// Bytes of its shadow-stack frame (0 without one).
     pub shadow_frame_size: u64,

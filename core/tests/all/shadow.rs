@@ -283,3 +283,66 @@ fn frames_a_longjmp_skipped_are_closed_when_setjmp_returns() {
         }
     }
 }
+
+/// `cb` can reach a hypercall and its address escapes (to `sort`, a library function that may
+/// call it back): with shadow discovery, library calls are sites; one that a site cannot carry
+/// (it returns a pair) is described but does not make `f` incomplete.
+const LIBRARY_GUEST: &str = r#"
+@name = private unnamed_addr constant [6 x i8] c"probe\00"
+declare ptr @PerformCustomCallback(ptr, ptr)
+declare void @sort(ptr, ptr)
+declare { double, double } @pair(double)
+declare i32 @printf(ptr, ...)
+
+define i32 @cb(ptr %a, ptr %b) {
+  %r = call ptr @PerformCustomCallback(ptr @name, ptr null)
+  ret i32 0
+}
+
+define double @f(ptr %v) {
+  call void @sort(ptr %v, ptr @cb)
+  %p = call { double, double } @pair(double 1.0)
+  %x = extractvalue { double, double } %p, 0
+  %n = call i32 (ptr, ...) @printf(ptr @name)
+  ret double %x
+}
+"#;
+
+#[test]
+fn with_shadow_discovery_library_calls_that_may_call_back_are_sites() {
+    use uppercut_core::SiteKind;
+    let sites_of = |shadow_discovery: bool| {
+        let options = EngineOptions {
+            instrument: Some(Instrumentation {
+                loop_sites: false,
+                shadow_discovery,
+                ..Instrumentation::default()
+            }),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::from_bytes(LIBRARY_GUEST.as_bytes(), "library.ll", options).unwrap();
+        let osr = engine.osr().unwrap();
+        let f = osr.function("f").cloned().unwrap();
+        let calls: Vec<(String, bool)> = osr
+            .sites()
+            .iter()
+            .filter(|s| s.function == "f")
+            .map(|s| match &s.kind {
+                SiteKind::Call { callee: Some(c) } => (c.clone(), s.refused.is_some()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        (f, calls)
+    };
+    let (f, calls) = sites_of(false);
+    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(f.shadow_frame_size, 0);
+    let (f, calls) = sites_of(true);
+    assert_eq!(
+        calls,
+        [("sort".to_owned(), false), ("pair".to_owned(), true)],
+        "printf is variadic: no site"
+    );
+    assert!(f.complete(), "{:?}", f.refused);
+    assert!(f.discovery.is_some());
+}
