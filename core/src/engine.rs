@@ -683,6 +683,12 @@ impl Engine {
         self.state().versions.clone()
     }
 
+    /// How many versions the engine has compiled so far (it only grows): a cheap way to tell
+    /// that a cache built from [`Engine::all_versions`] is out of date.
+    pub fn version_count(&self) -> usize {
+        self.state().versions.len()
+    }
+
     /// Where every unit's sections lie.
     pub fn units(&self) -> Vec<UnitInfo> {
         self.state().units.iter().map(unit_info).collect()
@@ -1048,6 +1054,12 @@ impl Linker for EngineLinker<'_> {
             }
             ir::instrument::SHADOW_POP => {
                 return Some(crate::shadow::shadow_pop as *const () as u64);
+            }
+            ir::instrument::SHADOW_MARK => {
+                return Some(crate::shadow::shadow_mark as *const () as u64);
+            }
+            ir::instrument::SHADOW_UNWIND => {
+                return Some(crate::shadow::shadow_unwind as *const () as u64);
             }
             _ => {}
         }

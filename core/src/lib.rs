@@ -51,7 +51,8 @@ pub use hypercall::{
 };
 pub use plugin::load_plugin;
 pub use sites::{
-    FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo, SiteKind,
+    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
+    SiteKind,
 };
 pub use types::{Address, OptLevel, SiteId, UnitId, ValueKind, VersionId};
 /// The frame-metadata reader the engine uses, for [`Engine::with_unit_metadata`].

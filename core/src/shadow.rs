@@ -4,26 +4,43 @@
 //! ```text
 //!  thread's shadow stack (heap, grows up)           FrameMap (one per function, constant)
 //!  ┌──────────────────────────────┐ <- head          ┌───────────────┬──────────────┬─────────┐
-//!  │ Next ─────────────┐          │                   │ NumRoots: i32 │ NumMeta: i32 │ Meta[0] ─┼─> { index: i64, name: ptr }
+//!  │ Next ─────────────┐          │                   │ NumRoots: i32 │ NumMeta: i32 │ Meta[0] ─┼─> FunctionMeta
 //!  │ Map  ──> FrameMap │          │                   └───────────────┴──────────────┴─────────┘
-//!  │ roots[NumRoots]   │ (ptr-typed locals)
+//!  │ roots[NumRoots]   │ (ptr-typed locals)           FunctionMeta { index: i64, name: ptr,
+//!  │ [machine frame]   │ (shadow discovery only)                     frame_address_offset: i64,
+//!  │ [site id]         │          │                                  site_offset: i64 }
 //!  │ other locals      │          │
 //!  ├───────────────────v──────────┤ <- older frame
 //!  │ Next, Map, ...               │
 //! ```
 //!
+//! With [`Instrumentation::shadow_discovery`](crate::Instrumentation::shadow_discovery), every
+//! function that has sites opens a frame, and two words after its roots say where its machine
+//! frame is (`llvm.frameaddress(0)`, its `rbp`, stored once at entry) and which site it is at
+//! (0 at entry, then each site's id right before its call): [`for_each_entry`] reads them,
+//! and `uppercut-osr`'s discovery turns them into transferable frames without walking the
+//! machine stack. The words follow the roots, so a collector scanning `NumRoots` roots is
+//! unaffected; [`FunctionMeta`] gives their offsets (see also
+//! [`DiscoverySlots`](crate::DiscoverySlots)).
+//!
 //! An instrumented function opens its frame with `__uppercut_shadow_push(map, size)` at entry
 //! and closes it with `__uppercut_shadow_pop(frame)` before each return. The frame pointer is an
 //! ordinary SSA value of the function, so it is part of every site's state: a continuation keeps
 //! using the same frame, and the locals never move. Closing restores the head and top from the
-//! frame itself, so a `longjmp` that skipped some frames is repaired by the next return.
+//! frame itself, so a `longjmp` that skipped some frames is repaired by the next return; a
+//! function that calls `setjmp` (and so has no frame: it is never instrumented) takes a mark of
+//! the stack at entry and closes every newer frame each time `setjmp` returns
+//! (`__uppercut_shadow_mark`, `__uppercut_shadow_unwind`).
 //!
 //! The same chain gives a precise collector its roots: [`for_each_root`].
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_void};
 
+use std::ops::ControlFlow;
+
 use crate::sys::{Pages, Prot};
+use crate::types::SiteId;
 
 /// Address space reserved for one thread's shadow stack (committed as it is touched).
 pub const SHADOW_STACK_BYTES: usize = 64 << 20;
@@ -58,6 +75,12 @@ pub struct FunctionMeta {
     pub index: i64,
     /// Its name, NUL-terminated.
     pub name: *const c_char,
+    /// Offset in the frame of the word holding the function's machine frame address; 0 when
+    /// the frame does not record it (without shadow discovery).
+    pub frame_address_offset: i64,
+    /// Offset in the frame of the word holding the id of the site the function is at; 0 when
+    /// the frame does not record it.
+    pub site_offset: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -72,7 +95,25 @@ thread_local! {
         Cell::new(Stack { top: 0, limit: 0, head: std::ptr::null() })
     };
     /// Owns the thread's region: unmapped when the thread ends.
-    static REGION: RefCell<Option<Pages>> = const { RefCell::new(None) };
+    static REGION: RefCell<Region> = const { RefCell::new(Region(None)) };
+}
+
+/// A thread's shadow-stack region. Dropping it (the thread's destructors run) also forgets the
+/// thread's stack, so that guest code running after that (an `atexit` handler: glibc's `exit`
+/// runs thread-local destructors before the handlers) opens its frames in a fresh region
+/// instead of the unmapped one.
+struct Region(Option<Pages>);
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        STACK.with(|cell| {
+            cell.set(Stack {
+                top: 0,
+                limit: 0,
+                head: std::ptr::null(),
+            })
+        });
+    }
 }
 
 /// Opens a frame of `size` bytes (header included) for the function described by `map`.
@@ -118,6 +159,29 @@ pub(crate) extern "C" fn shadow_pop(frame: *mut StackEntry) {
     })
 }
 
+/// The current top of this thread's shadow stack: every frame opened later lies at or above
+/// it. A function that calls `setjmp` takes this mark at entry, and hands it to
+/// [`shadow_unwind`] each time `setjmp` returns.
+pub(crate) extern "C" fn shadow_mark() -> u64 {
+    STACK.with(|cell| cell.get().top as u64)
+}
+
+/// Closes every frame opened after `mark` (see [`shadow_mark`]): after a `longjmp` lands in a
+/// function that has no frame of its own, the frames it skipped are closed here instead of
+/// piling up (nothing older returns through them to close them).
+pub(crate) extern "C" fn shadow_unwind(mark: u64) {
+    STACK.with(|cell| {
+        let mut stack = cell.get();
+        while !stack.head.is_null() && stack.head as u64 >= mark {
+            stack.top = stack.head as usize;
+            // SAFETY: every frame on the chain was opened by `shadow_push` on this thread and its
+            // header is intact (guest code only writes the slots after it).
+            stack.head = unsafe { (*stack.head).next };
+        }
+        cell.set(stack);
+    })
+}
+
 fn allocate() -> Stack {
     let pages = Pages::reserve(SHADOW_STACK_BYTES, None).and_then(|mut p| {
         p.protect(Prot::ReadWrite)?;
@@ -135,7 +199,13 @@ fn allocate() -> Stack {
         limit: pages.end(),
         head: std::ptr::null(),
     };
-    REGION.with(|r| *r.borrow_mut() = Some(pages));
+    let mut pages = Some(pages);
+    let kept = REGION.try_with(|r| r.borrow_mut().0 = pages.take());
+    if kept.is_err() {
+        // The thread's destructors have run: it is ending, and the region lives as long as the
+        // process (a handful of frames of `atexit` handlers).
+        std::mem::forget(pages);
+    }
     stack
 }
 
@@ -148,6 +218,87 @@ pub struct ShadowFrame {
     pub function: String,
     /// Addresses of its root slots (each holds one pointer).
     pub roots: Vec<u64>,
+    /// What the frame records for discovery (with shadow discovery).
+    pub discovery: Option<Discovery>,
+}
+
+/// What a shadow-stack frame of shadow discovery records about its function's machine frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discovery {
+    /// The machine frame address (`rbp`) the function stored at entry.
+    pub frame_address: u64,
+    /// The site the function is at: the last one whose call it started (`None` before the
+    /// first, or for a word that is not a site id).
+    pub site: Option<SiteId>,
+}
+
+/// One entry of this thread's shadow-stack chain, read without allocating: what a frame walk
+/// needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowEntry {
+    /// The frame's address.
+    pub address: u64,
+    /// Its frame map's address: the same for every frame of one function (see
+    /// [`FunctionOsr::frame_map`](crate::FunctionOsr::frame_map)).
+    pub map: u64,
+    /// Its function's index (`FunctionMeta::index`), -1 when its map has no Uppercut metadata.
+    pub index: i64,
+    /// What it records for discovery.
+    pub discovery: Option<Discovery>,
+}
+
+/// Calls `f` with each entry of this thread's shadow-stack chain, innermost first, until it
+/// breaks. `f` may run guest code: entries older than the first one stay open while it runs.
+pub fn for_each_entry(mut f: impl FnMut(&ShadowEntry) -> ControlFlow<()>) {
+    let mut entry = STACK.with(|c| c.get().head);
+    while !entry.is_null() {
+        // SAFETY: every frame on the chain was opened by `shadow_push` on this thread and is
+        // still open (frames older than the head when we started cannot close while we run:
+        // they belong to suspended callers); its map and metadata are constants of a compiled
+        // unit, which stays mapped while frames of it are open.
+        let (read, next) = unsafe { read_entry(entry) };
+        if f(&read).is_break() {
+            return;
+        }
+        entry = next;
+    }
+}
+
+/// Reads one open entry.
+///
+/// # Safety
+///
+/// `entry` must be an open frame of this thread's chain.
+#[inline]
+unsafe fn read_entry(entry: *const StackEntry) -> (ShadowEntry, *const StackEntry) {
+    // SAFETY: the caller vouches for the entry; its map and metadata are Uppercut's constants.
+    unsafe {
+        let e = &*entry;
+        let map = &*e.map;
+        let meta = (map.num_meta >= 1 && !map.meta[0].is_null()).then(|| &*map.meta[0]);
+        let word = |offset: i64| {
+            (entry as *const u8)
+                .add(offset as usize)
+                .cast::<u64>()
+                .read()
+        };
+        let discovery = meta
+            .filter(|m| m.frame_address_offset > 0 && m.site_offset > 0)
+            .map(|m| Discovery {
+                frame_address: word(m.frame_address_offset),
+                site: u32::try_from(word(m.site_offset))
+                    .ok()
+                    .filter(|&id| id != 0)
+                    .map(SiteId),
+            });
+        let read = ShadowEntry {
+            address: entry as u64,
+            map: e.map as u64,
+            index: meta.map_or(-1, |m| m.index),
+            discovery,
+        };
+        (read, e.next)
+    }
 }
 
 /// This thread's shadow-stack frames, innermost first.
@@ -174,6 +325,7 @@ pub fn shadow_frames() -> Vec<ShadowFrame> {
                 address: entry as u64,
                 function,
                 roots,
+                discovery: read_entry(entry).0.discovery,
             };
             entry = e.next;
             f

@@ -19,7 +19,8 @@
 //!
 //! A call carries a site (a `"deopt"` bundle with its id and the base program's live values)
 //! when it can reach a hypercall: a call of `PerformCustomCallback`, an indirect call, or a call
-//! of a guest function that can. After optimisation, `rewrite-statepoints-for-gc` turns each
+//! of a guest function that can (with [`Instrumentation::shadow_discovery`], also a call into a
+//! library that may call a guest function back). After optimisation, `rewrite-statepoints-for-gc` turns each
 //! into a statepoint whose stack-map record, at the call's return address, says where every
 //! value lives in that version's frame.
 
@@ -41,6 +42,19 @@ pub struct Instrumentation {
     /// decremented at each pass, reaches zero. The handler may store a new count (see
     /// [`SiteInfo::counter`]).
     pub initial_count: i64,
+    /// Frame discovery from the shadow-stack chain alone (the 2009 design): every function
+    /// that has sites opens a shadow-stack frame (even without escaping locals) that records
+    /// its machine frame address (stored once at entry) and the id of the site it is at
+    /// (stored before each site's call, and before the hypercall of a loop or entry site); see
+    /// [`DiscoverySlots`] and [`crate::shadow`]. A walker can then find every instrumented
+    /// frame of a thread from the chain, through frames of code that has no frame pointers or
+    /// no metadata (a libc `qsort` calling a guest comparator).
+    ///
+    /// It also makes calls of external functions sites when some guest function that can reach
+    /// a hypercall has its address taken (the library may call it back): the frame below the
+    /// library frame then stops at a site. (Variadic external calls are left alone: a
+    /// statepoint cannot carry them.)
+    pub shadow_discovery: bool,
 }
 
 impl Default for Instrumentation {
@@ -50,6 +64,7 @@ impl Default for Instrumentation {
             entry_sites: false,
             store_sites: Vec::new(),
             initial_count: 1000,
+            shadow_discovery: false,
         }
     }
 }
@@ -91,6 +106,11 @@ pub struct SiteInfo {
     /// The kind of the call's result (`None` for `void`).
     pub result: Option<ValueKind>,
     /// Which value is the function's shadow-stack frame, if it has one and it is live here.
+    ///
+    /// With [`Instrumentation::shadow_discovery`], the function stores this site's id into its
+    /// frame's [`DiscoverySlots::site`] word right before the call (for a loop or entry site,
+    /// right before its hypercall); a refused site's id is stored too, so a walker sees that
+    /// the frame stopped at a call without state.
     pub shadow_frame: Option<usize>,
     /// The global `i64` counter of a loop or entry site.
     pub counter: Option<String>,
@@ -107,10 +127,18 @@ pub struct FunctionOsr {
     /// Its sites.
     pub sites: Vec<SiteId>,
     /// Calls that can reach a hypercall but carry no site, with the reason (a value or result
-    /// that OSR state cannot carry): frames stopped there are not transferred.
+    /// that OSR state cannot carry): frames stopped there are not transferred. (Library calls
+    /// that only [`Instrumentation::shadow_discovery`] makes sites are not listed when refused:
+    /// [`OsrModule::sites`] describes them.)
     pub refused: Vec<String>,
     /// Bytes of its shadow-stack frame (0 without one).
     pub shadow_frame_size: u64,
+    /// The constant global holding its shadow-stack frame map, when it has a frame: every
+    /// frame it opens points at this global's address (`StackEntry::map`).
+    pub frame_map: Option<String>,
+    /// Where its shadow-stack frame records its machine frame and current site, with
+    /// [`Instrumentation::shadow_discovery`].
+    pub discovery: Option<DiscoverySlots>,
     /// Globals it loads directly.
     pub reads: Vec<String>,
 }
@@ -121,6 +149,29 @@ impl FunctionOsr {
     pub fn complete(&self) -> bool {
         self.excluded.is_none() && self.refused.is_empty()
     }
+}
+
+/// Where a shadow-stack frame keeps what frame discovery reads: byte offsets from the frame's
+/// start (its `StackEntry`), each an 8-byte word.
+///
+/// ```text
+///  +0   Next                      LLVM shadow-stack ABI header
+///  +8   Map ──> FrameMap { NumRoots, NumMeta = 1, Meta[0] ──> FunctionMeta }
+///  +16  roots[NumRoots]           pointer-typed escaping locals (what a collector scans)
+///  +D   machine frame address     `llvm.frameaddress(0)` (the function's rbp), stored at entry
+///  +D+8 site id                   0 at entry, then the id of each site right before its call
+///  ...  other escaping locals
+/// ```
+///
+/// `D = 16 + 8 * NumRoots`: the words sit after the roots, so a collector that scans
+/// `NumRoots` roots never sees them. [`FunctionMeta`](crate::shadow::FunctionMeta) carries the
+/// same two offsets, so a walker needs nothing but the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoverySlots {
+    /// Offset of the word holding the machine frame address.
+    pub frame_address: u64,
+    /// Offset of the word holding the current site id (a [`SiteId`], zero-extended).
+    pub site: u64,
 }
 
 /// What instrumentation found about one global variable.

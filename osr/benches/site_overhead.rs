@@ -69,6 +69,7 @@ impl Config {
             entry_sites: false,
             store_sites: Vec::new(),
             initial_count: i64::MAX,
+            shadow_discovery: false,
         };
         match self {
             Config::Plain => None,

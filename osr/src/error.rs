@@ -144,6 +144,17 @@ pub enum Error {
     NotInstrumented,
     /// The engine refused a request (its error, as text).
     Engine(String),
+    /// Shadow-stack discovery found a frame it cannot turn into a transferable
+    /// [`Frame`](crate::Frame): what the shadow-stack frame records does not match a suspended
+    /// call of its function (see [`ShadowDiscovery`](crate::ShadowDiscovery)).
+    Undiscoverable {
+        /// The shadow-stack frame's address.
+        shadow_frame: u64,
+        /// Its function.
+        function: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A `Result` with this crate's [`Error`].
@@ -251,6 +262,14 @@ impl fmt::Display for Error {
                 "the engine was created without OSR instrumentation (EngineOptions::instrument)",
             ),
             Error::Engine(e) => f.write_str(e),
+            Error::Undiscoverable {
+                shadow_frame,
+                function,
+                reason,
+            } => write!(
+                f,
+                "the frame of `{function}` (shadow-stack frame {shadow_frame:#x}) cannot be transferred: {reason}"
+            ),
         }
     }
 }

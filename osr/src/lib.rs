@@ -21,6 +21,11 @@
 //!                               restored, old frame popped ──> continuation(buffer) ──> caller
 //! ```
 //!
+//! With [`Instrumentation::shadow_discovery`](uppercut_core::Instrumentation::shadow_discovery),
+//! [`ShadowDiscovery`] (discovery.rs) finds the same [`Frame`]s from this thread's
+//! shadow-stack chain alone, through frames of code that has no frame pointers or metadata
+//! (a libc `qsort` calling a guest comparator), as the 2009 design note proposes.
+//!
 //! A frame whose metadata is missing or doubtful is never moved: it keeps running its old code.
 //! Built-in policies: [`policy::TierUp`], [`policy::Specialise`] (the design note's
 //! specialise-on-store with deoptimisation), [`policy::Stress`] (seeded random moves for
@@ -76,6 +81,7 @@
 mod arch;
 pub mod cli;
 mod compiler;
+mod discovery;
 mod eager;
 mod error;
 mod frames;
@@ -83,6 +89,7 @@ pub mod policy;
 mod runtime;
 mod transfer;
 
+pub use discovery::{DiscoveredFrame, ShadowDiscovery};
 pub use error::{Error, Result};
 pub use frames::Frame;
 pub use runtime::{Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats, TransferMode, VersionSpec};

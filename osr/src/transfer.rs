@@ -622,6 +622,13 @@ impl Transfers {
         Arc::as_ptr(&self.inner) as usize
     }
 
+    /// The (original return address, continuation) of this engine's thunk at `address`, if
+    /// `address` is one: what a patched return-address slot means (for `discovery.rs`).
+    pub(crate) fn thunk_target(&self, address: u64) -> Option<(u64, u64)> {
+        let thunks = lock(&self.inner.thunks);
+        thunk_at(&thunks.batches, address).map(|d| (d.return_address, d.continuation))
+    }
+
     fn replace_slot(&self, frame: &Frame, value: u64) -> Result<()> {
         let slot = frame.return_address_slot;
         let stale = |reason: String| Error::StaleFrame {

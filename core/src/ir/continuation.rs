@@ -40,12 +40,17 @@
 //! point uses before defining it is live after that site, so it is in that site's state and
 //! that site's dispatch block fills its slot. Values live at no site keep their SSA form: every
 //! path from a resume point to a use passes their definition.
+//!
+//! A function that records its machine frame in its shadow-stack frame (shadow discovery)
+//! records it again at the continuation's entry: the continuation runs in a machine frame of
+//! its own (at the same address after a lazy transfer, but nothing here relies on that).
 
 use std::collections::HashMap;
 
 use llvm_sys::core as llc;
 use llvm_sys::prelude::LLVMModuleRef;
 
+use super::instrument::{FRAME_ADDRESS, SHADOW_PUSH};
 use super::llvm::{self as l, Block, Builder, Type, Value};
 use crate::error::{Error, Result};
 use crate::types::{SiteId, ValueKind};
@@ -65,6 +70,7 @@ pub(crate) fn build(m: LLVMModuleRef, function: &str, site: SiteId, name: &str) 
         .map(|(_, call)| call)
         .ok_or_else(|| no_site("no call of the function carries it"))?;
     let state = SiteState::of(site, call).map_err(no_site)?;
+    let machine = machine_frame_slot(f);
     let ptr = l::ptr_type(l::context_of(m));
     let cont = declare_like(m, f, name, &[ptr], true);
     let (entry, resumes) = rebuild(m, f, cont, std::slice::from_ref(&state));
@@ -73,7 +79,7 @@ pub(crate) fn build(m: LLVMModuleRef, function: &str, site: SiteId, name: &str) 
     let buf = l::params(cont)[0];
     l::set_name(buf, "osr.state");
     let (resume, slots) = &resumes[0];
-    load_state(m, &at_entry, buf, slots);
+    load_state(m, &at_entry, buf, slots, machine_frame_at(machine, &state));
     at_entry.br(*resume);
     Ok(())
 }
@@ -110,6 +116,7 @@ pub(crate) fn build_multi(
             .ok_or_else(|| no_site(site, "no call of the function carries it"))?;
         states.push(SiteState::of(site, call).map_err(|why| no_site(site, why))?);
     }
+    let machine = machine_frame_slot(f);
     let ctx = l::context_of(m);
     let ptr = l::ptr_type(ctx);
     let i32t = l::int_type(ctx, 32);
@@ -131,7 +138,7 @@ pub(crate) fn build_multi(
     for (state, (resume, slots)) in states.iter().zip(&resumes) {
         let load = l::insert_block_before(ctx, *resume, &format!("osr.load.{}", state.site.0));
         builder.at_end(load);
-        load_state(m, &builder, buf, slots);
+        load_state(m, &builder, buf, slots, machine_frame_at(machine, state));
         builder.br(*resume);
         l::add_case(switch, l::const_int(i32t, u64::from(state.site.0)), load);
     }
@@ -377,8 +384,28 @@ fn rebuild(
     (entry, resumes)
 }
 
-/// At `builder`'s position, fills each slot from its buffer slot of `buf`.
-fn load_state(m: LLVMModuleRef, builder: &Builder, buf: Value, slots: &Slots) {
+/// Where a site's state holds the shadow-stack frame that records the machine frame (shadow
+/// discovery), as `load_state` takes it: the value's index, the word's offset in the frame, and
+/// `llvm.frameaddress` with its type.
+type MachineFrame = Option<(usize, u64, Type, Value)>;
+
+/// `machine` (from [`machine_frame_slot`]) for one site's state.
+fn machine_frame_at(machine: Option<(Value, u64, Type, Value)>, state: &SiteState) -> MachineFrame {
+    let (frame, offset, ty, intrinsic) = machine?;
+    let index = state.values.iter().position(|&(v, _)| v == frame)?;
+    Some((index, offset, ty, intrinsic))
+}
+
+/// At `builder`'s position, fills each slot from its buffer slot of `buf`. A function that
+/// records its machine frame in its shadow-stack frame (`machine`) records it again: the
+/// continuation runs in a machine frame of its own.
+fn load_state(
+    m: LLVMModuleRef,
+    builder: &Builder,
+    buf: Value,
+    slots: &Slots,
+    machine: MachineFrame,
+) {
     let ctx = l::context_of(m);
     let i64t = l::int_type(ctx, 64);
     for (n, slot) in slots.iter().enumerate() {
@@ -389,5 +416,52 @@ fn load_state(m: LLVMModuleRef, builder: &Builder, buf: Value, slots: &Slots) {
         let ty = unsafe { llc::LLVMGetAllocatedType(slot) };
         let value = builder.bits_to_value(bits, kind, ty, "");
         builder.store(value, slot);
+        if let Some((index, offset, fa_ty, fa)) = machine
+            && index == n
+        {
+            let address = builder.call(
+                fa_ty,
+                fa,
+                &mut [l::const_int(l::int_type(ctx, 32), 0)],
+                "osr.machine_frame",
+            );
+            let word = builder.gep_i8(ctx, value, offset, "osr.machine_frame.slot");
+            builder.store(address, word);
+        }
     }
+}
+
+/// Where `f` records its machine frame, if it does (instrumentation stores
+/// `llvm.frameaddress(0)` into its shadow-stack frame in its entry block): the frame, the
+/// word's offset, and the intrinsic with its type.
+fn machine_frame_slot(f: Value) -> Option<(Value, u64, Type, Value)> {
+    let entry = *l::blocks(f).first()?;
+    let named = |call: Value, name: &str| {
+        l::is_instruction(call)
+            && l::is_call(call)
+            && l::called_function(call).is_some_and(|c| super::value_name(c) == name)
+    };
+    l::instructions(entry).into_iter().find_map(|i| {
+        if l::opcode(i) != llvm_sys::LLVMOpcode::LLVMStore {
+            return None;
+        }
+        let [value, pointer] = l::operands(i)[..] else {
+            return None;
+        };
+        if !named(value, FRAME_ADDRESS)
+            || !l::is_instruction(pointer)
+            || l::opcode(pointer) != llvm_sys::LLVMOpcode::LLVMGetElementPtr
+        {
+            return None;
+        }
+        let [frame, index] = l::operands(pointer)[..] else {
+            return None;
+        };
+        if !named(frame, SHADOW_PUSH) {
+            return None;
+        }
+        let offset = l::const_int_value(index)?;
+        let intrinsic = l::called_function(value)?;
+        Some((frame, offset, l::function_type(intrinsic), intrinsic))
+    })
 }

@@ -15,7 +15,8 @@ use llvm_sys::prelude::LLVMModuleRef;
 use super::llvm::{self as l, Block, Builder, Value};
 use super::{HYPERCALL, functions, globals, value_name};
 use crate::sites::{
-    FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo, SiteKind,
+    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
+    SiteKind,
 };
 use crate::types::SiteId;
 
@@ -23,6 +24,10 @@ use crate::types::SiteId;
 pub(crate) const SHADOW_PUSH: &str = "__uppercut_shadow_push";
 /// The host function that closes one: `void (ptr frame)`.
 pub(crate) const SHADOW_POP: &str = "__uppercut_shadow_pop";
+/// The host function that marks the shadow stack's top: `i64 ()`.
+pub(crate) const SHADOW_MARK: &str = "__uppercut_shadow_mark";
+/// The host function that closes every frame opened after a mark: `void (i64 mark)`.
+pub(crate) const SHADOW_UNWIND: &str = "__uppercut_shadow_unwind";
 /// A string attribute that marks functions whose `optnone` instrumentation lifted, so that
 /// versions at O1 and above also drop the `noinline` clang paired with it.
 pub(crate) const WAS_OPTNONE: &str = "uppercut-was-optnone";
@@ -35,6 +40,8 @@ pub(crate) const CODEGEN_GC: &std::ffi::CStr = c"shadow-stack";
 const SHADOW_HEADER: u64 = 16;
 /// Largest alignment a shadow-stack slot can have (frames are 16-byte aligned).
 const SHADOW_ALIGN: u64 = 16;
+/// The intrinsic that gives a function its own machine frame address (`rbp`).
+pub(crate) const FRAME_ADDRESS: &str = "llvm.frameaddress.p0";
 
 /// Functions that carry sites (`Ok`) or why not (`Err`), decided before SROA; lifts `optnone`
 /// on the selected ones so that SROA and mem2reg reach them.
@@ -85,10 +92,7 @@ fn exclusion(f: Value) -> Option<String> {
                     if kind == llvm_sys::LLVMTailCallKind::LLVMTailCallKindMustTail {
                         return Some("it has a musttail call".to_owned());
                     }
-                    if l::has_call_attribute(i, "returns_twice")
-                        || l::called_function(i)
-                            .is_some_and(|c| l::has_fn_attribute(c, "returns_twice"))
-                    {
+                    if returns_twice(i) {
                         return Some(
                             "it calls a returns_twice function (setjmp): a longjmp back would land \
                              in a frame that was moved"
@@ -109,6 +113,12 @@ fn exclusion(f: Value) -> Option<String> {
     None
 }
 
+/// Whether `call` calls a `returns_twice` function (`setjmp`, `vfork`).
+fn returns_twice(call: Value) -> bool {
+    l::has_call_attribute(call, "returns_twice")
+        || l::called_function(call).is_some_and(|c| l::has_fn_attribute(c, "returns_twice"))
+}
+
 /// State shared while rewriting one module.
 struct Rewriter<'a> {
     m: LLVMModuleRef,
@@ -123,6 +133,13 @@ struct Rewriter<'a> {
     counters: HashMap<Value, String>,
     /// The shadow-stack frame pointer of each function that has one.
     shadow_frames: HashMap<Value, Value>,
+    /// Where the frame of each function with discovery words keeps them.
+    discovery: HashMap<Value, DiscoverySlots>,
+    /// The functions that can reach a hypercall.
+    reaching: HashSet<Value>,
+    /// Whether calls of external functions can reach a hypercall (shadow discovery, and some
+    /// reaching guest function has its address taken).
+    external_calls_reach: bool,
     next_site: u32,
     next_function: u64,
 }
@@ -142,6 +159,9 @@ pub(crate) fn rewrite(
         marked: HashMap::new(),
         counters: HashMap::new(),
         shadow_frames: HashMap::new(),
+        discovery: HashMap::new(),
+        reaching: HashSet::new(),
+        external_calls_reach: false,
         next_site: 0,
         next_function: 0,
     };
@@ -175,11 +195,27 @@ pub(crate) fn rewrite(
     for &f in &defined {
         r.watch_stores(f);
     }
+    for &f in &defined {
+        r.unwind_after_setjmp(f);
+    }
     let instrumented: Vec<Value> = defined
         .iter()
         .copied()
         .filter(|&f| r.out.functions[&value_name(f)].excluded.is_none())
         .collect();
+    // Functions whose loop or entry counters (added below) make hypercalls.
+    let counted: HashSet<Value> = instrumented
+        .iter()
+        .copied()
+        .filter(|&f| config.entry_sites || (config.loop_sites && !loop_headers(f).is_empty()))
+        .collect();
+    r.reaching = reaching_functions(&defined, &counted, false);
+    if config.shadow_discovery && r.reaching.iter().any(|&f| address_taken(f)) {
+        // A library may call back any guest function whose address escaped: with frames found
+        // from the shadow-stack chain, the frame below such a library call can be transferred.
+        r.external_calls_reach = true;
+        r.reaching = reaching_functions(&defined, &counted, true);
+    }
     for &f in &instrumented {
         if config.loop_sites {
             for header in loop_headers(f) {
@@ -188,27 +224,16 @@ pub(crate) fn rewrite(
         }
         r.entry_block(f);
     }
-    let reaching = reaching_functions(&defined);
     for &f in &instrumented {
         for b in l::blocks(f) {
             for i in l::instructions(b) {
-                if !l::is_call(i)
-                    || r.marked.contains_key(&i)
-                    || l::is_inline_asm(l::called_value(i))
-                {
+                if r.marked.contains_key(&i) {
                     continue;
                 }
-                let kind = match l::called_function(i) {
-                    Some(c) if value_name(c) == HYPERCALL || reaching.contains(&c) => {
-                        SiteKind::Call {
-                            callee: Some(value_name(c)),
-                        }
-                    }
-                    Some(_) => continue,
-                    None => SiteKind::Call { callee: None },
-                };
-                let id = r.new_site();
-                r.marked.insert(i, (id, kind));
+                if let Some(kind) = r.call_site_kind(i) {
+                    let id = r.new_site();
+                    r.marked.insert(i, (id, kind));
+                }
             }
         }
         r.add_sites(f);
@@ -263,12 +288,18 @@ fn dynamic_stack(f: Value) -> Option<String> {
     None
 }
 
-/// The functions that can reach a hypercall: they call `PerformCustomCallback`, call through
-/// a pointer, or call a function that can. (Calls into libraries are not followed: a frame
-/// walk stops at the first frame that is not JIT code, so nothing beyond one is transferred.)
-fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
+/// The functions that can reach a hypercall: `seeds`, and those that call
+/// `PerformCustomCallback`, call through a pointer, or call a function that can. Calls into
+/// libraries count only with `external_calls` (see [`calls_back`]): without shadow discovery a
+/// frame walk stops at the first frame that is not JIT code, so nothing beyond one is
+/// transferred.
+fn reaching_functions(
+    defined: &[Value],
+    seeds: &HashSet<Value>,
+    external_calls: bool,
+) -> HashSet<Value> {
     let mut calls: HashMap<Value, Vec<Value>> = HashMap::new();
-    let mut reach = HashSet::new();
+    let mut reach = seeds.clone();
     for &f in defined {
         let mut callees = Vec::new();
         for b in l::blocks(f) {
@@ -278,6 +309,9 @@ fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
                 }
                 match l::called_function(i) {
                     Some(c) if value_name(c) == HYPERCALL => {
+                        reach.insert(f);
+                    }
+                    Some(c) if external_calls && calls_back(i, c) => {
                         reach.insert(f);
                     }
                     Some(c) => callees.push(c),
@@ -300,6 +334,34 @@ fn reaching_functions(defined: &[Value]) -> HashSet<Value> {
         }
     }
     reach
+}
+
+/// Whether `call` (of `callee`) is a call into a library that may call guest code back: a
+/// declaration that is neither an intrinsic nor Uppercut's own, nor marked `nocallback`; not
+/// variadic (a statepoint cannot carry a variadic call, and it is better left without a site
+/// than refused one).
+fn calls_back(call: Value, callee: Value) -> bool {
+    let name = value_name(callee);
+    // SAFETY: `call` is a live call.
+    let variadic = l::is_vararg(unsafe { llvm_sys::core::LLVMGetCalledFunctionType(call) });
+    l::is_declaration(callee)
+        && name != HYPERCALL
+        && !name.starts_with("llvm.")
+        && !name.starts_with("__uppercut")
+        && !l::has_fn_attribute(callee, "nocallback")
+        && !l::has_call_attribute(call, "nocallback")
+        && !variadic
+}
+
+/// Whether `f`'s address is used other than as the callee of a direct call.
+fn address_taken(f: Value) -> bool {
+    l::uses(f).into_iter().any(|(user, index)| {
+        !(l::is_instruction(user) && l::is_call(user) && l::called_value(user) == f && {
+            // SAFETY: `user` is a live call; its callee is its last operand.
+            let n = unsafe { llvm_sys::core::LLVMGetNumOperands(user) };
+            index + 1 == n.max(0) as u32
+        })
+    })
 }
 
 /// Loop headers: targets of retreating edges of a depth-first walk from the entry (natural
@@ -339,6 +401,28 @@ impl Rewriter<'_> {
     fn new_site(&mut self) -> SiteId {
         self.next_site += 1;
         SiteId(self.next_site)
+    }
+
+    /// The site `i` gets if it is a call that can reach a hypercall: a call of
+    /// `PerformCustomCallback` or of a guest function that can reach one, an indirect call,
+    /// or (with shadow discovery) a call into a library that may call guest code back.
+    fn call_site_kind(&self, i: Value) -> Option<SiteKind> {
+        if !l::is_call(i) || l::is_inline_asm(l::called_value(i)) {
+            return None;
+        }
+        match l::called_function(i) {
+            Some(c)
+                if value_name(c) == HYPERCALL
+                    || self.reaching.contains(&c)
+                    || (self.external_calls_reach && calls_back(i, c)) =>
+            {
+                Some(SiteKind::Call {
+                    callee: Some(value_name(c)),
+                })
+            }
+            Some(_) => None,
+            None => Some(SiteKind::Call { callee: None }),
+        }
     }
 
     /// Which globals can be specialised on, and who reads them.
@@ -483,6 +567,47 @@ impl Rewriter<'_> {
         }
     }
 
+    /// In a function that calls a `returns_twice` function (`setjmp`): a mark of the shadow
+    /// stack at entry, and after each such call every frame newer than the mark closed. A
+    /// `longjmp` back into the function skips the frames of its callees, which then never
+    /// close themselves.
+    fn unwind_after_setjmp(&mut self, f: Value) {
+        let calls: Vec<Value> = l::blocks(f)
+            .into_iter()
+            .flat_map(l::instructions)
+            .filter(|&i| l::is_call(i) && returns_twice(i))
+            .collect();
+        if calls.is_empty() {
+            return;
+        }
+        let i64t = l::int_type(self.ctx, 64);
+        // SAFETY: builds `i64 ()` and `void (i64)` in the module's context.
+        let (mark_ty, unwind_ty) = unsafe {
+            let mut params = [i64t];
+            (
+                llvm_sys::core::LLVMFunctionType(i64t, std::ptr::null_mut(), 0, 0),
+                llvm_sys::core::LLVMFunctionType(l::void_type(self.ctx), params.as_mut_ptr(), 1, 0),
+            )
+        };
+        let mark_fn = l::declare_function(self.m, SHADOW_MARK, mark_ty);
+        let unwind_fn = l::declare_function(self.m, SHADOW_UNWIND, unwind_ty);
+        let builder = Builder::new(self.ctx);
+        let entry = l::blocks(f)[0];
+        let first = l::instructions(entry)
+            .into_iter()
+            .find(|&i| !l::is_alloca(i) && !l::is_phi(i))
+            .expect("a block ends with a terminator");
+        builder.before(first);
+        let mark = builder.call(mark_ty, mark_fn, &mut [], "osr.shadow_mark");
+        for call in calls {
+            // SAFETY: `call` is a `call` instruction (an `invoke` is not one), which never ends
+            // its block: an instruction follows it.
+            let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(call) };
+            builder.before(next);
+            builder.call(unwind_ty, unwind_fn, &mut [mark], "");
+        }
+    }
+
     /// A fresh `i64` counter global for a loop or entry site.
     fn counter_global(&mut self) -> Value {
         let i64t = l::int_type(self.ctx, 64);
@@ -566,21 +691,28 @@ impl Rewriter<'_> {
     }
 
     /// A new entry block that opens the shadow-stack frame (when the function has stack memory
-    /// left after SROA) and counts entries (with `entry_sites`); every `ret` closes the frame.
+    /// left after SROA, or sites and `shadow_discovery`) and counts entries (with
+    /// `entry_sites`); every `ret` closes the frame.
     fn entry_block(&mut self, f: Value) {
         let old_entry = l::blocks(f)[0];
         let allocas: Vec<Value> = l::instructions(old_entry)
             .into_iter()
             .filter(|&i| l::is_alloca(i))
             .collect();
-        if allocas.is_empty() && !self.config.entry_sites {
+        let discovery = self.config.shadow_discovery
+            && (self.config.entry_sites
+                || l::blocks(f)
+                    .into_iter()
+                    .flat_map(l::instructions)
+                    .any(|i| self.marked.contains_key(&i) || self.call_site_kind(i).is_some()));
+        if allocas.is_empty() && !discovery && !self.config.entry_sites {
             return;
         }
         let entry = l::insert_block_before(self.ctx, old_entry, "osr.entry");
         let builder = Builder::new(self.ctx);
         builder.at_end(entry);
-        if !allocas.is_empty() {
-            self.shadow_frame(f, &builder, &allocas);
+        if !allocas.is_empty() || discovery {
+            self.shadow_frame(f, &builder, &allocas, discovery);
         }
         if self.config.entry_sites {
             self.count_and_fire(f, &builder, old_entry, SiteKind::Entry);
@@ -592,10 +724,16 @@ impl Rewriter<'_> {
     /// Moves `allocas` into a shadow-stack frame opened at the builder:
     ///
     /// ```text
-    /// frame: +0 Next (older frame)   +8 Map ──> FrameMap { NumRoots, NumMeta = 1, Meta[0] ──> { index, name } }
-    ///        +16 roots (one pointer-typed local each) ... then the other locals, each aligned
+    /// frame: +0 Next (older frame)   +8 Map ──> FrameMap { NumRoots, NumMeta = 1, Meta[0] ──> FunctionMeta }
+    ///        +16 roots (one pointer-typed local each)
+    ///        with `discovery`: +D machine frame address, +D+8 current site id (D = 16 + 8 * roots)
+    ///        ... then the other locals, each aligned
     /// ```
-    fn shadow_frame(&mut self, f: Value, builder: &Builder, allocas: &[Value]) {
+    ///
+    /// `FunctionMeta` is `{ i64 index, ptr name, i64 frame address offset, i64 site offset }`
+    /// (offsets 0 without `discovery`). With `discovery`, the frame address is stored right
+    /// after the frame is opened and the site word is cleared.
+    fn shadow_frame(&mut self, f: Value, builder: &Builder, allocas: &[Value], discovery: bool) {
         // SAFETY: `m` is live; its data layout lives as long as it.
         let layout = unsafe { llvm_sys::target::LLVMGetModuleDataLayout(self.m) };
         let ptr = l::ptr_type(self.ctx);
@@ -616,7 +754,15 @@ impl Rewriter<'_> {
             .count();
         let mut offset = SHADOW_HEADER;
         let mut slots = Vec::new();
-        for &a in &ordered {
+        let mut discovery_slots = None;
+        for (n, &a) in ordered.iter().enumerate() {
+            if discovery && n == roots {
+                discovery_slots = Some(DiscoverySlots {
+                    frame_address: offset,
+                    site: offset + 8,
+                });
+                offset += 16;
+            }
             // SAFETY: `a` is a live static alloca (checked by `dynamic_stack`); the layout
             // answers for any sized type.
             let (size, align) = unsafe {
@@ -630,6 +776,13 @@ impl Rewriter<'_> {
             offset = offset.next_multiple_of(align);
             slots.push((a, offset));
             offset += size.max(1);
+        }
+        if discovery && discovery_slots.is_none() {
+            discovery_slots = Some(DiscoverySlots {
+                frame_address: offset,
+                site: offset + 8,
+            });
+            offset += 16;
         }
         let size = offset.next_multiple_of(SHADOW_ALIGN);
 
@@ -654,7 +807,15 @@ impl Rewriter<'_> {
             name_init,
             true,
         );
-        let meta = l::const_struct(self.ctx, &mut [l::const_int(i64t, index), name_global]);
+        let meta = l::const_struct(
+            self.ctx,
+            &mut [
+                l::const_int(i64t, index),
+                name_global,
+                l::const_int(i64t, discovery_slots.map_or(0, |d| d.frame_address)),
+                l::const_int(i64t, discovery_slots.map_or(0, |d| d.site)),
+            ],
+        );
         let meta_global = l::add_global(self.m, &format!("__uppercut.osr.fn.{index}"), meta, true);
         // SAFETY: a one-element array of pointers in the module's context.
         let metas = unsafe {
@@ -691,6 +852,24 @@ impl Rewriter<'_> {
             &mut [map_global, l::const_int(i64t, size)],
             "osr.frame",
         );
+        if let Some(d) = discovery_slots {
+            let fa_ty = {
+                let mut params = [i32t];
+                // SAFETY: builds `ptr (i32)`.
+                unsafe { llvm_sys::core::LLVMFunctionType(ptr, params.as_mut_ptr(), 1, 0) }
+            };
+            let frame_address = l::declare_function(self.m, FRAME_ADDRESS, fa_ty);
+            let fa = builder.call(
+                fa_ty,
+                frame_address,
+                &mut [l::const_int(i32t, 0)],
+                "osr.machine_frame",
+            );
+            let at = builder.gep_i8(self.ctx, frame, d.frame_address, "osr.machine_frame.slot");
+            builder.store(fa, at);
+            let at = builder.gep_i8(self.ctx, frame, d.site, "osr.site.slot");
+            builder.store(l::const_int(i64t, 0), at);
+        }
         for (a, offset) in slots {
             for (user, _) in l::uses(a) {
                 let lifetime = l::is_call(user)
@@ -716,6 +895,11 @@ impl Rewriter<'_> {
         }
         if let Some(info) = self.out.functions.get_mut(&name) {
             info.shadow_frame_size = size;
+            info.frame_map = Some(value_name(map_global));
+            info.discovery = discovery_slots;
+        }
+        if let Some(d) = discovery_slots {
+            self.discovery.insert(f, d);
         }
         self.shadow_frames.insert(f, frame);
     }
@@ -734,6 +918,18 @@ impl Rewriter<'_> {
         let live = liveness::live_after(f, &calls);
         let name = value_name(f);
         let frame = self.shadow_frames.get(&f).copied();
+        if let (Some(frame), Some(d)) = (frame, self.discovery.get(&f).copied()) {
+            // Each call says which site the frame is at before it runs (refused sites too, so
+            // a walker sees the frame stopped at a call without state).
+            let i64t = l::int_type(self.ctx, 64);
+            let at = Builder::new(self.ctx);
+            for &call in &calls {
+                let id = self.marked[&call].0;
+                at.before(call);
+                let slot = at.gep_i8(self.ctx, frame, d.site, "osr.site.slot");
+                at.store(l::const_int(i64t, u64::from(id.0)), slot);
+            }
+        }
         let mut renamed: HashMap<Value, Value> = HashMap::new();
         let mut any = false;
         for call in calls {
@@ -796,7 +992,11 @@ impl Rewriter<'_> {
                     SiteKind::Entry => "entry hypercall".to_owned(),
                     SiteKind::Store { global } => format!("hypercall after a store to `{global}`"),
                 };
-                if let Some(info) = self.out.functions.get_mut(&name) {
+                // A library call is a site only for shadow discovery; without one it was never
+                // counted as reaching a hypercall, so it does not make the function incomplete.
+                let library = l::called_function(call)
+                    .is_some_and(|c| l::is_declaration(c) && value_name(c) != HYPERCALL);
+                if !library && let Some(info) = self.out.functions.get_mut(&name) {
                     info.refused.push(format!("{what} ({id}): {why}"));
                 }
                 continue;

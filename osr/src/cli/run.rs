@@ -160,18 +160,21 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
             entry_sites: false,
             store_sites: run.specialise.clone(),
             initial_count: i64::MAX,
+            shadow_discovery: false,
         }),
         OsrMode::Tier => Some(Instrumentation {
             loop_sites: true,
             entry_sites: false,
             store_sites: run.specialise.clone(),
             initial_count: run.threshold.unwrap_or(TIER_THRESHOLD),
+            shadow_discovery: false,
         }),
         OsrMode::Stress(seed) => Some(Instrumentation {
             loop_sites: true,
             entry_sites: true,
             store_sites: run.specialise.clone(),
             initial_count: run.threshold.unwrap_or(1 + (seed % 4) as i64),
+            shadow_discovery: false,
         }),
     };
     let options = EngineOptions {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod differential;
+mod discovery;
 mod multi;
 mod policies;
 mod scale;
