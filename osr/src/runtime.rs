@@ -628,12 +628,14 @@ impl Cx<'_> {
         relink: bool,
         sites: &[SiteId],
     ) -> bool {
+        let Some(osr) = self.engine.osr() else {
+            return false;
+        };
         let key = (function.to_owned(), spec.clone());
         if !lock(&self.shared.queued).insert(key) {
             return false;
         }
         let engine = self.engine.clone();
-        let osr = Arc::clone(&self.engine.osr().expect("an OSR engine is instrumented"));
         let shared = Arc::clone(self.shared);
         let function = function.to_owned();
         let spec = spec.clone();
