@@ -21,6 +21,15 @@
 //!                               restored, old frame popped ──> continuation(buffer) ──> caller
 //! ```
 //!
+//! A transfer is lazy (the frame's state is read when its callee returns) or eager
+//! ([`TransferMode::Eager`], [`Transfers::transfer_now`]: every moved frame's state is read at
+//! the safepoint, in the same pass, and its old slots are never read again). Versions and
+//! continuations are compiled on a compiler thread of the runtime, never on the guest's stack,
+//! either while the guest waits or in the background ([`Cx::version_in_background`]); after a
+//! relink, every thread's frames of the function move at that thread's next site hypercall.
+//! Continuations are per site or one multi-entry continuation per function and spec
+//! ([`ContinuationKind`]).
+//!
 //! With [`Instrumentation::shadow_discovery`](uppercut_core::Instrumentation::shadow_discovery),
 //! [`ShadowDiscovery`] (discovery.rs) finds the same [`Frame`]s from this thread's
 //! shadow-stack chain alone, through frames of code that has no frame pointers or metadata

@@ -1,4 +1,6 @@
-//! Lazy frame transfer: from a suspended JIT frame to a continuation, at its callee's return.
+//! Frame transfer: from a suspended JIT frame to a continuation, at its callee's return. A lazy
+//! transfer ([`Transfers::patch`]) reads the frame's state then; an eager one
+//! ([`Transfers::transfer_now`], `eager.rs`) reads it at the safepoint and keeps it per thread.
 //!
 //! ```text
 //!   walk ──> Frame{return address, slot, sp, fp, version, site}
