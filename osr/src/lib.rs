@@ -101,5 +101,8 @@ mod transfer;
 pub use discovery::{DiscoveredFrame, ShadowDiscovery};
 pub use error::{Error, Result};
 pub use frames::Frame;
-pub use runtime::{Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats, TransferMode, VersionSpec};
+pub use runtime::{
+    ContinuationKind, Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats, TransferMode,
+    VersionSpec,
+};
 pub use transfer::{KEEPALIVE_CALLBACK, Prepared, SCRUB_BYTE, Target, Transfers};
