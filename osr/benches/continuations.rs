@@ -28,12 +28,10 @@
 //!
 //! `cargo bench -p uppercut-osr --bench continuations -- --warm-up-time 1 --measurement-time 3`
 
-#[path = "../tests/common/clang.rs"]
-mod clang_probe;
+mod common;
 
 use std::ffi::c_void;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,36 +46,6 @@ use uppercut_osr::{Target, Transfers};
 const FUNCTION: &str = "kernel";
 const N: u64 = 64;
 const K: u64 = 200_000;
-
-/// The clang to use (see `tests/common/clang.rs`); panics with advice when there is none.
-fn clang() -> PathBuf {
-    clang_probe::find_clang().unwrap_or_else(|tried| {
-        panic!(
-            "continuations needs clang 19 to compile its guest: none found (tried {tried:?}); \
-             install clang-19 (scripts/setup) or set {}",
-            clang_probe::CLANG_ENV
-        )
-    })
-}
-
-/// `clang -O0 -S -emit-llvm` of the kernel, as text.
-fn guest_ir() -> String {
-    let clang = clang();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/kernels/many_sites.c");
-    let out = Command::new(&clang)
-        .args(["-O0", "-S", "-emit-llvm", "-o", "-"])
-        .arg(&source)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", clang.display()));
-    assert!(
-        out.status.success(),
-        "{} -O0 -S -emit-llvm {} failed:\n{}",
-        clang.display(),
-        source.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("clang prints UTF-8 IR")
-}
 
 fn null() -> Result<*mut c_void, uppercut_core::CallbackError> {
     Ok(std::ptr::null_mut())
@@ -371,7 +339,7 @@ fn code_sizes(ir: &str, opt: OptLevel) -> ((u64, u64), (u64, u64), usize) {
 }
 
 fn main() {
-    let ir = guest_ir();
+    let ir = common::ir_of_file("continuations", "-O0", &common::kernel("many_sites.c"));
     let probe = fresh_engine(&ir, OptLevel::O0);
     let all = sites(&probe);
     let loops = all.iter().filter(|s| s.kind == SiteKind::Loop).count();

@@ -16,15 +16,16 @@
 //!
 //! `cargo bench -p uppercut-osr --bench depth` (`-- --quick`: fewer rounds).
 
+mod common;
+
 use std::ffi::c_void;
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use uppercut_core::{CallbackError, Engine, EngineOptions, Hypercall, OptLevel, SiteId, ValueKind};
-use uppercut_osr::{Prepared, Target, Transfers};
+use uppercut_core::{CallbackError, Engine, Hypercall, SiteId};
+use uppercut_osr::{Prepared, Transfers};
 
 const DEPTHS: [u64; 5] = [10, 100, 1_000, 10_000, 100_000];
 
@@ -38,19 +39,7 @@ enum Mode {
 /// An engine whose `osr` hypercall moves every `rec` frame as `mode` says; the handler's own
 /// time of the last call goes to `pass`.
 fn engine(mode: Mode, pass: Arc<AtomicU64>) -> Engine {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ir/recursion.ll");
-    let text = std::fs::read_to_string(path).expect("read recursion.ll");
-    let options = EngineOptions {
-        opt_level: OptLevel::O2,
-        ..Default::default()
-    };
-    let engine = Engine::from_bytes(text.as_bytes(), "recursion.ll", options).expect("load");
-    let target = Target {
-        site: SiteId(1),
-        continuation: engine.entry("rec_double").expect("rec_double"),
-        values: vec![ValueKind::I64],
-        result: Some(ValueKind::I64),
-    };
+    let (engine, target) = common::recursion();
     engine
         .register_callback("osr", move |h: &mut Hypercall<'_>| {
             if mode == Mode::Plain {

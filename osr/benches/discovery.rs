@@ -23,13 +23,10 @@
 //!
 //! `cargo bench -p uppercut-osr --bench discovery -- --warm-up-time 1 --measurement-time 3`
 
-#[path = "../tests/common/clang.rs"]
-mod clang;
+mod common;
 
 use std::ffi::c_void;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,32 +42,9 @@ const DEPTHS: [u64; 4] = [10, 100, 1000, 10000];
 /// Never-firing kernels: name (`benches/kernels/<name>.c`) and the argument of `kernel`.
 const KERNELS: [(&str, u64); 3] = [("fib", 25), ("sum_calls", 64), ("frame_stores", 2000)];
 
-fn clang() -> PathBuf {
-    clang::find_clang().unwrap_or_else(|tried| {
-        panic!(
-            "the discovery benchmark needs clang 19 to compile its kernels: none found (tried \
-             {tried:?}); install clang-19 (scripts/setup) or set {}",
-            clang::CLANG_ENV
-        )
-    })
-}
-
 /// `clang -O2 -S -emit-llvm` of a kernel, as text.
-fn kernel_ir(clang: &Path, name: &str) -> String {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/kernels/{name}.c"));
-    let out = Command::new(clang)
-        .args(["-O2", "-S", "-emit-llvm", "-o", "-"])
-        .arg(&source)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", clang.display()));
-    assert!(
-        out.status.success(),
-        "{} -O2 -S -emit-llvm {} failed:\n{}",
-        clang.display(),
-        source.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("clang prints UTF-8 IR")
+fn kernel_ir(name: &str) -> String {
+    common::ir_of_file("discovery", "-O2", &common::kernel(&format!("{name}.c")))
 }
 
 fn engine(ir: &str, name: &str, shadow_discovery: bool) -> Engine {
@@ -131,8 +105,8 @@ struct Walks {
 }
 
 impl Walks {
-    fn new(clang: &Path) -> Walks {
-        let engine = engine(&kernel_ir(clang, "dive"), "dive", true);
+    fn new() -> Walks {
+        let engine = engine(&kernel_ir("dive"), "dive", true);
         let plan = Arc::new(Mutex::new(Plan {
             walker: Walker::Check,
             iters: 1,
@@ -226,11 +200,11 @@ struct Kernel {
     engines: [Engine; 2],
 }
 
-fn kernels(clang: &Path) -> Vec<Kernel> {
+fn kernels() -> Vec<Kernel> {
     KERNELS
         .iter()
         .map(|&(name, arg)| {
-            let ir = kernel_ir(clang, name);
+            let ir = kernel_ir(name);
             let engines = [engine(&ir, name, false), engine(&ir, name, true)];
             let off = engines[0].call("kernel", &[arg]).expect("run");
             let on = engines[1].call("kernel", &[arg]).expect("run");
@@ -339,9 +313,8 @@ fn summary(walks: &Walks, kernels: &[Kernel]) {
 }
 
 fn main() {
-    let clang = clang();
-    let walks = Walks::new(&clang);
-    let kernels = kernels(&clang);
+    let walks = Walks::new();
+    let kernels = kernels();
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

@@ -25,13 +25,11 @@
 //!
 //! `cargo bench -p uppercut-osr --bench site_overhead -- --warm-up-time 1 --measurement-time 3`
 
-#[path = "../tests/common/clang.rs"]
-mod clang_probe;
+mod common;
 
 use std::ffi::c_void;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,35 +75,6 @@ impl Config {
             Config::LoopSites => Some(sites(true)),
         }
     }
-}
-
-/// The clang to use (see `tests/common/clang.rs`); panics with advice when there is none.
-fn clang() -> PathBuf {
-    clang_probe::find_clang().unwrap_or_else(|tried| {
-        panic!(
-            "site_overhead needs clang 19 to compile its kernels: none found (tried {tried:?}); \
-             install clang-19 (scripts/setup) or set {}",
-            clang_probe::CLANG_ENV
-        )
-    })
-}
-
-/// `clang -O2 -S -emit-llvm` of a kernel, as text.
-fn kernel_ir(clang: &Path, name: &str) -> String {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/kernels/{name}.c"));
-    let out = Command::new(clang)
-        .args(["-O2", "-S", "-emit-llvm", "-o", "-"])
-        .arg(&source)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", clang.display()));
-    assert!(
-        out.status.success(),
-        "{} -O2 -S -emit-llvm {} failed:\n{}",
-        clang.display(),
-        source.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("clang prints UTF-8 IR")
 }
 
 /// Site hypercalls that fired (none should).
@@ -183,12 +152,15 @@ struct Kernel {
 }
 
 fn kernels() -> Vec<Kernel> {
-    let clang = clang();
     let dump_dir = std::env::var_os("UPPERCUT_BENCH_DUMP").map(PathBuf::from);
     KERNELS
         .iter()
         .map(|&(name, arg)| {
-            let ir = kernel_ir(&clang, name);
+            let ir = common::ir_of_file(
+                "site_overhead",
+                "-O2",
+                &common::kernel(&format!("{name}.c")),
+            );
             let engines: Vec<(Config, &'static str, Engine)> = CONFIGS
                 .iter()
                 .map(|&(config, label)| (config, label, engine(&ir, name, config)))

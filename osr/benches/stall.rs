@@ -10,12 +10,9 @@
 //!
 //! `cargo bench -p uppercut-osr --bench stall` (`-- --quick`: fewer rounds).
 
-#[path = "../tests/common/clang.rs"]
-mod clang_probe;
+mod common;
 
 use std::ffi::c_void;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use uppercut_core::{Engine, EngineOptions, Hypercall, Instrumentation, OptLevel};
@@ -34,24 +31,7 @@ unsigned long spin(unsigned long seed) {
 }
 "#;
 
-fn guest_ir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("uppercut-stall-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    let source = dir.join("spin.c");
-    let ir = dir.join("spin.ll");
-    std::fs::write(&source, GUEST).expect("write the guest");
-    let clang = clang_probe::find_clang().expect("clang 19 (scripts/setup installs it)");
-    let status = Command::new(clang)
-        .args(["-O0", "-S", "-emit-llvm", "-o"])
-        .arg(&ir)
-        .arg(&source)
-        .status()
-        .expect("run clang");
-    assert!(status.success(), "clang failed");
-    ir
-}
-
-fn round(ir: &PathBuf, background: bool) -> OsrStats {
+fn round(ir: &str, background: bool) -> OsrStats {
     let options = EngineOptions {
         opt_level: OptLevel::O0,
         instrument: Some(Instrumentation {
@@ -60,7 +40,7 @@ fn round(ir: &PathBuf, background: bool) -> OsrStats {
         }),
         ..EngineOptions::default()
     };
-    let engine = Engine::from_file(ir, options).expect("load");
+    let engine = Engine::from_bytes(ir.as_bytes(), "spin.ll", options).expect("load");
     engine
         .register_callback("stop", |h: &mut Hypercall<'_>| {
             let moved = Transfers::new(&h.engine()).frames_transferred() > 0;
@@ -84,7 +64,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
     let rounds = if quick { 3 } else { 15 };
-    let ir = guest_ir();
+    let ir = common::ir_of_source("stall", "-O0", GUEST);
     let mut max = [Vec::new(), Vec::new()];
     let mut total = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
@@ -95,7 +75,6 @@ fn main() {
             total[i].push(stats.total_stall);
         }
     }
-    let _ = std::fs::remove_dir_all(ir.parent().unwrap());
     println!("tier-up stall of a hot O0 loop, medians of {rounds} rounds (fresh engine each)");
     println!(
         "{:<12} {:>16} {:>16}",

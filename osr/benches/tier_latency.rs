@@ -28,12 +28,9 @@
 //!
 //! `cargo bench -p uppercut-osr --bench tier_latency -- --warm-up-time 1 --measurement-time 3`
 
-#[path = "../tests/common/clang.rs"]
-mod clang_probe;
+mod common;
 
 use std::ffi::c_void;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,40 +82,6 @@ unsigned long work(unsigned long n) {
 /// The function that tiers up, and its argument.
 const FUNCTION: &str = "work";
 const N: u64 = 1000;
-
-/// The clang to use (see `tests/common/clang.rs`); panics with advice when there is none.
-fn clang() -> PathBuf {
-    clang_probe::find_clang().unwrap_or_else(|tried| {
-        panic!(
-            "tier_latency needs clang 19 to compile its guest: none found (tried {tried:?}); \
-             install clang-19 (scripts/setup) or set {}",
-            clang_probe::CLANG_ENV
-        )
-    })
-}
-
-/// `clang -<opt> -S -emit-llvm` of `GUEST`, as text.
-fn guest_ir(opt: &str) -> String {
-    let clang = clang();
-    let mut child = Command::new(&clang)
-        .args([opt, "-S", "-emit-llvm", "-x", "c", "-", "-o", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", clang.display()));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    std::io::Write::write_all(&mut stdin, GUEST.as_bytes()).expect("write the guest to clang");
-    drop(stdin);
-    let out = child.wait_with_output().expect("wait for clang");
-    assert!(
-        out.status.success(),
-        "{} {opt} -S -emit-llvm failed:\n{}",
-        clang.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("clang prints UTF-8 IR")
-}
 
 /// Instructions of `function` in textual IR (lines that define a value or are a terminator,
 /// store, call or fence).
@@ -333,8 +296,8 @@ fn ms(d: Duration, n: usize) -> f64 {
 }
 
 fn main() {
-    let o0 = guest_ir("-O0");
-    let o2 = guest_ir("-O2");
+    let o0 = common::ir_of_source("tier_latency", "-O0", GUEST);
+    let o2 = common::ir_of_source("tier_latency", "-O2", GUEST);
     let plain = Engine::from_bytes(o2.as_bytes(), "tier-plain.ll", EngineOptions::default())
         .expect("load the plain guest");
     for name in ["t0", "t1"] {

@@ -16,17 +16,18 @@
 //! `repatch - plain` its part after the walk. A summary with those numbers is printed at the
 //! end.
 
+mod common;
+
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::hint::black_box;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::sync::Mutex;
-use uppercut_core::{CallbackError, Engine, EngineOptions, Hypercall, OptLevel, SiteId, ValueKind};
+use uppercut_core::{CallbackError, Engine, Hypercall, SiteId};
 
-use uppercut_osr::{Frame, Prepared, Target, Transfers};
+use uppercut_osr::{Frame, Prepared, Transfers};
 
 fn failed(e: uppercut_osr::Error) -> CallbackError {
     CallbackError(e.to_string())
@@ -50,19 +51,7 @@ const MODES: [(Mode, &str); 4] = [
 ];
 
 fn engine(mode: Mode) -> Engine {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ir/recursion.ll");
-    let text = std::fs::read_to_string(path).expect("read recursion.ll");
-    let options = EngineOptions {
-        opt_level: OptLevel::O2,
-        ..Default::default()
-    };
-    let engine = Engine::from_bytes(text.as_bytes(), "recursion.ll", options).expect("load");
-    let target = Target {
-        site: SiteId(1),
-        continuation: engine.entry("rec_double").expect("rec_double"),
-        values: vec![ValueKind::I64],
-        result: Some(ValueKind::I64),
-    };
+    let (engine, target) = common::recursion();
     let cached: Mutex<Vec<(Frame, Prepared)>> = Mutex::new(Vec::new());
     engine
         .register_callback("osr", move |h: &mut Hypercall<'_>| {

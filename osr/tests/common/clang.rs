@@ -1,5 +1,6 @@
 //! Finding the clang 19 that compiles guest programs: shared by the integration tests
-//! (`tests/all/support.rs`) and the benchmarks (`benches/*.rs`), which include this file.
+//! (`tests/all/support.rs`) and the benchmarks (through `benches/common/mod.rs`), which include
+//! this file.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
