@@ -70,7 +70,8 @@ pub struct OsrStats {
     pub refused: u64,
     /// Versions and continuations compiled after the base unit.
     pub recompiles: u64,
-    /// Site hypercalls handled.
+    /// Site hypercalls handed to the policy (not counting the ones a relink's arming caused,
+    /// which only catch up).
     pub sites: u64,
     /// Versions compiled in the background ([`Cx::version_in_background`]).
     pub background: u64,
@@ -180,6 +181,8 @@ pub const MAX_EVENTS: usize = 10_000;
 
 /// The state shared between the handle and the engine's callback.
 struct Shared {
+    /// This runtime's number, unique in the process.
+    id: u64,
     options: OsrOptions,
     policy: Mutex<Box<dyn Policy>>,
     continuations: Mutex<HashMap<(SiteId, VersionSpec), Option<u64>>>,
@@ -191,6 +194,10 @@ struct Shared {
     generation: AtomicU64,
     /// Each relinked function's latest spec and the generation that made it current.
     relinked: Mutex<HashMap<String, (u64, VersionSpec)>>,
+    /// Loop and entry counters a relink armed (set to 1, so that threads running old code come
+    /// to a safepoint), with the count each held before. The fire an arming causes catches up
+    /// and puts the count back; policies never see it.
+    armed: Mutex<HashMap<String, i64>>,
     /// Versions asked for in the background (compiled, being compiled, or queued).
     queued: Mutex<HashSet<(String, VersionSpec)>>,
     transitions: AtomicU64,
@@ -237,32 +244,47 @@ impl Shared {
         if counters.is_empty() {
             return;
         }
-        let fired = self.sites.load(Ordering::Relaxed);
-        for counter in &counters {
-            let _ = store_counter(engine, counter, 1);
+        {
+            let mut armed = lock(&self.armed);
+            for counter in &counters {
+                let before = read_counter(engine, counter).unwrap_or(i64::MAX);
+                armed.entry(counter.clone()).or_insert(before);
+                let _ = store_counter(engine, counter, 1);
+            }
         }
         // A loop decrements its counter with a plain load and store: a thread between the two
         // when the counter is armed stores its old count back, and the arming is lost. The
-        // compiler thread looks again a few times and arms again until some site fires.
+        // compiler thread looks again a few times and arms again until the armed sites fire.
         let (engine, shared) = (engine.clone(), Arc::clone(self));
         self.compiler.spawn(move || {
             for _ in 0..ARM_ATTEMPTS {
                 std::thread::sleep(ARM_INTERVAL);
-                if shared.sites.load(Ordering::Relaxed) != fired {
+                let armed = lock(&shared.armed);
+                let waiting: Vec<&String> =
+                    counters.iter().filter(|c| armed.contains_key(*c)).collect();
+                if waiting.is_empty() {
                     return;
                 }
-                let mut lost = false;
-                for counter in &counters {
+                for counter in waiting {
                     if read_counter(&engine, counter).is_some_and(|c| c > 1) {
-                        lost = true;
                         let _ = store_counter(&engine, counter, 1);
                     }
                 }
-                if !lost {
-                    return;
-                }
             }
         });
+    }
+
+    /// If a relink armed `site`'s counter, disarms it (the count it held before comes back)
+    /// and says so: this fire was the arming's.
+    fn disarm(&self, engine: &Engine, site: &SiteInfo) -> bool {
+        let Some(counter) = site.counter.as_deref() else {
+            return false;
+        };
+        let Some(before) = lock(&self.armed).remove(counter) else {
+            return false;
+        };
+        let _ = store_counter(engine, counter, before);
+        true
     }
 
     /// The continuation of `site` built as `spec`: from the cache, or compiled (and cached,
@@ -325,27 +347,20 @@ impl Shared {
 }
 
 thread_local! {
-    /// The generation each runtime (by address) was at when this thread last caught up.
-    static SEEN: RefCell<HashMap<usize, u64>> = RefCell::new(HashMap::new());
+    /// The generation each runtime (by [`Shared::id`]) was at when this thread last caught up.
+    static SEEN: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
 }
 
-fn seen(shared: &Arc<Shared>) -> u64 {
-    let key = Arc::as_ptr(shared) as usize;
-    let now = shared.generation.load(Ordering::Acquire);
-    // A runtime at a reused address starts again from 0.
-    SEEN.with(|s| {
-        s.borrow()
-            .get(&key)
-            .copied()
-            .filter(|&g| g <= now)
-            .unwrap_or(0)
-    })
+fn seen(shared: &Shared) -> u64 {
+    SEEN.with(|s| s.borrow().get(&shared.id).copied().unwrap_or(0))
 }
 
-fn set_seen(shared: &Arc<Shared>, generation: u64) {
-    let key = Arc::as_ptr(shared) as usize;
-    SEEN.with(|s| s.borrow_mut().insert(key, generation));
+fn set_seen(shared: &Shared, generation: u64) {
+    SEEN.with(|s| s.borrow_mut().insert(shared.id, generation));
 }
+
+/// Numbers runtimes, so that what a thread saw of one is never taken for another's.
+static RUNTIMES: AtomicU64 = AtomicU64::new(0);
 
 /// How often, and how far apart, a relink's arming of loop counters is checked.
 const ARM_ATTEMPTS: u32 = 50;
@@ -405,6 +420,7 @@ impl Osr {
             return Err(crate::Error::NotInstrumented);
         }
         let shared = Arc::new(Shared {
+            id: RUNTIMES.fetch_add(1, Ordering::Relaxed),
             options,
             policy: Mutex::new(Box::new(policy)),
             continuations: Mutex::default(),
@@ -412,6 +428,7 @@ impl Osr {
             compiler: Compiler::default(),
             generation: AtomicU64::new(0),
             relinked: Mutex::default(),
+            armed: Mutex::default(),
             queued: Mutex::default(),
             transitions: AtomicU64::new(0),
             patched: AtomicU64::new(0),
@@ -496,10 +513,31 @@ fn handle_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_voi
             "uppercut.osr.site: the guest names {id}, which instrumentation never made"
         )));
     };
-    shared.sites.fetch_add(1, Ordering::Relaxed);
     let transfers = Transfers::new(&engine);
-    let mut policy = lock(&shared.policy);
     let seen = seen(shared);
+    if shared.disarm(&engine, &site) {
+        // A relink armed this site to bring this thread here: catch up, without the policy.
+        let state = h.guest_state();
+        let mut cx = Cx {
+            engine: &engine,
+            transfers: &transfers,
+            shared,
+            osr: &osr,
+            site: &site,
+            frames: transfers.walk(&state),
+            patched: 0,
+            shadow_check: None,
+        };
+        let now = shared.generation.load(Ordering::Acquire);
+        cx.catch_up(seen);
+        set_seen(shared, now);
+        if cx.patched > 0 {
+            shared.transitions.fetch_add(1, Ordering::Relaxed);
+        }
+        return Ok(std::ptr::null_mut());
+    }
+    shared.sites.fetch_add(1, Ordering::Relaxed);
+    let mut policy = lock(&shared.policy);
     // Catching up with relinks needs every frame; otherwise the policy says how many.
     let behind = shared.generation.load(Ordering::Acquire) != seen;
     let limit = match behind {
