@@ -252,26 +252,33 @@ impl Shared {
                 let _ = store_counter(engine, counter, 1);
             }
         }
-        // A loop decrements its counter with a plain load and store: a thread between the two
-        // when the counter is armed stores its old count back, and the arming is lost. The
-        // compiler thread looks again a few times and arms again until the armed sites fire.
+        // A loop decrements its counter with a plain load and store, and a core running a tight
+        // loop reads its own pending store of the counter (store-to-load forwarding): a store
+        // from another thread is often overwritten before that loop ever sees it. So a thread
+        // of its own looks again and arms again until the armed sites fire (or a bound passes;
+        // a frame that is never caught up keeps running its old code, which is correct).
         let (engine, shared) = (engine.clone(), Arc::clone(self));
-        self.compiler.spawn(move || {
-            for _ in 0..ARM_ATTEMPTS {
-                std::thread::sleep(ARM_INTERVAL);
-                let armed = lock(&shared.armed);
-                let waiting: Vec<&String> =
-                    counters.iter().filter(|c| armed.contains_key(*c)).collect();
-                if waiting.is_empty() {
-                    return;
-                }
-                for counter in waiting {
-                    if read_counter(&engine, counter).is_some_and(|c| c > 1) {
-                        let _ = store_counter(&engine, counter, 1);
+        let started = std::thread::Builder::new()
+            .name("uppercut-arming".to_owned())
+            .spawn(move || {
+                let deadline = Instant::now() + ARM_BOUND;
+                while Instant::now() < deadline {
+                    std::thread::sleep(ARM_INTERVAL);
+                    let armed = lock(&shared.armed);
+                    let waiting: Vec<&String> =
+                        counters.iter().filter(|c| armed.contains_key(*c)).collect();
+                    if waiting.is_empty() {
+                        return;
+                    }
+                    for counter in waiting {
+                        if read_counter(&engine, counter).is_some_and(|c| c > 1) {
+                            let _ = store_counter(&engine, counter, 1);
+                        }
                     }
                 }
-            }
-        });
+            });
+        // Without that thread the first arming stands alone.
+        drop(started);
     }
 
     /// If a relink armed `site`'s counter, disarms it (the count it held before comes back)
@@ -362,9 +369,9 @@ fn set_seen(shared: &Shared, generation: u64) {
 /// Numbers runtimes, so that what a thread saw of one is never taken for another's.
 static RUNTIMES: AtomicU64 = AtomicU64::new(0);
 
-/// How often, and how far apart, a relink's arming of loop counters is checked.
-const ARM_ATTEMPTS: u32 = 50;
+/// How far apart a relink's arming of loop counters is checked and renewed, and for how long.
 const ARM_INTERVAL: Duration = Duration::from_micros(200);
+const ARM_BOUND: Duration = Duration::from_secs(5);
 
 fn read_counter(engine: &Engine, counter: &str) -> Option<i64> {
     let address = engine.global_address(counter).ok()?;
