@@ -5,9 +5,20 @@
 //!   recompile(f, O2) ──> unit with f only, built from the pristine module ──> f's new version
 //!        └─ relink: every older entry of f becomes `jmp <new entry>` (5 bytes that LLVM left as
 //!           a no-op for this), so calls from old code, from new code and through function
-//!           pointers the guest took earlier all reach the new version; units compiled later
-//!           call the newest entry directly.
+//!           pointers the guest took earlier all reach the new version. Units compiled later
+//!           link every guest function to its *base* entry (which leads to the newest), and a
+//!           version's own address, taken inside it, is its base entry too.
+//!        └─ the version that the relink superseded is retired, and freed once no thread can
+//!           reach it (`crate::reclaim`).
 //! ```
+//!
+//! Code lifetime: only base entries ever escape into guest data (function pointers, callbacks
+//! handed to libc, `atexit` handlers) or into other units, and the base unit is never freed. A
+//! newer version is reached only through those entries, by its own recursive calls, and by
+//! frames (return addresses, and the thunks and eager records of frame transfers); the last are
+//! what the epoch reclamation of `crate::reclaim` waits out. Constants a unit would otherwise
+//! copy (string literals) are linked to the base unit's copies, so that a pointer to one the
+//! guest keeps stays valid after the unit is freed.
 //!
 //! Why a patched jump and not an indirection cell: it costs nothing until a function is
 //! recompiled (one 5-byte no-op per call), needs no rewriting of how the guest takes function
@@ -19,10 +30,10 @@
 //! store through a second mapping of the code while the code stays executable: other guest
 //! threads may keep running the old code while it is relinked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use uppercut_stackmaps::{EH_FRAME_SECTION, EhFrameSection, STACKMAP_SECTION, StackMap};
@@ -75,6 +86,8 @@ pub struct Engine {
 }
 
 pub(crate) struct EngineInner {
+    /// Unique in the process.
+    pub(crate) id: u64,
     ir: Mutex<Ir>,
     facts: ModuleFacts,
     osr: Option<Arc<OsrModule>>,
@@ -82,6 +95,17 @@ pub(crate) struct EngineInner {
     state: Mutex<State>,
     pub(crate) callbacks: Callbacks,
     options: EngineOptions,
+}
+
+/// An engine handle that does not keep it alive ([`Engine::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakEngine(Weak<EngineInner>);
+
+impl WeakEngine {
+    /// The engine, if it still lives.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
 }
 
 /// One compiled version of one function.
@@ -135,7 +159,9 @@ pub struct VersionRequest {
     /// Globals to treat as constants with these values (their bits, zero-extended); each must
     /// be specialisable ([`OsrModule::global`]).
     pub specialisation: Vec<(String, u64)>,
-    /// Whether every older entry of the function should jump to the new version.
+    /// Whether every older entry of the function should jump to the new version. The version
+    /// the entries led to before is then retired ([`Engine::retire_unit`]); a version compiled
+    /// without relinking is the caller's to retire.
     pub relink: bool,
 }
 
@@ -236,10 +262,27 @@ pub struct JitFrame {
 #[derive(Default)]
 struct State {
     compiled: bool,
-    units: Vec<Unit>,
-    versions: Vec<VersionInfo>,
-    /// Function name → its versions, oldest first.
+    /// Live units (freed ones are gone), by id.
+    units: BTreeMap<UnitId, Unit>,
+    /// The id the next unit gets.
+    next_unit: u32,
+    /// Versions of live units, by id.
+    versions: BTreeMap<VersionId, VersionInfo>,
+    /// The id the next version gets (how many were ever compiled).
+    next_version: u32,
+    /// Every version of a live unit by its entry address: [`version_at`]'s index.
+    by_entry: BTreeMap<u64, VersionId>,
+    /// Every section of a live unit, `start → (end, unit)`: [`Engine::unit_at`]'s index.
+    by_section: BTreeMap<u64, (u64, UnitId)>,
+    /// Function name → its versions, oldest first (the first is the base unit's).
     functions: HashMap<String, Vec<VersionId>>,
+    /// The version each relinked function's entries lead to now.
+    current: HashMap<String, VersionId>,
+    /// Retired units, not freed yet, and what pins them.
+    retired: HashSet<UnitId>,
+    pins: HashMap<UnitId, usize>,
+    retirements: u64,
+    freed_units: u64,
     /// Where the function currently lives when the host redirected it with `bind`.
     redirected: HashMap<String, u64>,
     globals: HashMap<String, u64>,
@@ -284,6 +327,7 @@ impl Engine {
         let arena = CodeArena::with_config(options.arena.clone())?;
         let engine = Engine {
             inner: Arc::new_cyclic(|weak| EngineInner {
+                id: ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 ir: Mutex::new(ir),
                 facts,
                 osr,
@@ -301,6 +345,11 @@ impl Engine {
 
     pub(crate) fn from_inner(inner: Arc<EngineInner>) -> Engine {
         Engine { inner }
+    }
+
+    /// The engine's number, unique in the process (what [`crate::reclaim`] knows it by).
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The options the engine was made with.
@@ -386,7 +435,7 @@ impl Engine {
         }
         self.check_specialisation(&request.specialisation)?;
         let ir = self.ir();
-        let unit_index = self.state().units.len();
+        let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.{unit_index}", ir.origin());
         let keep = [function.to_owned()];
         let spec = UnitSpec {
@@ -424,7 +473,19 @@ impl Engine {
             .copied()
             .unwrap_or(version.entry);
         redirect(&mut state, function, &older, target)?;
+        // The version the entries led to before is superseded: once no thread is inside it,
+        // nothing can reach it (calls go through the entries, which now jump past it).
+        let superseded = state
+            .current
+            .insert(function.to_owned(), version.id)
+            .and_then(|id| state.versions.get(&id))
+            .map(|v| v.unit)
+            .filter(|&unit| unit != BASE_UNIT && unit != version.unit);
         drop(state);
+        if let Some(unit) = superseded {
+            // A unit handed over or retired by the caller already is the caller's business.
+            let _ = self.retire_unit(unit);
+        }
         times.link = link_start.elapsed();
         Ok(Recompiled {
             redirected: older.len(),
@@ -458,7 +519,7 @@ impl Engine {
         }
         self.check_specialisation(specialisation)?;
         let ir = self.ir();
-        let unit_index = self.state().units.len();
+        let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.osr.{}.{unit_index}", ir.origin(), site.0);
         let symbol = format!("{function}.osr.{}.{unit_index}", site.0);
         let keep = [function.to_owned()];
@@ -520,7 +581,7 @@ impl Engine {
         }
         self.check_specialisation(specialisation)?;
         let ir = self.ir();
-        let unit_index = self.state().units.len();
+        let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.osr.all.{unit_index}", ir.origin());
         let body = format!("{function}.osr.all.{unit_index}");
         let entries: Vec<(SiteId, String)> = sites
@@ -625,9 +686,15 @@ impl Engine {
     /// pointer, a frame) is the caller's responsibility.
     pub fn take_unit_memory(&self, unit: UnitId) -> Result<UnitMemory> {
         let mut state = self.state();
+        if unit == BASE_UNIT {
+            return Err(Error::Relink {
+                function: unit.to_string(),
+                reason: "the base unit's memory stays with the engine".to_owned(),
+            });
+        }
         let entry = state
             .units
-            .get_mut(unit.0 as usize)
+            .get_mut(&unit)
             .filter(|u| !u.detached)
             .ok_or_else(|| Error::Relink {
                 function: unit.to_string(),
@@ -635,6 +702,18 @@ impl Engine {
             })?;
         entry.detached = true;
         let memory = std::mem::take(&mut entry.memory);
+        // Its versions are no longer entries the engine patches.
+        let handed: Vec<(VersionId, String)> = state
+            .versions
+            .values()
+            .filter(|v| v.unit == unit)
+            .map(|v| (v.id, v.function.clone()))
+            .collect();
+        for (id, function) in handed {
+            if let Some(ids) = state.functions.get_mut(&function) {
+                ids.retain(|i| *i != id);
+            }
+        }
         Ok(UnitMemory {
             code: memory.code,
             data: memory
@@ -663,35 +742,144 @@ impl Engine {
             .ok_or_else(|| Error::NoSuchFunction(name.to_owned()))
     }
 
-    /// Every version of `function` that its entries have led to, oldest first (its
-    /// continuations are in [`Engine::all_versions`]).
+    /// Every live version of `function` (compiled as a whole function, not freed), oldest
+    /// first: the base unit's, then later ones (its continuations are in
+    /// [`Engine::all_versions`]).
     pub fn versions(&self, function: &str) -> Vec<VersionInfo> {
         let state = self.state();
         state
             .functions
             .get(function)
-            .map(|ids| {
-                ids.iter()
-                    .map(|id| state.versions[id.0 as usize].clone())
-                    .collect()
-            })
+            .map(|ids| ids.iter().map(|id| state.versions[id].clone()).collect())
             .unwrap_or_default()
     }
 
-    /// Every version of every function, in the order they were compiled.
+    /// Every live version of every function, in the order they were compiled.
     pub fn all_versions(&self) -> Vec<VersionInfo> {
-        self.state().versions.clone()
+        self.state().versions.values().cloned().collect()
     }
 
-    /// How many versions the engine has compiled so far (it only grows): a cheap way to tell
-    /// that a cache built from [`Engine::all_versions`] is out of date.
+    /// How many versions the engine has compiled so far, freed ones included (it only grows):
+    /// a cheap way to tell that a cache built from [`Engine::all_versions`] is out of date.
     pub fn version_count(&self) -> usize {
-        self.state().versions.len()
+        self.state().next_version as usize
     }
 
-    /// Where every unit's sections lie.
+    /// Where every live unit's sections lie.
     pub fn units(&self) -> Vec<UnitInfo> {
-        self.state().units.iter().map(unit_info).collect()
+        self.state().units.values().map(unit_info).collect()
+    }
+
+    /// The live unit one of whose sections (code or data) holds `address`.
+    pub fn unit_at(&self, address: u64) -> Option<UnitId> {
+        let state = self.state();
+        let (_, &(end, unit)) = state.by_section.range(..=address).next_back()?;
+        (address < end).then_some(unit)
+    }
+
+    /// Retires a unit: nothing will enter its code anew, and its memory is freed once no guest
+    /// thread can reach it any more (no frame running it, no return address or transfer into
+    /// it, no pin; see `reclaim`). Until then everything about it stays (its versions, its
+    /// metadata, [`Engine::version_at`]).
+    ///
+    /// The engine retires a relinked version itself once a later relink supersedes it. A
+    /// version compiled without relinking, or a continuation, belongs to the caller, who
+    /// retires it when it will not transfer frames into it again. The base unit cannot be
+    /// retired (function pointers the guest holds lead into it), nor a unit whose memory was
+    /// handed over ([`Engine::take_unit_memory`]). Retiring twice is retiring once.
+    pub fn retire_unit(&self, unit: UnitId) -> Result<()> {
+        let ranges = {
+            let mut state = self.state();
+            let refused = |reason: &str| Error::Retire {
+                unit,
+                reason: reason.to_owned(),
+            };
+            let entry = state
+                .units
+                .get(&unit)
+                .ok_or_else(|| refused("no such live unit"))?;
+            if unit == BASE_UNIT {
+                return Err(refused("the base unit lives as long as the engine"));
+            }
+            if entry.detached {
+                return Err(refused("its memory was handed over"));
+            }
+            let ranges = unit_ranges(entry);
+            if !state.retired.insert(unit) {
+                return Ok(());
+            }
+            state.retirements += 1;
+            ranges
+        };
+        let engine = Arc::downgrade(&self.inner);
+        crate::reclaim::retire(
+            self.inner.id,
+            ranges,
+            Box::new(move || free_unit(&engine, unit)),
+        );
+        Ok(())
+    }
+
+    /// Keeps a unit from being freed while the pin lasts (a transfer thunk whose descriptor
+    /// leads into it, or out of it); pins count. `false` when there is no such live unit.
+    pub fn pin_unit(&self, unit: UnitId) -> bool {
+        let mut state = self.state();
+        if !state.units.contains_key(&unit) {
+            return false;
+        }
+        *state.pins.entry(unit).or_insert(0) += 1;
+        true
+    }
+
+    /// Undoes one [`Engine::pin_unit`]; a retired unit that nothing else holds is freed now.
+    pub fn unpin_unit(&self, unit: UnitId) {
+        let freeable = {
+            let mut state = self.state();
+            let Some(pins) = state.pins.get_mut(&unit) else {
+                return;
+            };
+            *pins -= 1;
+            let last = *pins == 0;
+            if last {
+                state.pins.remove(&unit);
+            }
+            last && state.retired.contains(&unit)
+        };
+        if freeable {
+            crate::reclaim::retry_blocked();
+        }
+    }
+
+    /// Whether `unit` was retired and is not freed yet.
+    pub fn is_retired(&self, unit: UnitId) -> bool {
+        self.state().retired.contains(&unit)
+    }
+
+    /// The units retired and not freed yet.
+    pub fn retired_units(&self) -> Vec<UnitId> {
+        self.state().retired.iter().copied().collect()
+    }
+
+    /// How many units were retired so far (only grows): a cheap way to tell that a cache of
+    /// things leading into units may hold retired ones.
+    pub fn retirements(&self) -> u64 {
+        self.state().retirements
+    }
+
+    /// Whether `unit` is live: compiled, and not freed.
+    pub fn is_live_unit(&self, unit: UnitId) -> bool {
+        self.state().units.contains_key(&unit)
+    }
+
+    /// A handle that does not keep the engine alive.
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
+    }
+
+    /// How many units were freed so far (only grows): a cheap way to tell that a cache keyed
+    /// by unit may hold freed ones.
+    pub fn freed_units(&self) -> u64 {
+        self.state().freed_units
     }
 
     /// The version whose code contains `address`, if any.
@@ -703,7 +891,7 @@ impl Engine {
     /// the address they were loaded at.
     pub fn unit_section(&self, unit: UnitId, section: &str) -> Option<(u64, Vec<u8>)> {
         let state = self.state();
-        let unit = state.units.get(unit.0 as usize)?;
+        let unit = state.units.get(&unit)?;
         unit.memory.section(section).map(|(a, b)| (a, b.to_vec()))
     }
 
@@ -718,7 +906,7 @@ impl Engine {
         f: impl FnOnce(Option<&StackMap<'_>>, Option<&EhFrameSection<'_>>) -> R,
     ) -> Option<R> {
         let state = self.state();
-        let unit = state.units.get(unit.0 as usize)?;
+        let unit = state.units.get(&unit)?;
         // Both were checked when the unit was registered; a failure now cannot happen, and
         // would only hide the metadata (fail closed).
         let map = unit
@@ -898,7 +1086,8 @@ impl Engine {
             link: Duration::ZERO,
         };
         let mut state = self.state();
-        let unit = UnitId(state.units.len() as u32);
+        let unit = UnitId(state.next_unit);
+        state.next_unit += 1;
         let mut starts: Vec<u64> = compiled.functions.iter().map(|(_, a)| *a).collect();
         starts.sort_unstable();
         let mut made = Vec::new();
@@ -920,7 +1109,8 @@ impl Engine {
                 .copied()
                 .find(|&s| s > *entry && s <= region_end)
                 .unwrap_or(region_end);
-            let id = VersionId(state.versions.len() as u32);
+            let id = VersionId(state.next_version);
+            state.next_version += 1;
             let part = spec.continuation.and_then(|r| r.part(function));
             let (base, kind) = match part {
                 Some(part) => (
@@ -945,7 +1135,8 @@ impl Engine {
                 kind,
                 specialisation: spec.specialise.to_vec(),
             };
-            state.versions.push(info.clone());
+            state.versions.insert(id, info.clone());
+            state.by_entry.insert(info.entry, id);
             if kind == VersionKind::Function {
                 // Continuations are entered only by transfers, never through the function's
                 // entries: they are not redirected and never redirected to.
@@ -957,7 +1148,14 @@ impl Engine {
             }
             made.push(info);
         }
-        for (global, address) in &compiled.globals {
+        // Guest globals are the base unit's: a later unit's own data (a literal the optimiser
+        // made) goes when the unit is freed, and must not be linked to by others.
+        let globals = if unit == BASE_UNIT {
+            compiled.globals.as_slice()
+        } else {
+            &[]
+        };
+        for (global, address) in globals {
             let in_unit = compiled
                 .memory
                 .data
@@ -967,24 +1165,35 @@ impl Engine {
                 state.globals.entry(global.clone()).or_insert(*address);
             }
         }
-        state.units.push(Unit {
+        let entry = Unit {
             id: unit,
             name: name.to_owned(),
             memory: compiled.memory,
             fast_hypercalls: compiled.fast_hypercalls,
             detached: false,
-        });
+        };
+        for (start, end) in unit_ranges(&entry) {
+            state.by_section.insert(start, (end, unit));
+        }
+        state.units.insert(unit, entry);
         Ok((made, times))
     }
 
+    /// What a new unit links guest symbols to: globals, host bindings, and each guest
+    /// function's base entry (or where the host bound it), never a version that may be freed.
     fn symbol_snapshot(&self) -> HashMap<String, u64> {
         let state = self.state();
         let mut out: HashMap<String, u64> = state.bindings.clone();
         for (name, address) in &state.globals {
             out.insert(name.clone(), *address);
         }
-        for name in state.functions.keys() {
-            if let Some(entry) = current_entry(&state, name) {
+        for (name, ids) in &state.functions {
+            let entry = state
+                .redirected
+                .get(name)
+                .copied()
+                .or_else(|| ids.first().map(|id| state.versions[id].entry));
+            if let Some(entry) = entry {
                 out.insert(name.clone(), entry);
             }
         }
@@ -1045,7 +1254,14 @@ impl Linker for EngineLinker<'_> {
         if let Some(&a) = self.snapshot.get(name) {
             return Some(a);
         }
+        if let Some(function) = name.strip_suffix(ir::BASE_SUFFIX) {
+            return self.snapshot.get(function).copied();
+        }
         match name {
+            "pthread_create" => return Some(crate::threads::pthread_create as *const () as u64),
+            "thrd_create" => return Some(crate::threads::thrd_create as *const () as u64),
+            "pthread_join" => return Some(crate::threads::pthread_join as *const () as u64),
+            "thrd_join" => return Some(crate::threads::thrd_join as *const () as u64),
             ir::HYPERCALL => return Some(arch::hypercall_dynamic_entry()),
             ir::FAST_HYPERCALL => return Some(arch::hypercall_fast_entry()),
             "registerCustomCallback" => return Some(hypercall::register_entry()),
@@ -1097,33 +1313,87 @@ pub(crate) fn process_symbol(name: &str) -> Option<u64> {
     (!address.is_null()).then_some(address as u64)
 }
 
+/// Numbers engines.
+static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The unit every guest function is first compiled in: never retired.
+const BASE_UNIT: UnitId = UnitId(0);
+
 fn current_entry(state: &State, function: &str) -> Option<u64> {
     if let Some(&a) = state.redirected.get(function) {
         return Some(a);
     }
     let id = state.functions.get(function)?.last()?;
-    Some(state.versions[id.0 as usize].entry)
+    Some(state.versions[id].entry)
 }
 
 fn entries_of(state: &State, function: &str) -> Vec<u64> {
     state
         .functions
         .get(function)
-        .map(|ids| {
-            ids.iter()
-                .map(|id| state.versions[id.0 as usize].entry)
-                .collect()
-        })
+        .map(|ids| ids.iter().map(|id| state.versions[id].entry).collect())
         .unwrap_or_default()
 }
 
+/// The version whose code holds `address` strictly after its entry (a return address).
 fn version_at(state: &State, address: u64) -> Option<VersionInfo> {
-    state
-        .versions
+    let (_, id) = state.by_entry.range(..address).next_back()?;
+    let v = &state.versions[id];
+    let detached = state.units.get(&v.unit).is_none_or(|u| u.detached);
+    (!detached && address < v.entry + v.size.max(1)).then(|| v.clone())
+}
+
+/// Every section of a unit as a `[start, end)` range.
+fn unit_ranges(unit: &Unit) -> Vec<(u64, u64)> {
+    unit.memory
+        .code
         .iter()
-        .filter(|v| !state.units[v.unit.0 as usize].detached)
-        .find(|v| address > v.entry && address < v.entry + v.size.max(1))
-        .cloned()
+        .map(|r| r.range())
+        .chain(unit.memory.data.iter().map(|d| d.region.range()))
+        .filter(|r| !r.is_empty())
+        .map(|r| (r.start as u64, r.end as u64))
+        .collect()
+}
+
+/// Frees a retired unit that no thread reaches any more, unless a pin still holds it (`false`:
+/// the last unpin offers it again). Its versions go with it.
+fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
+    let Some(engine) = engine.upgrade() else {
+        // The engine, and with it the unit, is gone already.
+        return true;
+    };
+    let freed = {
+        let mut state = engine.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.pins.get(&unit).is_some_and(|&p| p > 0) {
+            return false;
+        }
+        let Some(freed) = state.units.remove(&unit) else {
+            return true;
+        };
+        state.retired.remove(&unit);
+        state.freed_units += 1;
+        let gone: Vec<VersionId> = state
+            .versions
+            .iter()
+            .filter(|(_, v)| v.unit == unit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            if let Some(v) = state.versions.remove(id) {
+                state.by_entry.remove(&v.entry);
+                if let Some(ids) = state.functions.get_mut(&v.function) {
+                    ids.retain(|i| i != id);
+                }
+            }
+        }
+        for (start, _) in unit_ranges(&freed) {
+            state.by_section.remove(&start);
+        }
+        freed
+    };
+    // Unmapping takes the arena's lock: outside the registry's.
+    drop(freed);
+    true
 }
 
 fn unit_info(unit: &Unit) -> UnitInfo {
@@ -1249,7 +1519,7 @@ fn is_patchable_entry(bytes: &[u8], address: u64) -> bool {
 fn find_code_region(state: &mut State, address: u64) -> Option<&mut CodeRegion> {
     state
         .units
-        .iter_mut()
+        .values_mut()
         .flat_map(|u| u.memory.code.iter_mut())
         .find(|r| r.contains(address as usize))
 }

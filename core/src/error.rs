@@ -74,6 +74,13 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A unit cannot be retired ([`Engine::retire_unit`](crate::Engine::retire_unit)).
+    Retire {
+        /// The unit.
+        unit: crate::UnitId,
+        /// Why.
+        reason: String,
+    },
     /// A hypercall named a callback that nobody registered.
     UnknownCallback(String),
     /// A callback name is not valid (empty, or contains a NUL byte).
@@ -154,6 +161,7 @@ impl fmt::Display for Error {
             Error::CodeMemory(e) => write!(f, "code memory: {e}"),
             Error::StackMaps { unit, source } => write!(f, "stackmaps of {unit}: {source}"),
             Error::Relink { function, reason } => write!(f, "cannot relink `{function}`: {reason}"),
+            Error::Retire { unit, reason } => write!(f, "cannot retire {unit}: {reason}"),
             Error::UnknownCallback(name) => write!(f, "unknown callback `{name}`"),
             Error::InvalidCallbackName(name) => write!(f, "invalid callback name {name:?}"),
             Error::CallbackPanicked { name, message } => {

@@ -338,6 +338,9 @@ pub(crate) unsafe fn call_guest(
         })
     });
     let outer_exit = LAST_EXIT.with(Cell::get);
+    // The thread runs guest code until the call returns: retired code waits for it.
+    let bound = &call as *const GuestCall as u64;
+    let _registered = crate::reclaim::GuestThread::enter_ids(vec![engine.id], bound);
     // SAFETY: the caller vouches for the target and its arguments.
     let returned = unsafe { arch::guest_call(&mut call) };
     RUNNING.with(|r| r.set(outer));
@@ -462,7 +465,12 @@ fn dispatch(
     let outcome = catch_unwind(AssertUnwindSafe(|| handler.call(&mut hypercall)));
     LAST_EXIT.with(|l| l.set(outer_exit));
     match outcome {
-        Ok(Ok(result)) => result,
+        Ok(Ok(result)) => {
+            // The handler is done and every guest frame of this thread is suspended in a call:
+            // what the thread holds of guest code is on its stack.
+            crate::reclaim::safepoint_at(frame as u64 - arch::TRAMPOLINE_SAVES);
+            result
+        }
         Ok(Err(e)) => fail(
             running,
             Error::CallbackFailed {

@@ -36,14 +36,16 @@ mod hypercall;
 mod ir;
 mod maps;
 mod plugin;
+pub mod reclaim;
 pub mod shadow;
 mod sites;
 mod sys;
+mod threads;
 mod types;
 
 pub use engine::{
     CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation, Recompiled,
-    UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest,
+    UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest, WeakEngine,
 };
 pub use error::{Error, Result};
 pub use hypercall::{

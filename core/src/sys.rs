@@ -639,6 +639,24 @@ thread_local! {
     static CHILD_COPIES_PRIVATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// The highest address of the calling thread's stack (`pthread_getattr_np`; on the main thread
+/// that reads `/proc/self/maps`).
+pub(crate) fn stack_top() -> Option<u64> {
+    // SAFETY: `pthread_getattr_np` fills `attr` for the calling thread; it is read with
+    // `pthread_attr_getstack` and destroyed once, whatever the outcome.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut base: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let ok = libc::pthread_attr_getstack(&attr, &mut base, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        (ok && !base.is_null()).then(|| base as u64 + size as u64)
+    }
+}
+
 /// Tests: whether children that this thread forks get private anonymous copies of the shared
 /// reservations (the fallback when no memfd can be had) instead of memfds of their own.
 #[cfg(test)]
@@ -681,6 +699,7 @@ extern "C" fn after_fork_parent() {
 }
 
 extern "C" fn after_fork_child() {
+    crate::reclaim::after_fork_in_child();
     let guard = FORK_GUARD
         .try_with(|slot| slot.borrow_mut().take())
         .ok()

@@ -6,9 +6,32 @@
 //! while the guest thread waits ([`Compiler::run`]) or while it goes on running its old code
 //! ([`Compiler::spawn`], background compilation). Jobs run one at a time, in order.
 
+//!
+//! At process exit, LLVM's own static destructors run (`exit` runs them after the handlers
+//! registered later), and a job still compiling would crash in LLVM's torn-down state. So the
+//! first compiler thread registers an exit handler that waits for the job in progress, and
+//! every job after it is dropped unrun (a waiting [`Compiler::run`] gets `None`: the frame keeps
+//! its old code).
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Once};
+
+/// Held by a compiler thread while it runs a job.
+static COMPILING: Mutex<()> = Mutex::new(());
+/// Set when the process is exiting: no job runs any more.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn wait_for_compilation_at_exit() {
+    EXITING.store(true, Ordering::SeqCst);
+    // The job in progress finishes; the next ones see `EXITING` under the lock.
+    drop(COMPILING.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+fn lock_compiling() -> MutexGuard<'static, ()> {
+    COMPILING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Stack of the compiler thread: LLVM's recursive passes on large functions need more than a
 /// default thread's 2 MiB.
@@ -35,6 +58,15 @@ impl Compiler {
 
     /// Queues `job`; `false` when no compiler thread can be started.
     pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        if EXITING.load(Ordering::SeqCst) {
+            return false;
+        }
+        static AT_EXIT: Once = Once::new();
+        AT_EXIT.call_once(|| {
+            // SAFETY: registers a plain function that lives as long as the process. Should
+            // registration fail (out of memory), exit is as unguarded as before.
+            unsafe { libc::atexit(wait_for_compilation_at_exit) };
+        });
         let mut worker = self.worker();
         let pid = std::process::id();
         let mut job: Job = Box::new(job);
@@ -51,6 +83,11 @@ impl Compiler {
             .stack_size(STACK_BYTES)
             .spawn(move || {
                 for job in queue {
+                    let _compiling = lock_compiling();
+                    if EXITING.load(Ordering::SeqCst) {
+                        // Dropped unrun: LLVM is being torn down.
+                        continue;
+                    }
                     // A job reports its own failures; a panic must not end the thread.
                     let _ = catch_unwind(AssertUnwindSafe(job));
                 }

@@ -136,6 +136,19 @@ pub(crate) fn push(
     });
 }
 
+/// Calls `f` with the descriptor (by address) of each of this thread's records: roots for
+/// `uppercut_core::reclaim`, which must not recycle a thunk a record still names.
+pub(crate) fn visit_descriptors(f: &mut dyn FnMut(u64)) {
+    // During thread teardown the records may be gone already: then there is nothing to visit.
+    let _ = RECORDS.try_with(|cell| {
+        if let Ok(records) = cell.try_borrow() {
+            for record in &records.records {
+                f(record.descriptor as u64);
+            }
+        }
+    });
+}
+
 /// The captured state of the frame at `fp`, if an eager transfer recorded it.
 pub(crate) fn lookup(fp: u64) -> Option<Captured> {
     RECORDS.with(|cell| {

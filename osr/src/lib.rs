@@ -102,7 +102,7 @@ pub use discovery::{DiscoveredFrame, ShadowDiscovery};
 pub use error::{Error, Result};
 pub use frames::Frame;
 pub use runtime::{
-    ContinuationKind, Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats, TransferMode,
-    VersionSpec,
+    CONTINUATION_CACHE, ContinuationKind, Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats,
+    TransferMode, VersionSpec,
 };
 pub use transfer::{KEEPALIVE_CALLBACK, Prepared, SCRUB_BYTE, Target, Transfers};

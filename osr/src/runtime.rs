@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use uppercut_core::{
-    CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo,
+    CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo, UnitId,
     ValueKind, VersionInfo, VersionRequest,
 };
 
@@ -164,7 +164,7 @@ impl std::str::FromStr for ContinuationKind {
 }
 
 /// How [`Osr`] runs, besides its policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OsrOptions {
     /// What moved frames resume in.
     pub continuations: ContinuationKind,
@@ -174,6 +174,81 @@ pub struct OsrOptions {
     /// pattern ([`Transfers::set_scrub`]): nothing may read them again, and a bug that did
     /// would show.
     pub scrub: bool,
+    /// How many continuations (per (site, spec), failures included) the cache keeps. The least
+    /// recently used one goes first; its unit is retired once no other cached continuation
+    /// lives in it (see [`uppercut_core::reclaim`]), and frames already moved into it finish
+    /// there. At least 1.
+    pub continuation_cache: usize,
+}
+
+/// [`OsrOptions::continuation_cache`] by default.
+pub const CONTINUATION_CACHE: usize = 256;
+
+impl Default for OsrOptions {
+    fn default() -> Self {
+        OsrOptions {
+            continuations: ContinuationKind::default(),
+            transfer: TransferMode::default(),
+            scrub: false,
+            continuation_cache: CONTINUATION_CACHE,
+        }
+    }
+}
+
+/// The continuations compiled so far, least recently used first out.
+#[derive(Default)]
+struct Continuations {
+    entries: HashMap<(SiteId, VersionSpec), Cached>,
+    /// Bumped at every use.
+    clock: u64,
+}
+
+/// A cached continuation: its entry (`None`: it failed to compile) and unit.
+struct Cached {
+    entry: Option<u64>,
+    unit: Option<UnitId>,
+    used: u64,
+}
+
+impl Continuations {
+    fn get(&mut self, key: &(SiteId, VersionSpec)) -> Option<Option<u64>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let cached = self.entries.get_mut(key)?;
+        cached.used = clock;
+        Some(cached.entry)
+    }
+
+    fn insert(&mut self, key: (SiteId, VersionSpec), entry: Option<u64>, unit: Option<UnitId>) {
+        self.clock += 1;
+        let used = self.clock;
+        self.entries
+            .entry(key)
+            .or_insert(Cached { entry, unit, used });
+    }
+
+    /// Evicts least recently used continuations down to `capacity`; returns the units no
+    /// cached continuation lives in any more.
+    fn evict(&mut self, capacity: usize) -> Vec<UnitId> {
+        let mut gone = Vec::new();
+        while self.entries.len() > capacity.max(1) {
+            let Some(key) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            let Some(unit) = self.entries.remove(&key).and_then(|c| c.unit) else {
+                continue;
+            };
+            if !self.entries.values().any(|c| c.unit == Some(unit)) {
+                gone.push(unit);
+            }
+        }
+        gone
+    }
 }
 
 /// How many events [`Osr::events`] keeps.
@@ -185,7 +260,7 @@ struct Shared {
     id: u64,
     options: OsrOptions,
     policy: Mutex<Box<dyn Policy>>,
-    continuations: Mutex<HashMap<(SiteId, VersionSpec), Option<u64>>>,
+    continuations: Mutex<Continuations>,
     events: Mutex<Vec<OsrEvent>>,
     /// Where LLVM runs.
     compiler: Compiler,
@@ -316,14 +391,15 @@ impl Shared {
         let compiling = engine.clone();
         let kind = self.options.continuations;
         // Per site: the site's entry. Multi-entry: every site's entry, of which this one's.
-        let compile = move || -> Result<Vec<(SiteId, u64)>, String> {
+        // With the unit they live in.
+        let compile = move || -> Result<(Vec<(SiteId, u64)>, UnitId), String> {
             match kind {
                 ContinuationKind::PerSite => compiling
                     .compile_continuation(&function, id, level, &specialisation)
-                    .map(|c| vec![(id, c.version.entry)]),
+                    .map(|c| (vec![(id, c.version.entry)], c.version.unit)),
                 ContinuationKind::MultiEntry => compiling
                     .compile_multi_continuation(&function, level, &specialisation)
-                    .map(|c| c.entries),
+                    .map(|c| (c.entries, c.version.unit)),
             }
             .map_err(|e| e.to_string())
         };
@@ -335,21 +411,37 @@ impl Shared {
                 .unwrap_or_else(|| Err("the compiler thread failed".to_owned()))
         };
         let mut cache = lock(&self.continuations);
-        let entries = match made {
-            Ok(entries) => entries,
+        let (entries, unit) = match made {
+            Ok(made) => made,
             Err(why) => {
-                cache.entry(key).or_insert(None);
+                cache.insert(key, None, None);
+                let gone = cache.evict(self.options.continuation_cache);
+                drop(cache);
+                retire_all(engine, gone);
                 return Err(why);
             }
         };
         self.recompiles.fetch_add(1, Ordering::Relaxed);
         for &(site, entry) in &entries {
-            cache.entry((site, spec.clone())).or_insert(Some(entry));
+            cache.insert((site, spec.clone()), Some(entry), Some(unit));
         }
-        cache
-            .entry(key)
-            .or_insert(None)
-            .ok_or_else(|| format!("{} has no entry in its continuation", site.id))
+        let found = cache.get(&key).flatten();
+        if found.is_none() {
+            cache.insert(key, None, Some(unit));
+        }
+        // The continuation just made is the most recently used: it stays.
+        let gone = cache.evict(self.options.continuation_cache);
+        drop(cache);
+        retire_all(engine, gone);
+        found.ok_or_else(|| format!("{} has no entry in its continuation", site.id))
+    }
+}
+
+/// Retires continuation units the cache let go of.
+fn retire_all(engine: &Engine, units: Vec<UnitId>) {
+    for unit in units {
+        // Retired by someone else already, or handed over: not ours any more.
+        let _ = engine.retire_unit(unit);
     }
 }
 
@@ -780,7 +872,9 @@ impl Cx<'_> {
         let Some(site) = self.frames.get(index).and_then(|f| f.site) else {
             return false;
         };
-        lock(&self.shared.continuations).contains_key(&(site, spec.clone()))
+        lock(&self.shared.continuations)
+            .entries
+            .contains_key(&(site, spec.clone()))
     }
 
     /// Checks the walk against this thread's shadow-stack chain: the shadow frame each walked

@@ -16,11 +16,11 @@
 //! The convention and the lifetimes are on [`Transfers`].
 
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use uppercut_core::code_memory::{CodeArena, CodeRegion, RegionRequest};
 use uppercut_core::stackmaps::{DwarfReg, EhFrameSection, Location, ReturnAddress, StackMap};
@@ -52,12 +52,21 @@ pub struct Target {
 }
 
 /// A transfer ready to be patched into frames suspended at one return address: a descriptor
-/// and its thunk. Cheap to clone; valid as long as the engine.
+/// and its thunk. Cheap to clone; its thunk is not recycled while a handle lives.
 #[derive(Clone)]
 pub struct Prepared {
     batch: Arc<ThunkBatch>,
     index: usize,
     owner: usize,
+    lease: Arc<Lease>,
+}
+
+/// What a handed-out thunk holds on to: the units its descriptor leads out of and into, pinned
+/// until the thunk is recycled. Every [`Prepared`] of the thunk shares one.
+#[derive(Debug)]
+struct Lease {
+    source: UnitId,
+    target: UnitId,
 }
 
 impl Prepared {
@@ -169,6 +178,9 @@ struct Inner {
     /// Descriptors by (unit, return address, continuation).
     prepared: Mutex<HashMap<(UnitId, u64, u64), Prepared>>,
     thunks: Mutex<ThunkPool>,
+    /// The engine's retirement and free counts when the caches were last swept of units that
+    /// are retired or gone.
+    swept: Mutex<(u64, u64)>,
 }
 
 /// Counters the stub updates (relaxed: they are statistics).
@@ -214,8 +226,13 @@ impl Transfers {
                 arena: engine.arena().clone(),
                 batches: Vec::new(),
                 used: 0,
+                free: Vec::new(),
             }),
+            swept: Mutex::new((0, 0)),
         });
+        // A thread's eager records name descriptors: their thunks must not be recycled under
+        // them (a record left by a frame that `longjmp` skipped is dropped lazily).
+        uppercut_core::reclaim::set_thread_roots(eager::visit_descriptors);
         let keep = Arc::clone(&inner);
         let registered = engine.register_callback(
             KEEPALIVE_CALLBACK,
@@ -334,6 +351,7 @@ impl Transfers {
                 reason: "the continuation's address is 0".to_owned(),
             });
         }
+        self.sweep();
         let key = (frame.version.unit, return_address, target.continuation);
         let same = |p: &Prepared| {
             let d = p.descriptor();
@@ -377,9 +395,127 @@ impl Transfers {
                 })
             };
         }
-        let made = lock(&self.inner.thunks).allocate(descriptor, self.owner())?;
+        // The thunk pins the unit its frames run and the continuation's: neither is freed
+        // while a frame may still return into the thunk.
+        let source = frame.version.unit;
+        let target_unit =
+            self.engine
+                .unit_at(target.continuation)
+                .ok_or_else(|| Error::InvalidTarget {
+                    return_address,
+                    reason: format!(
+                        "the continuation {:#x} is not in a live unit of the engine",
+                        target.continuation
+                    ),
+                })?;
+        // Frames in retired code are the ones that most need to move; but a retired
+        // continuation is on its way out and must not take new frames.
+        if self.engine.is_retired(target_unit) {
+            return Err(Error::InvalidTarget {
+                return_address,
+                reason: format!("the continuation's {target_unit} was retired"),
+            });
+        }
+        if !self.engine.pin_unit(source) {
+            return Err(Error::InvalidTarget {
+                return_address,
+                reason: format!("{source} is not live"),
+            });
+        }
+        if !self.engine.pin_unit(target_unit) {
+            self.engine.unpin_unit(source);
+            return Err(Error::InvalidTarget {
+                return_address,
+                reason: format!("{target_unit} is not live"),
+            });
+        }
+        let lease = Arc::new(Lease {
+            source,
+            target: target_unit,
+        });
+        let made = match lock(&self.inner.thunks).allocate(descriptor, self.owner(), lease) {
+            Ok(made) => made,
+            Err(e) => {
+                self.engine.unpin_unit(source);
+                self.engine.unpin_unit(target_unit);
+                return Err(e);
+            }
+        };
         prepared.insert(key, made.clone());
         Ok(made)
+    }
+
+    /// Drops what the caches hold of units retired or freed since the last sweep: prepared
+    /// transfers out of or into a retired unit are retired with their thunks (frames patched
+    /// with them still return through them; see [`uppercut_core::reclaim`]), and decoded
+    /// records of freed units go.
+    fn sweep(&self) {
+        let now = (self.engine.retirements(), self.engine.freed_units());
+        {
+            let mut swept = lock(&self.inner.swept);
+            if *swept == now {
+                return;
+            }
+            *swept = now;
+        }
+        let retired: HashSet<UnitId> = self.engine.retired_units().into_iter().collect();
+        let gone: Vec<Prepared> = {
+            let mut prepared = lock(&self.inner.prepared);
+            let keys: Vec<(UnitId, u64, u64)> = prepared
+                .iter()
+                .filter(|(_, p)| {
+                    retired.contains(&p.lease.source) || retired.contains(&p.lease.target)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| prepared.remove(k)).collect()
+        };
+        for p in gone {
+            self.retire_thunk(p);
+        }
+        lock(&self.inner.units).retain(|unit, _| self.engine.is_live_unit(*unit));
+    }
+
+    /// Recycles `prepared`'s thunk once no thread can return into it and no handle holds it,
+    /// and then unpins its units.
+    fn retire_thunk(&self, prepared: Prepared) {
+        let thunk = prepared.thunk();
+        let cell = &prepared.batch.cells[prepared.index] as *const DescriptorCell as u64;
+        let ranges = vec![
+            (thunk, thunk + THUNK_SIZE as u64),
+            (cell, cell + std::mem::size_of::<DescriptorCell>() as u64),
+        ];
+        let inner = Arc::downgrade(&self.inner);
+        let engine = self.engine.downgrade();
+        let Prepared {
+            batch,
+            index,
+            lease,
+            ..
+        } = prepared;
+        uppercut_core::reclaim::retire(
+            self.engine.id(),
+            ranges,
+            Box::new(move || {
+                if Arc::strong_count(&lease) > 1 {
+                    // A handle still holds it: offered again later.
+                    return false;
+                }
+                if let Some(inner) = inner.upgrade() {
+                    let mut pool = lock(&inner.thunks);
+                    // SAFETY: no thread can reach the thunk or its cell any more (no stack,
+                    // register or eager record holds them: `reclaim`), no handle holds it
+                    // (the lease is ours alone), and the cache no longer has it.
+                    unsafe { batch.cells[index].clear() };
+                    pool.free.push((Arc::clone(&batch), index));
+                }
+                if let Some(engine) = engine.upgrade() {
+                    engine.unpin_unit(lease.source);
+                    engine.unpin_unit(lease.target);
+                }
+                true
+            }),
+        );
     }
 
     /// Points the frame's return address at the thunk of `prepared`: when its callee returns,
@@ -552,7 +688,18 @@ impl Transfers {
             .descriptor()
             .enabled
             .store(false, Ordering::Relaxed);
-        lock(&self.inner.prepared).retain(|_, p| p.thunk() != prepared.thunk());
+        let removed: Vec<Prepared> = {
+            let mut cache = lock(&self.inner.prepared);
+            let keys: Vec<(UnitId, u64, u64)> = cache
+                .iter()
+                .filter(|(_, p)| p.thunk() == prepared.thunk())
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| cache.remove(k)).collect()
+        };
+        for p in removed {
+            self.retire_thunk(p);
+        }
     }
 
     /// Reads the frame's live values now, as a transfer would pass them (zero-extended bits per
@@ -603,10 +750,22 @@ impl Transfers {
     /// sure a batch of free thunks is ready. The runtime calls it on the compiler thread, after
     /// installing itself and after each background compilation.
     pub fn warm(&self) -> Result<()> {
+        self.sweep();
         for unit in self.engine.units() {
             self.unit_sites(unit.id);
         }
         lock(&self.inner.thunks).reserve()
+    }
+
+    /// Thunks handed out and not recycled yet: prepared transfers in the cache, and retired
+    /// ones that a frame may still return through.
+    pub fn thunks_in_use(&self) -> usize {
+        lock(&self.inner.thunks).in_use()
+    }
+
+    /// Prepared transfers in the cache.
+    pub fn prepared_count(&self) -> usize {
+        lock(&self.inner.prepared).len()
     }
 
     /// Frames that entered a continuation through this engine's thunks.
@@ -997,8 +1156,48 @@ pub(crate) struct Descriptor {
     result_kind: Option<ValueKind>,
 }
 
-/// What a thunk's `r11` points at: set once, before the thunk is handed out.
-pub(crate) type DescriptorCell = OnceLock<Descriptor>;
+/// What a thunk's `r11` points at: set before the thunk is handed out, cleared when it is
+/// recycled, which happens only once nothing can reach it.
+pub(crate) struct DescriptorCell(UnsafeCell<Option<Descriptor>>);
+
+// SAFETY: a cell is written only while no thread can reach it (a fresh or recycled thunk,
+// under the pool's lock, before any handle exists; or cleared once `reclaim` showed that no
+// thread holds the thunk and no handle exists), and those writes happen-before any read by a
+// thread that learns of the thunk through the pool's or the cache's lock, or through its own
+// stack. Between them it is only read.
+unsafe impl Sync for DescriptorCell {}
+
+impl DescriptorCell {
+    fn empty() -> DescriptorCell {
+        DescriptorCell(UnsafeCell::new(None))
+    }
+
+    /// The descriptor, if the thunk is handed out.
+    pub(crate) fn get(&self) -> Option<&Descriptor> {
+        // SAFETY: see the `Sync` impl: no write can overlap this read.
+        unsafe { (*self.0.get()).as_ref() }
+    }
+
+    /// Fills an empty cell.
+    ///
+    /// # Safety
+    ///
+    /// No thread may be able to reach the cell: it is fresh, or recycled.
+    unsafe fn set(&self, descriptor: Descriptor) {
+        // SAFETY: as the caller vouches.
+        unsafe { *self.0.get() = Some(descriptor) };
+    }
+
+    /// Empties the cell.
+    ///
+    /// # Safety
+    ///
+    /// No thread may be able to reach the cell, and no reference into it may live.
+    unsafe fn clear(&self) {
+        // SAFETY: as the caller vouches.
+        unsafe { *self.0.get() = None };
+    }
+}
 
 /// Where one value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1229,6 +1428,8 @@ struct ThunkPool {
     batches: Vec<Arc<ThunkBatch>>,
     /// Thunks handed out from the last batch.
     used: usize,
+    /// Recycled thunks, ready to be handed out again.
+    free: Vec<(Arc<ThunkBatch>, usize)>,
 }
 
 impl ThunkPool {
@@ -1246,21 +1447,42 @@ impl ThunkPool {
         Ok(())
     }
 
-    /// Hands out the next free thunk with `descriptor` in its cell, making a new batch when the
-    /// last one is full.
-    fn allocate(&mut self, descriptor: Descriptor, owner: usize) -> Result<Prepared> {
-        self.reserve()?;
-        let batch = Arc::clone(self.batches.last().expect("a batch was just made"));
-        let index = self.used;
-        self.used += 1;
-        if batch.cells[index].set(descriptor).is_err() {
-            unreachable!("every cell is handed out once");
-        }
+    /// Hands out a recycled thunk, or the next fresh one (making a new batch when the last one
+    /// is full), with `descriptor` in its cell.
+    fn allocate(
+        &mut self,
+        descriptor: Descriptor,
+        owner: usize,
+        lease: Arc<Lease>,
+    ) -> Result<Prepared> {
+        let (batch, index) = match self.free.pop() {
+            Some(free) => free,
+            None => {
+                self.reserve()?;
+                let batch = Arc::clone(self.batches.last().expect("a batch was just made"));
+                let index = self.used;
+                self.used += 1;
+                (batch, index)
+            }
+        };
+        // SAFETY: the cell is fresh or recycled: no thread can reach it, no handle holds it.
+        unsafe { batch.cells[index].set(descriptor) };
         Ok(Prepared {
             batch,
             index,
             owner,
+            lease,
         })
+    }
+
+    /// Thunks handed out and not recycled.
+    fn in_use(&self) -> usize {
+        let made: usize = self.batches.iter().map(|b| b.cells.len()).sum();
+        let unused_in_last = self
+            .batches
+            .last()
+            .map_or(0, |b| b.cells.len().saturating_sub(self.used));
+        made - unused_in_last - self.free.len()
     }
 }
 
@@ -1270,7 +1492,7 @@ impl ThunkBatch {
             reason: e.to_string(),
         };
         let count = (arena.page_size() / THUNK_SIZE).max(1);
-        let cells: Box<[DescriptorCell]> = (0..count).map(|_| OnceLock::new()).collect();
+        let cells: Box<[DescriptorCell]> = (0..count).map(|_| DescriptorCell::empty()).collect();
         let mut region = arena
             .allocate(RegionRequest::code(count * THUNK_SIZE).align(THUNK_SIZE))
             .map_err(memory)?;
@@ -1531,6 +1753,13 @@ mod tests {
             arena,
             batches: vec![batch],
             used: 0,
+            free: Vec::new(),
+        };
+        let lease = || {
+            Arc::new(Lease {
+                source: UnitId(1),
+                target: UnitId(2),
+            })
         };
         let descriptor = |return_address| Descriptor {
             continuation: 0x99,
@@ -1544,16 +1773,32 @@ mod tests {
             kinds: Box::new([]),
             result_kind: None,
         };
-        let a = pool.allocate(descriptor(0x1000), 1).unwrap();
-        let b = pool.allocate(descriptor(0x2000), 1).unwrap();
+        let a = pool.allocate(descriptor(0x1000), 1, lease()).unwrap();
+        let b = pool.allocate(descriptor(0x2000), 1, lease()).unwrap();
         assert_eq!(b.thunk() - a.thunk(), THUNK_SIZE as u64);
         let found = thunk_at(&pool.batches, b.thunk()).unwrap();
         assert_eq!((found.return_address, found.continuation), (0x2000, 0x99));
         assert!(thunk_at(&pool.batches, b.thunk() + 1).is_none());
+        assert_eq!(pool.in_use(), 2);
+        // A recycled thunk is handed out again, with its new descriptor, before a fresh one.
+        let (batch_a, index_a, thunk_a) = (Arc::clone(&a.batch), a.index, a.thunk());
+        drop(a);
+        // SAFETY: nothing can reach the thunk: it was never patched in, and its handle is gone.
+        unsafe { batch_a.cells[index_a].clear() };
+        assert!(thunk_at(&pool.batches, thunk_a).is_none());
+        pool.free.push((batch_a, index_a));
+        assert_eq!(pool.in_use(), 1);
+        let again = pool.allocate(descriptor(0x4000), 1, lease()).unwrap();
+        assert_eq!(again.thunk(), thunk_a);
+        assert_eq!(
+            thunk_at(&pool.batches, thunk_a).unwrap().return_address,
+            0x4000
+        );
+        assert_eq!(pool.in_use(), 2);
         // A full batch makes another.
         let capacity = pool.batches[0].cells.len();
         for _ in 2..=capacity {
-            pool.allocate(descriptor(0x3000), 1).unwrap();
+            pool.allocate(descriptor(0x3000), 1, lease()).unwrap();
         }
         assert_eq!(pool.batches.len(), 2);
     }

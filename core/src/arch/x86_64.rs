@@ -34,6 +34,10 @@ const _: () = assert!(std::mem::offset_of!(GuestCall, args) == 8);
 const _: () = assert!(std::mem::offset_of!(GuestCall, result) == 56);
 const _: () = assert!(std::mem::offset_of!(GuestCall, saved_rsp) == 64);
 
+/// Bytes a hypercall trampoline keeps below its frame pointer: the guest's callee-saved
+/// registers.
+pub(crate) const TRAMPOLINE_SAVES: u64 = 48;
+
 /// The frame that a hypercall trampoline pushed: `rbp` of the trampoline.
 ///
 /// `[frame]` holds the guest's rbp, `[frame+8]` the return address into the guest, and the
@@ -67,6 +71,13 @@ std::arch::global_asm!(
     "mov rcx, [r11 + 32]",
     "mov r8, [r11 + 40]",
     "mov r9, [r11 + 48]",
+    // The guest starts with no host values in its callee-saved registers: a conservative
+    // scan of its stack (`crate::reclaim`) must not mistake them for references to code.
+    "xor ebx, ebx",
+    "xor r12d, r12d",
+    "xor r13d, r13d",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
     "xor eax, eax",
     "call qword ptr [r11]",
     "pop rdi",
@@ -111,8 +122,17 @@ std::arch::global_asm!(
     ".cfi_offset rbp, -16",
     "mov rbp, rsp",
     ".cfi_def_cfa_register rbp",
+    // The guest's callee-saved registers, where a scan of the stack finds them
+    // (`crate::reclaim`): 48 bytes keep the stack 16-aligned. The dispatcher preserves them.
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "push rbx",
     "mov rdx, rbp",
     "call \\dispatcher",
+    "lea rsp, [rbp]",
     "pop rbp",
     ".cfi_def_cfa rsp, 8",
     "ret",
@@ -180,6 +200,32 @@ pub(crate) fn hypercall_fast_entry() -> u64 {
 pub(crate) unsafe fn exit_state(frame: TrampolineFrame) -> (u64, u64, u64) {
     // SAFETY: the trampoline pushed rbp at `frame` and the call pushed the return address above.
     unsafe { (frame as u64 + 16, *frame, *frame.add(1)) }
+}
+
+/// The callee-saved registers (`rbx`, `rbp`, `r12`-`r15`) as they are at the call: what a
+/// conservative scan of a thread adds to its stack.
+#[inline(always)]
+pub(crate) fn callee_saved_registers() -> [u64; 6] {
+    let (rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: only copies registers into outputs; touches no memory and no flags.
+    unsafe {
+        std::arch::asm!(
+            "mov {0}, rbx",
+            "mov {1}, rbp",
+            "mov {2}, r12",
+            "mov {3}, r13",
+            "mov {4}, r14",
+            "mov {5}, r15",
+            out(reg) rbx,
+            out(reg) rbp,
+            out(reg) r12,
+            out(reg) r13,
+            out(reg) r14,
+            out(reg) r15,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    [rbx, rbp, r12, r13, r14, r15]
 }
 
 /// Encodes `jmp rel32` from `from` to `to`, or `None` when the distance does not fit.

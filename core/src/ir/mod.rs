@@ -49,6 +49,10 @@ pub(crate) const FAST_HYPERCALL: &str = "__uppercut_hypercall_fast";
 /// The guest's hypercall entry, as the design note names it.
 pub(crate) const HYPERCALL: &str = "PerformCustomCallback";
 
+/// The suffix of the declaration that stands for a kept function's *base* entry in a unit of
+/// its own (`f.uppercut.base`): what the address of `f`, taken inside its new version, links to.
+pub(crate) const BASE_SUFFIX: &str = ".uppercut.base";
+
 /// The LLVM context, the pristine guest module and its prepared copy.
 pub(crate) struct Ir {
     // Field order is drop order: both modules borrow `context` and go first.
@@ -369,9 +373,12 @@ impl Ir {
         linker: &mut dyn Linker,
     ) -> Result<(CompiledUnit, std::time::Duration)> {
         let started = std::time::Instant::now();
-        // SAFETY: `context` outlives the module, as in `load`.
-        let ctx: &'static Context = unsafe { &*(self.context.as_ref() as *const Context) };
-        let module = copy_module(ctx, &self.prepared_bitcode, spec.name)?;
+        // A context of the unit's own, dropped with it: LLVM never frees what a context
+        // accumulates (named struct types that code generation creates per module, uniqued
+        // constants such as each specialisation's values), so one shared context would grow
+        // with every compilation, and a long run recompiles without end.
+        let ctx = Context::create();
+        let module = copy_module(&ctx, &self.prepared_bitcode, spec.name)?;
         module.set_name(spec.name);
         let m = module.as_mut_ptr();
         if let Some(keep) = spec.functions {
@@ -394,6 +401,11 @@ impl Ir {
                 }
             }
             keep_only(m, keep);
+            if spec.continuation.is_none() {
+                for name in keep {
+                    address_through_base(m, name);
+                }
+            }
             if let Some(tls) = globals(m).find(|&g| {
                 // SAFETY: `g` is a global variable of `m`.
                 unsafe { llc::LLVMIsThreadLocal(g) != 0 && !llc::LLVMGetFirstUse(g).is_null() }
@@ -441,6 +453,9 @@ impl Ir {
                 message: e.to_string(),
             })?;
         let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
+        if spec.functions.is_some() {
+            share_constants(m, linker);
+        }
         if self.osr.is_some() {
             // Calls with a "deopt" bundle become statepoints whose stack-map records sit at
             // their return addresses; every other call stays a plain call.
@@ -612,7 +627,7 @@ impl Ir {
 /// label tables of computed `goto`) pointing at the original function, and code generation then
 /// fails with "Undefined temporary symbol". A bitcode round trip has no such gap (and costs
 /// about what a clone costs, since inkwell's clone verifies the module first).
-fn copy_module(ctx: &'static Context, bitcode: &[u8], name: &str) -> Result<Module<'static>> {
+fn copy_module<'c>(ctx: &'c Context, bitcode: &[u8], name: &str) -> Result<Module<'c>> {
     let buffer = MemoryBuffer::create_from_memory_range_copy(bitcode, name);
     ctx.create_module_from_ir(buffer)
         .map_err(|e| Error::InvalidIr {
@@ -782,6 +797,75 @@ fn keep_only(m: LLVMModuleRef, keep: &[String]) {
             llc::LLVMReplaceAllUsesWith(a, decl);
             llc::LLVMDeleteGlobal(a);
             llc::LLVMSetValueName2(decl, name.as_ptr().cast(), name.len());
+        }
+    }
+}
+
+/// Makes every use of function `name` but a direct call take its base entry instead of this
+/// unit's copy: a function pointer the guest takes inside a new version (and keeps in its data,
+/// hands to `qsort` or `atexit`) must outlive the version, which may be freed. Direct calls
+/// (recursion) keep reaching this unit's copy.
+fn address_through_base(m: LLVMModuleRef, name: &str) {
+    let Ok(c) = CString::new(name) else {
+        return;
+    };
+    // SAFETY: `m` is live and `c` NUL-terminated.
+    let f = unsafe { llc::LLVMGetNamedFunction(m, c.as_ptr()) };
+    if f.is_null() {
+        return;
+    }
+    let is_direct_call = |user: LLVMValueRef, callee: LLVMValueRef| {
+        // SAFETY: `user` is a live value of `m`; a call or invoke's callee is its last operand.
+        unsafe {
+            (!llc::LLVMIsACallInst(user).is_null() || !llc::LLVMIsAInvokeInst(user).is_null())
+                && llc::LLVMGetCalledValue(user) == callee
+        }
+    };
+    let escapes = users(f).into_iter().any(|u| !is_direct_call(u, f));
+    if !escapes {
+        return;
+    }
+    let base = CString::new(format!("{name}{BASE_SUFFIX}")).expect("no NUL");
+    // SAFETY: `f` is a function of `m`. The declaration has its type and calling convention
+    // and takes over every use; then direct calls get `f` back as their callee (their last
+    // operand), so only the address-taking uses (operands, constants) keep the declaration.
+    unsafe {
+        let ty = llc::LLVMGlobalGetValueType(f);
+        let decl = llc::LLVMAddFunction(m, base.as_ptr(), ty);
+        llc::LLVMSetFunctionCallConv(decl, llc::LLVMGetFunctionCallConv(f));
+        llc::LLVMReplaceAllUsesWith(f, decl);
+        for user in users(decl) {
+            if is_direct_call(user, decl) {
+                let last = llc::LLVMGetNumOperands(user) as u32 - 1;
+                llc::LLVMSetOperand(user, last, f);
+            }
+        }
+    }
+}
+
+/// Links the constants a unit kept its own copy of (string literals and other unnamed-address
+/// constants, kept so that optimisation and constant-name hypercalls could read them) to the
+/// base unit's copies when the base unit has them: a pointer to a literal that the guest keeps
+/// must not point into a unit that may be freed. Constants only this unit has (made by the
+/// optimiser) stay its own.
+fn share_constants(m: LLVMModuleRef, linker: &mut dyn Linker) {
+    for g in globals(m).collect::<Vec<_>>() {
+        // SAFETY: `g` is a global variable of `m`.
+        let local = unsafe {
+            llc::LLVMIsDeclaration(g) == 0
+                && llc::LLVMIsGlobalConstant(g) != 0
+                && llc::LLVMGetLinkage(g) == LLVMLinkage::LLVMInternalLinkage
+                && !llc::LLVMGetFirstUse(g).is_null()
+        };
+        if !local || linker.resolve(&value_name(g)).is_none() {
+            continue;
+        }
+        // SAFETY: `g` is a definition of `m`; without an initializer it becomes a declaration
+        // (external linkage), which the linker maps to the base unit's copy.
+        unsafe {
+            llc::LLVMSetInitializer(g, std::ptr::null_mut());
+            llc::LLVMSetLinkage(g, LLVMLinkage::LLVMExternalLinkage);
+            llvm_sys::comdat::LLVMSetComdat(g, std::ptr::null_mut());
         }
     }
 }

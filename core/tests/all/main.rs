@@ -2,4 +2,5 @@
 
 mod continuations;
 mod engine;
+mod lifetime;
 mod shadow;

@@ -220,6 +220,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
             continuations: run.continuations,
             transfer: run.transfer,
             scrub: true,
+            ..OsrOptions::default()
         };
         Some(
             Osr::install_with(&engine, Policies(policies), options)

@@ -4,6 +4,7 @@
 mod cli;
 mod differential;
 mod discovery;
+mod lifetime;
 mod multi;
 mod policies;
 mod scale;
