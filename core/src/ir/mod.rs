@@ -55,7 +55,7 @@ pub(crate) const BASE_SUFFIX: &str = ".uppercut.base";
 
 /// The LLVM context, the pristine guest module and its prepared copy.
 pub(crate) struct Ir {
-    // Field order is drop order: both modules borrow `context` and go first.
+    // Field order is drop order: both modules borrow `_context` and go first.
     prepared: Module<'static>,
     /// The prepared module as bitcode: every unit starts as a copy of it.
     prepared_bitcode: Vec<u8>,
@@ -64,7 +64,8 @@ pub(crate) struct Ir {
     origin: String,
     /// What OSR instrumentation made of the prepared module, when it was instrumented.
     osr: Option<OsrModule>,
-    context: Box<Context>,
+    /// Owns what both modules borrow (units compile in contexts of their own).
+    _context: Box<Context>,
 }
 
 // SAFETY: an LLVM context and its modules are not tied to the thread that made them; they must
@@ -288,7 +289,7 @@ impl Ir {
             target,
             origin: origin.to_owned(),
             osr,
-            context,
+            _context: context,
         })
     }
 
