@@ -995,7 +995,11 @@ impl Engine {
         match run() {
             // SAFETY: `exit` runs the atexit handlers (the guest's, then its destructors) and
             // flushes stdio; the engine they need is kept in `EXIT_DESTRUCTORS`.
-            Ok(status) => unsafe { libc::exit(status) },
+            Ok(status) => {
+                crate::threads::before_exit_hooks();
+                // SAFETY: as above.
+                unsafe { libc::exit(status) }
+            }
             Err(e) => e,
         }
     }
@@ -1258,6 +1262,7 @@ impl Linker for EngineLinker<'_> {
             return self.snapshot.get(function).copied();
         }
         match name {
+            "exit" => return Some(crate::threads::exit as *const () as u64),
             "pthread_create" => return Some(crate::threads::pthread_create as *const () as u64),
             "thrd_create" => return Some(crate::threads::thrd_create as *const () as u64),
             "pthread_join" => return Some(crate::threads::pthread_join as *const () as u64),

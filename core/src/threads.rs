@@ -7,8 +7,13 @@
 //!   deregisters it).
 //! - `pthread_join` and `thrd_join` park the calling thread while they block: its stack is
 //!   frozen, so code retired meanwhile need not wait for it to come back.
+//! - `exit` first runs the hooks registered with [`crate::before_exit`] (the OSR runtime's
+//!   compiler thread finishes its job there), as [`Engine::exec_main`](crate::Engine::exec_main)
+//!   does before it exits: `exit` runs the C++ destructors of LLVM's static state, which a
+//!   compilation still running on another thread would use after they ran.
 
 use std::ffi::{c_int, c_void};
+use std::sync::{Mutex, Once};
 
 use crate::reclaim;
 
@@ -169,4 +174,38 @@ pub(crate) unsafe extern "C" fn thrd_join(thread: libc::pthread_t, result: *mut 
         unsafe { *result = bits as isize as c_int };
     }
     THRD_SUCCESS
+}
+
+static BEFORE_EXIT: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run when the guest exits the process (its `exit`, or `main` returning
+/// under [`Engine::exec_main`](crate::Engine::exec_main)), before any `atexit` handler or static
+/// destructor runs. For what must stop before the process tears down shared state, such as a
+/// thread still running LLVM. Hooks run once, in registration order.
+pub fn before_exit(hook: fn()) {
+    BEFORE_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(hook);
+}
+
+/// Runs the [`before_exit`] hooks, once.
+pub(crate) fn before_exit_hooks() {
+    static RAN: Once = Once::new();
+    RAN.call_once(|| {
+        let hooks = BEFORE_EXIT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for hook in hooks {
+            hook();
+        }
+    });
+}
+
+/// The guest's `exit`.
+pub(crate) extern "C" fn exit(status: c_int) -> ! {
+    before_exit_hooks();
+    // SAFETY: what the guest asked for.
+    unsafe { libc::exit(status) }
 }

@@ -7,11 +7,11 @@
 //! ([`Compiler::spawn`], background compilation). Jobs run one at a time, in order.
 
 //!
-//! At process exit, LLVM's own static destructors run (`exit` runs them after the handlers
-//! registered later), and a job still compiling would crash in LLVM's torn-down state. So the
-//! first compiler thread registers an exit handler that waits for the job in progress, and
-//! every job after it is dropped unrun (a waiting [`Compiler::run`] gets `None`: the frame keeps
-//! its old code).
+//! At process exit, LLVM's own static destructors run, and a job still compiling would crash in
+//! LLVM's torn-down state. So the first compiler thread registers a hook that waits for the job
+//! in progress, and every job after it is dropped unrun (a waiting [`Compiler::run`] gets
+//! `None`: the frame keeps its old code). It runs before any exit handler when the guest exits
+//! (`uppercut_core::before_exit`), and as an `atexit` handler otherwise.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,10 @@ extern "C" fn wait_for_compilation_at_exit() {
     EXITING.store(true, Ordering::SeqCst);
     // The job in progress finishes; the next ones see `EXITING` under the lock.
     drop(COMPILING.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+fn wait_at_exit() {
+    wait_for_compilation_at_exit();
 }
 
 fn lock_compiling() -> MutexGuard<'static, ()> {
@@ -63,6 +67,10 @@ impl Compiler {
         }
         static AT_EXIT: Once = Once::new();
         AT_EXIT.call_once(|| {
+            // Before `exit` runs any handler when the guest exits (LLVM registers the
+            // destructors of some of its statics lazily, during a compilation: they would run
+            // before a handler registered now). The `atexit` handler covers other exits.
+            uppercut_core::before_exit(wait_at_exit);
             // SAFETY: registers a plain function that lives as long as the process. Should
             // registration fail (out of memory), exit is as unguarded as before.
             unsafe { libc::atexit(wait_for_compilation_at_exit) };
