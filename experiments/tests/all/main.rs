@@ -1,0 +1,9 @@
+//! The experiments crate's integration tests, one binary (`cargo test -p uppercut-experiments`).
+//!
+//! - `kernels`: every kernel's reference results, and each at its small size natively and
+//!   under `uppercut run` (plain, tier-up, stress) at `-O0` and `-O2`.
+//!
+//! `support` finds `uppercut` (building it if needed) and clang 19.
+
+mod kernels;
+mod support;
