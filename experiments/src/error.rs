@@ -56,6 +56,11 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// An HTTP response broke the protocol (bad status line, header or framing).
+    MalformedResponse {
+        /// What was wrong with it.
+        reason: String,
+    },
     /// A configuration that cannot run, e.g. a load with no connections.
     InvalidConfig {
         /// What is wrong with it.
@@ -69,6 +74,13 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// An [`Error::MalformedResponse`].
+    pub(crate) fn malformed(reason: impl Into<String>) -> Error {
+        Error::MalformedResponse {
+            reason: reason.into(),
         }
     }
 }
@@ -95,6 +107,7 @@ impl fmt::Display for Error {
                 stderr.trim_end()
             ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::MalformedResponse { reason } => write!(f, "malformed HTTP response: {reason}"),
             Error::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
         }
     }

@@ -6,6 +6,9 @@
 //!   interpreter), each with a small and a full size.
 //! - [`clang`]: compiling a C source with clang 19 to LLVM IR (for `uppercut run`) or to a
 //!   native executable (the baseline).
+//! - [`http`] and [`load`]: a strict HTTP/1.1 client and a closed-loop load generator that
+//!   records latencies, failures and a throughput timeline, and can send control requests at
+//!   given times.
 //!
 //! ```no_run
 //! use uppercut_core::OptLevel;
@@ -21,8 +24,11 @@
 
 pub mod clang;
 mod error;
+pub mod http;
 pub mod kernels;
+pub mod load;
 
 pub use clang::{Artifact, Clang};
 pub use error::{Error, Output, Result};
 pub use kernels::{Kernel, Size};
+pub use load::{LoadConfig, LoadReport};

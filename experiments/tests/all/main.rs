@@ -1,9 +1,11 @@
 //! The experiments crate's integration tests, one binary (`cargo test -p uppercut-experiments`).
 //!
 //! - `kernels`: every kernel's reference results, and each at its small size natively and
-//!   under `uppercut run` (plain, tier-up, stress) at `-O0` and `-O2`.
+//!   under `uppercut run` (plain, tier-up, stress) at `-O0` and `-O2`;
+//! - `load`: the load generator against a scripted server.
 //!
 //! `support` finds `uppercut` (building it if needed) and clang 19.
 
 mod kernels;
+mod load;
 mod support;
