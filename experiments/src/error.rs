@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use uppercut_core::OptLevel;
 
@@ -61,6 +62,19 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// A server process did not start as expected (it exited, or did not print
+    /// `listening on PORT`).
+    ServerStart {
+        /// What happened instead, with whatever it printed on stderr.
+        reason: String,
+    },
+    /// A child process did not finish in time (and was killed).
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long it was given.
+        after: Duration,
+    },
     /// A configuration that cannot run, e.g. a load with no connections.
     InvalidConfig {
         /// What is wrong with it.
@@ -108,6 +122,14 @@ impl fmt::Display for Error {
             ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::MalformedResponse { reason } => write!(f, "malformed HTTP response: {reason}"),
+            Error::ServerStart { reason } => write!(f, "server did not start: {reason}"),
+            Error::Timeout { what, after } => {
+                write!(
+                    f,
+                    "{what} did not finish within {:.1} s",
+                    after.as_secs_f64()
+                )
+            }
             Error::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
         }
     }

@@ -6,9 +6,11 @@
 //!   interpreter), each with a small and a full size.
 //! - [`clang`]: compiling a C source with clang 19 to LLVM IR (for `uppercut run`) or to a
 //!   native executable (the baseline).
+//! - [`httpd`]: an HTTP/1.1 server guest whose configuration global `extended_status` is the
+//!   design note's Apache `ap_extended_status`, and a handle on a running server process.
 //! - [`http`] and [`load`]: a strict HTTP/1.1 client and a closed-loop load generator that
-//!   records latencies, failures and a throughput timeline, and can send control requests at
-//!   given times.
+//!   records latencies, failures and a throughput timeline, and can switch the server's
+//!   configuration at given times.
 //!
 //! ```no_run
 //! use uppercut_core::OptLevel;
@@ -25,6 +27,7 @@
 pub mod clang;
 mod error;
 pub mod http;
+pub mod httpd;
 pub mod kernels;
 pub mod load;
 

@@ -149,8 +149,14 @@ fn the_catalog_lists_every_source_and_every_kernel_is_tested() {
 }
 
 #[test]
-fn kernels_compile_without_warnings() {
-    let sources = kernels::kernels().iter().map(|k| (k.name, k.source));
+fn kernels_and_the_server_compile_without_warnings() {
+    let sources = kernels::kernels()
+        .iter()
+        .map(|k| (k.name, k.source))
+        .chain([(
+            uppercut_experiments::httpd::NAME,
+            uppercut_experiments::httpd::SOURCE,
+        )]);
     for (name, source) in sources {
         let warnings = clang().warnings(name, source).unwrap();
         assert!(warnings.is_empty(), "{name}.c:\n{warnings}");
