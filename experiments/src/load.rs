@@ -294,6 +294,19 @@ pub struct Gap {
     pub length: Duration,
 }
 
+/// One well-formed response to a request of the mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// When its last byte arrived, from the start of the run.
+    pub done: Duration,
+    /// From the first byte of the request to the last byte of the response.
+    pub latency: Duration,
+    /// Its target, as an index into [`Mix::targets`].
+    pub target: usize,
+    /// Its status.
+    pub status: u16,
+}
+
 /// What happened to one [`Control`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlOutcome {
@@ -332,6 +345,8 @@ pub struct LoadReport {
     pub timeline: Timeline,
     /// The longest stretch without a response, between the start and the end.
     pub longest_gap: Gap,
+    /// Every well-formed response, in the order they completed.
+    pub samples: Vec<Sample>,
     /// Successful (2xx) requests per target, in the mix's order.
     pub per_target: Vec<(String, u64)>,
     /// Connections opened for the mix.
@@ -346,6 +361,14 @@ impl LoadReport {
     /// Requests that got a 2xx response.
     pub fn succeeded(&self) -> u64 {
         self.requests - self.failures.total()
+    }
+
+    /// Every stretch of at least `min` without a response, between the start and the end, in
+    /// order.
+    pub fn gaps(&self, min: Duration) -> Vec<Gap> {
+        gaps(self.samples.iter().map(|s| s.done), self.elapsed)
+            .filter(|g| g.length >= min)
+            .collect()
     }
 
     /// Successful requests per second over the whole run.
@@ -403,14 +426,6 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
     })?;
     let elapsed = start.elapsed();
     Ok(report(config, workers, controls, elapsed))
-}
-
-/// One response.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    /// When its last byte arrived, from the start.
-    done: Duration,
-    latency: Duration,
 }
 
 /// What one connection's thread saw.
@@ -473,6 +488,8 @@ fn worker(config: &LoadConfig, start: Instant, next: &AtomicU64) -> Worker {
                 w.samples.push(Sample {
                     done: now - start,
                     latency: now - sent,
+                    target: index,
+                    status: response.status,
                 });
                 if response.is_success() {
                     w.per_target[index] += 1;
@@ -545,14 +562,13 @@ fn report(
     errors.truncate(KEPT_ERRORS);
     let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
     let latency = Latency::from_samples(&mut latencies);
-    let mut done: Vec<Duration> = samples.iter().map(|s| s.done).collect();
-    done.sort_unstable();
+    samples.sort_by_key(|s| s.done);
     let mut timeline = Timeline {
         bucket: config.bucket,
         completed: Vec::new(),
     };
     timeline.completed = vec![0; timeline.bucket_of(elapsed) + 1];
-    for &t in &done {
+    for t in samples.iter().map(|s| s.done) {
         let i = timeline.bucket_of(t).min(timeline.completed.len() - 1);
         timeline.completed[i] += 1;
     }
@@ -562,7 +578,8 @@ fn report(
         elapsed,
         latency,
         timeline,
-        longest_gap: longest_gap(&done, elapsed),
+        longest_gap: longest_gap(samples.iter().map(|s| s.done), elapsed),
+        samples,
         per_target: config
             .mix
             .targets
@@ -576,23 +593,25 @@ fn report(
     }
 }
 
-/// The longest stretch of `[0, end]` without a time of `done` (sorted) in it.
-fn longest_gap(done: &[Duration], end: Duration) -> Gap {
-    let mut best = Gap::default();
+/// The stretches of `[0, end]` between the times of `done` (ascending), the start and the end.
+fn gaps(done: impl Iterator<Item = Duration>, end: Duration) -> impl Iterator<Item = Gap> {
     let mut previous = Duration::ZERO;
-    for &t in done
-        .iter()
-        .chain([&end.max(done.last().copied().unwrap_or_default())])
-    {
-        if t - previous > best.length {
-            best = Gap {
-                start: previous,
-                length: t - previous,
-            };
-        }
+    done.chain([end]).map(move |t| {
+        let t = t.max(previous);
+        let gap = Gap {
+            start: previous,
+            length: t - previous,
+        };
         previous = t;
-    }
-    best
+        gap
+    })
+}
+
+/// The longest of [`gaps`] (the first of the longest).
+fn longest_gap(done: impl Iterator<Item = Duration>, end: Duration) -> Gap {
+    gaps(done, end)
+        .max_by_key(|g| (g.length, std::cmp::Reverse(g.start)))
+        .unwrap_or_default()
 }
 
 fn invalid(reason: impl Into<String>) -> Error {
@@ -655,21 +674,24 @@ mod tests {
     fn gaps_include_the_start_and_the_end() {
         let done = [ms(5), ms(10), ms(40), ms(45)];
         assert_eq!(
-            longest_gap(&done, ms(50)),
+            longest_gap(done.into_iter(), ms(50)),
             Gap {
                 start: ms(10),
                 length: ms(30)
             }
         );
         assert_eq!(
-            longest_gap(&done, ms(100)),
+            longest_gap(done.into_iter(), ms(100)),
             Gap {
                 start: ms(45),
                 length: ms(55)
             }
         );
+        let all: Vec<Gap> = gaps(done.into_iter(), ms(50)).collect();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all.iter().map(|g| g.length).sum::<Duration>(), ms(50));
         assert_eq!(
-            longest_gap(&[], ms(20)),
+            longest_gap(std::iter::empty(), ms(20)),
             Gap {
                 start: ms(0),
                 length: ms(20)

@@ -167,13 +167,23 @@ fn a_pause_shows_in_the_timeline_and_the_latencies() {
     let control = &report.controls[0];
     assert!(control.succeeded(), "{control:?}");
     assert!(control.sent >= Duration::from_millis(200), "{control:?}");
-    // Nothing completes for about 200 ms after the pause began.
-    let gap = report.longest_gap;
-    assert!(gap.length >= Duration::from_millis(150), "{gap:?}");
-    assert!(
-        gap.start <= control.sent + control.latency && gap.start + gap.length >= control.sent,
-        "{gap:?} vs {control:?}"
-    );
+    // Nothing completes for about 200 ms after the pause began (requests already in the
+    // server's hands when it did may still complete a little after the /pause answer).
+    let answered = control.sent + control.latency;
+    let overlapping: Vec<_> = report
+        .gaps(Duration::from_millis(150))
+        .into_iter()
+        .filter(|g| {
+            g.start <= answered + Duration::from_millis(50) && g.start + g.length >= answered
+        })
+        .collect();
+    let [gap] = overlapping[..] else {
+        panic!(
+            "no single long gap at the pause: {control:?}; gaps over 20 ms: {:?}",
+            report.gaps(Duration::from_millis(20))
+        )
+    };
+    assert!(report.longest_gap.length >= gap.length);
     assert!(
         report.latency.max >= Duration::from_millis(150),
         "{:?}",
@@ -188,6 +198,14 @@ fn a_pause_shows_in_the_timeline_and_the_latencies() {
     let t = &report.timeline;
     assert_eq!(t.completed.len(), t.bucket_of(report.elapsed) + 1);
     assert_eq!(t.completed.iter().sum::<u64>(), report.requests);
+    assert_eq!(report.samples.len() as u64, report.requests);
+    assert!(report.samples.windows(2).all(|w| w[0].done <= w[1].done));
+    assert!(
+        report
+            .samples
+            .iter()
+            .all(|s| s.status == 200 && s.target == 0)
+    );
     let paused = t.bucket_of(gap.start) + 1..t.bucket_of(gap.start + gap.length);
     assert!(paused.len() >= 10, "{paused:?}");
     assert!(t.completed[paused].iter().all(|&n| n == 0));
