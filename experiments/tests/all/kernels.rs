@@ -116,6 +116,37 @@ differential_tests! {
     interp_runs_the_same_under_uppercut: "interp",
 }
 
+/// With `--osr-compile=background`, a kernel whose loops get hot shortly before it exits can
+/// exit while the compiler thread is still compiling; uppercut then sometimes aborts
+/// (`LLVM ERROR: out of memory`, status 134) or crashes (139) at exit, and sometimes loses the
+/// guest's stdout. Each kernel runs three times; all runs must match native.
+#[test]
+#[ignore = "uppercut bug: exiting while a background compilation runs aborts (134) or \
+            crashes (139) about one run in ten, sometimes losing stdout"]
+fn kernels_run_the_same_with_background_compilation() {
+    for k in kernels::kernels() {
+        let args = k.args(Size::Small);
+        let exe = clang()
+            .compile_native(k.name, k.source, OptLevel::O0)
+            .unwrap();
+        let ir = clang().compile_ir(k.name, k.source, OptLevel::O0).unwrap();
+        let native = run({
+            let mut c = Command::new(exe.path());
+            c.args(args);
+            c
+        });
+        for attempt in 0..3 {
+            let mut c = Command::new(uppercut());
+            c.args(["run", "-O0", "--osr=tier", "--osr-threshold=50"])
+                .arg("--osr-compile=background")
+                .arg(ir.path())
+                .args(args);
+            let jit = run(c);
+            assert_eq!(jit, native, "{} attempt {attempt}", k.name);
+        }
+    }
+}
+
 #[test]
 fn the_catalog_lists_every_source_and_every_kernel_is_tested() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
