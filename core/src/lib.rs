@@ -14,6 +14,9 @@
 //! entry per site), and [`Engine::compile_version`] versions specialised on global values. The
 //! `uppercut-osr` crate moves live frames into them.
 //!
+//! Code that a relink supersedes, or that its owner retires ([`Engine::retire_unit`]), is freed
+//! once no guest thread can reach it: see [`reclaim`].
+//!
 //! ```no_run
 //! use uppercut_core::{Engine, EngineOptions, OptLevel};
 //!

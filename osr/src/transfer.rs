@@ -160,9 +160,13 @@ impl fmt::Debug for Prepared {
 ///
 /// # Lifetimes
 ///
-/// Descriptors and thunks live as long as the engine: [`Transfers::new`] hands out the
-/// engine's one instance, which the engine keeps alive (see [`KEEPALIVE_CALLBACK`]). Thunk code
-/// is written once, in page-sized batches, and published executable; it is never written again.
+/// [`Transfers::new`] hands out the engine's one instance, which the engine keeps alive (see
+/// [`KEEPALIVE_CALLBACK`]). Thunk code is written once, in page-sized batches, and published
+/// executable; it is never written again. A prepared transfer pins the units it leads out of
+/// and into ([`Engine::pin_unit`]). Once either unit is retired, the transfer leaves the cache
+/// and its thunk is retired too: its descriptor cell is emptied and the thunk handed out again
+/// once no thread's stack, registers or eager records hold it and no [`Prepared`] handle
+/// remains (see [`uppercut_core::reclaim`]), and then the units are unpinned.
 #[derive(Clone)]
 pub struct Transfers {
     engine: Engine,

@@ -282,8 +282,9 @@ pub(crate) fn stub_address() -> u64 {
 /// there is no return address to go back to.
 extern "C" fn uppercut_osr_resume(cell: *const DescriptorCell, save: *mut SaveArea) -> u64 {
     // SAFETY: the stub passes the cell its thunk was made for (owned by the engine's transfers,
-    // which live as long as the engine and so as long as any patched frame) and its own save
-    // area, 16-aligned on its stack and not otherwise accessed during this call.
+    // which live as long as the engine; the cell is emptied only once no thread has passed a
+    // safepoint holding the thunk, and this thread has not since it returned into it) and its
+    // own save area, 16-aligned on its stack and not otherwise accessed during this call.
     let (cell, save) = unsafe { (&*cell, &mut *save) };
     let Some(descriptor) = cell.get() else {
         std::process::abort();
