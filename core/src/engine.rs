@@ -1048,7 +1048,22 @@ impl Engine {
     /// The call goes through the same entry as `main`: a hypercall inside it that fails stops
     /// it and its error comes back here. A handler may call guest functions this way.
     pub fn call(&self, function: &str, args: &[u64]) -> Result<u64> {
-        let entry = self.entry(function)?;
+        // The base entry, never freed, which leads to the newest version: the thread registers
+        // before it runs guest code, so a version retired once it runs waits for it (a newest
+        // entry read here could be retired and freed before the call began).
+        self.compile()?;
+        let entry = {
+            let state = self.state();
+            state
+                .redirected
+                .get(function)
+                .copied()
+                .or_else(|| {
+                    let id = state.functions.get(function)?.first()?;
+                    Some(state.versions[id].entry)
+                })
+                .ok_or_else(|| Error::NoSuchFunction(function.to_owned()))?
+        };
         // SAFETY: `entry` is a compiled guest function; guest functions follow the C ABI, and
         // extra integer arguments in registers are ignored by a callee that takes fewer.
         unsafe { hypercall::call_guest(&self.inner, entry, args) }
