@@ -88,6 +88,8 @@ pub struct Engine {
 pub(crate) struct EngineInner {
     /// Unique in the process.
     pub(crate) id: u64,
+    /// Bumped whenever a unit is retired or freed ([`Engine::lifetime_epoch`]).
+    lifetime_epoch: std::sync::atomic::AtomicU64,
     ir: Mutex<Ir>,
     facts: ModuleFacts,
     osr: Option<Arc<OsrModule>>,
@@ -328,6 +330,7 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new_cyclic(|weak| EngineInner {
                 id: ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                lifetime_epoch: std::sync::atomic::AtomicU64::new(0),
                 ir: Mutex::new(ir),
                 facts,
                 osr,
@@ -809,6 +812,9 @@ impl Engine {
                 return Ok(());
             }
             state.retirements += 1;
+            self.inner
+                .lifetime_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
             ranges
         };
         let engine = Arc::downgrade(&self.inner);
@@ -864,6 +870,14 @@ impl Engine {
     /// things leading into units may hold retired ones.
     pub fn retirements(&self) -> u64 {
         self.state().retirements
+    }
+
+    /// A number that changes whenever a unit is retired or freed, read without a lock: a cheap
+    /// way to tell that a cache keyed by unit may need a sweep.
+    pub fn lifetime_epoch(&self) -> u64 {
+        self.inner
+            .lifetime_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether `unit` is live: compiled, and not freed.
@@ -1392,6 +1406,9 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
         };
         state.retired.remove(&unit);
         state.freed_units += 1;
+        engine
+            .lifetime_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         let gone: Vec<VersionId> = state
             .versions
             .iter()

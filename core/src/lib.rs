@@ -59,6 +59,7 @@ pub use sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
     SiteKind,
 };
+pub use sys::stack_top;
 pub use threads::before_exit;
 pub use types::{Address, OptLevel, SiteId, UnitId, ValueKind, VersionId};
 /// The frame-metadata reader the engine uses, for [`Engine::with_unit_metadata`].

@@ -640,8 +640,8 @@ thread_local! {
 }
 
 /// The highest address of the calling thread's stack (`pthread_getattr_np`; on the main thread
-/// that reads `/proc/self/maps`).
-pub(crate) fn stack_top() -> Option<u64> {
+/// that reads `/proc/self/maps`, hundreds of microseconds: callers cache it).
+pub fn stack_top() -> Option<u64> {
     // SAFETY: `pthread_getattr_np` fills `attr` for the calling thread; it is read with
     // `pthread_attr_getstack` and destroyed once, whatever the outcome.
     unsafe {

@@ -145,26 +145,8 @@ fn stack_top() -> Option<u64> {
     Some(top)
 }
 
-#[cfg(target_os = "linux")]
 fn query_stack_top() -> Option<u64> {
-    // SAFETY: `pthread_getattr_np` fills `attr` for the calling thread; it is read with
-    // `pthread_attr_getstack` and destroyed once, whatever the outcome.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return None;
-        }
-        let mut base: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let ok = libc::pthread_attr_getstack(&attr, &mut base, &mut size) == 0;
-        libc::pthread_attr_destroy(&mut attr);
-        (ok && !base.is_null()).then(|| base as u64 + size as u64)
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn query_stack_top() -> Option<u64> {
-    None
+    uppercut_core::stack_top()
 }
 
 /// The innermost JIT frame of a hypercall: the one that called the trampoline.

@@ -182,9 +182,9 @@ struct Inner {
     /// Descriptors by (unit, return address, continuation).
     prepared: Mutex<HashMap<(UnitId, u64, u64), Prepared>>,
     thunks: Mutex<ThunkPool>,
-    /// The engine's retirement and free counts when the caches were last swept of units that
-    /// are retired or gone.
-    swept: Mutex<(u64, u64)>,
+    /// The engine's lifetime epoch when the caches were last swept of units that are retired
+    /// or gone.
+    swept: AtomicU64,
 }
 
 /// Counters the stub updates (relaxed: they are statistics).
@@ -232,7 +232,7 @@ impl Transfers {
                 used: 0,
                 free: Vec::new(),
             }),
-            swept: Mutex::new((0, 0)),
+            swept: AtomicU64::new(0),
         });
         // A thread's eager records name descriptors: their thunks must not be recycled under
         // them (a record left by a frame that `longjmp` skipped is dropped lazily).
@@ -454,13 +454,9 @@ impl Transfers {
     /// with them still return through them; see [`uppercut_core::reclaim`]), and decoded
     /// records of freed units go.
     fn sweep(&self) {
-        let now = (self.engine.retirements(), self.engine.freed_units());
-        {
-            let mut swept = lock(&self.inner.swept);
-            if *swept == now {
-                return;
-            }
-            *swept = now;
+        let now = self.engine.lifetime_epoch();
+        if self.inner.swept.swap(now, Ordering::AcqRel) == now {
+            return;
         }
         let retired: HashSet<UnitId> = self.engine.retired_units().into_iter().collect();
         let gone: Vec<Prepared> = {
