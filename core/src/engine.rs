@@ -283,8 +283,7 @@ struct State {
     /// Retired units, not freed yet, and what pins them.
     retired: HashSet<UnitId>,
     pins: HashMap<UnitId, usize>,
-    retirements: u64,
-    freed_units: u64,
+
     /// Where the function currently lives when the host redirected it with `bind`.
     redirected: HashMap<String, u64>,
     globals: HashMap<String, u64>,
@@ -811,7 +810,6 @@ impl Engine {
             if !state.retired.insert(unit) {
                 return Ok(());
             }
-            state.retirements += 1;
             self.inner
                 .lifetime_epoch
                 .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -866,12 +864,6 @@ impl Engine {
         self.state().retired.iter().copied().collect()
     }
 
-    /// How many units were retired so far (only grows): a cheap way to tell that a cache of
-    /// things leading into units may hold retired ones.
-    pub fn retirements(&self) -> u64 {
-        self.state().retirements
-    }
-
     /// A number that changes whenever a unit is retired or freed, read without a lock: a cheap
     /// way to tell that a cache keyed by unit may need a sweep.
     pub fn lifetime_epoch(&self) -> u64 {
@@ -888,12 +880,6 @@ impl Engine {
     /// A handle that does not keep the engine alive.
     pub fn downgrade(&self) -> WeakEngine {
         WeakEngine(Arc::downgrade(&self.inner))
-    }
-
-    /// How many units were freed so far (only grows): a cheap way to tell that a cache keyed
-    /// by unit may hold freed ones.
-    pub fn freed_units(&self) -> u64 {
-        self.state().freed_units
     }
 
     /// The version whose code contains `address`, if any.
@@ -1066,18 +1052,8 @@ impl Engine {
         // before it runs guest code, so a version retired once it runs waits for it (a newest
         // entry read here could be retired and freed before the call began).
         self.compile()?;
-        let entry = {
-            let state = self.state();
-            state
-                .redirected
-                .get(function)
-                .copied()
-                .or_else(|| {
-                    let id = state.functions.get(function)?.first()?;
-                    Some(state.versions[id].entry)
-                })
-                .ok_or_else(|| Error::NoSuchFunction(function.to_owned()))?
-        };
+        let entry = base_entry(&self.state(), function)
+            .ok_or_else(|| Error::NoSuchFunction(function.to_owned()))?;
         // SAFETY: `entry` is a compiled guest function; guest functions follow the C ABI, and
         // extra integer arguments in registers are ignored by a callee that takes fewer.
         unsafe { hypercall::call_guest(&self.inner, entry, args) }
@@ -1220,13 +1196,8 @@ impl Engine {
         for (name, address) in &state.globals {
             out.insert(name.clone(), *address);
         }
-        for (name, ids) in &state.functions {
-            let entry = state
-                .redirected
-                .get(name)
-                .copied()
-                .or_else(|| ids.first().map(|id| state.versions[id].entry));
-            if let Some(entry) = entry {
+        for name in state.functions.keys() {
+            if let Some(entry) = base_entry(&state, name) {
                 out.insert(name.clone(), entry);
             }
         }
@@ -1361,6 +1332,16 @@ fn current_entry(state: &State, function: &str) -> Option<u64> {
     Some(state.versions[id].entry)
 }
 
+/// Where calls to `function` from guest data and later units go: its base entry, never freed,
+/// which leads to the newest version (or where the host bound it).
+fn base_entry(state: &State, function: &str) -> Option<u64> {
+    if let Some(&a) = state.redirected.get(function) {
+        return Some(a);
+    }
+    let id = state.functions.get(function)?.first()?;
+    Some(state.versions[id].entry)
+}
+
 fn entries_of(state: &State, function: &str) -> Vec<u64> {
     state
         .functions
@@ -1405,7 +1386,6 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
             return true;
         };
         state.retired.remove(&unit);
-        state.freed_units += 1;
         engine
             .lifetime_epoch
             .fetch_add(1, std::sync::atomic::Ordering::Release);

@@ -38,6 +38,7 @@
 //! memory stays mapped (never a crash), and is freed once the thread comes back.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -287,8 +288,20 @@ pub fn retire(engine: u64, ranges: Vec<(u64, u64)>, free: Free) {
 
 /// Whether `word` lies in one of the sorted `ranges`.
 fn inside(ranges: &[(u64, u64)], word: u64) -> bool {
-    let i = ranges.partition_point(|r| r.0 <= word);
-    i > 0 && word < ranges[i - 1].1
+    containing(ranges, |r| *r, word).is_some()
+}
+
+/// The index of the range of sorted, disjoint `ranges` (each `[start, end)` as `bounds` reads
+/// it) that holds `word`.
+fn containing<T>(ranges: &[T], bounds: impl Fn(&T) -> (u64, u64), word: u64) -> Option<usize> {
+    let i = ranges.partition_point(|r| bounds(r).0 <= word);
+    (i > 0 && word < bounds(&ranges[i - 1]).1).then(|| i - 1)
+}
+
+impl Item {
+    fn waits_on(&self, thread: &Arc<Thread>) -> bool {
+        self.waiting.iter().any(|t| Arc::ptr_eq(t, thread))
+    }
 }
 
 /// Takes the items no thread waits on (and every blocked one, to offer it again) out of
@@ -369,7 +382,7 @@ pub(crate) fn safepoint_at(low: u64) {
     {
         let items = lock(&ITEMS);
         for item in &items.waiting {
-            if item.waiting.iter().any(|t| Arc::ptr_eq(t, &me)) {
+            if item.waits_on(&me) {
                 ranges.extend(item.ranges.iter().map(|r| (r.0, r.1, item.id)));
             }
         }
@@ -378,22 +391,19 @@ pub(crate) fn safepoint_at(low: u64) {
         return;
     }
     ranges.sort_unstable();
-    let mut hits: Vec<u64> = Vec::new();
-    scan_own(&me, low, &mut |word| {
-        let i = ranges.partition_point(|r| r.0 <= word);
-        if i > 0 && word < ranges[i - 1].1 {
-            hits.push(ranges[i - 1].2);
-        }
-    });
-    hits.sort_unstable();
-    hits.dedup();
     // Ranges never overlap (units are disjoint, and a thunk's ranges are its own slot and
     // cell): the range a word falls in names the one item it reaches.
-    let hit_item = |item: &Item| hits.binary_search(&item.id).is_ok();
+    let mut hits: HashSet<u64> = HashSet::new();
+    scan_own(&me, low, &mut |word| {
+        if let Some(i) = containing(&ranges, |r| (r.0, r.1), word) {
+            hits.insert(ranges[i].2);
+        }
+    });
+    let hit_item = |item: &Item| hits.contains(&item.id);
     let mut items = lock(&ITEMS);
     let mut held = false;
     for item in &mut items.waiting {
-        if !item.waiting.iter().any(|t| Arc::ptr_eq(t, &me)) {
+        if !item.waits_on(&me) {
             continue;
         }
         if hit_item(item) {

@@ -127,14 +127,24 @@ impl std::str::FromStr for TransferMode {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lazy" => Ok(TransferMode::Lazy),
-            "eager" => Ok(TransferMode::Eager),
-            _ => Err(format!(
-                "unknown transfer mode `{s}` (expected lazy or eager)"
-            )),
-        }
+        parse_choice(
+            s,
+            "transfer mode",
+            &[("lazy", TransferMode::Lazy), ("eager", TransferMode::Eager)],
+        )
     }
+}
+
+/// The value named `s` among `choices`, or an error naming what was expected.
+fn parse_choice<T: Copy>(s: &str, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|&(_, value)| value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            format!("unknown {what} `{s}` (expected {})", names.join(" or "))
+        })
 }
 
 /// What a moved frame resumes in.
@@ -153,13 +163,14 @@ impl std::str::FromStr for ContinuationKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "per-site" => Ok(ContinuationKind::PerSite),
-            "multi" => Ok(ContinuationKind::MultiEntry),
-            _ => Err(format!(
-                "unknown continuation kind `{s}` (expected per-site or multi)"
-            )),
-        }
+        parse_choice(
+            s,
+            "continuation kind",
+            &[
+                ("per-site", ContinuationKind::PerSite),
+                ("multi", ContinuationKind::MultiEntry),
+            ],
+        )
     }
 }
 

@@ -459,20 +459,9 @@ impl Transfers {
             return;
         }
         let retired: HashSet<UnitId> = self.engine.retired_units().into_iter().collect();
-        let gone: Vec<Prepared> = {
-            let mut prepared = lock(&self.inner.prepared);
-            let keys: Vec<(UnitId, u64, u64)> = prepared
-                .iter()
-                .filter(|(_, p)| {
-                    retired.contains(&p.lease.source) || retired.contains(&p.lease.target)
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            keys.iter().filter_map(|k| prepared.remove(k)).collect()
-        };
-        for p in gone {
-            self.retire_thunk(p);
-        }
+        self.forget_prepared(|p| {
+            retired.contains(&p.lease.source) || retired.contains(&p.lease.target)
+        });
         lock(&self.inner.units).retain(|unit, _| self.engine.is_live_unit(*unit));
     }
 
@@ -688,11 +677,16 @@ impl Transfers {
             .descriptor()
             .enabled
             .store(false, Ordering::Relaxed);
+        self.forget_prepared(|p| p.thunk() == prepared.thunk());
+    }
+
+    /// Takes the prepared transfers that `gone` picks out of the cache and retires their thunks.
+    fn forget_prepared(&self, gone: impl Fn(&Prepared) -> bool) {
         let removed: Vec<Prepared> = {
             let mut cache = lock(&self.inner.prepared);
             let keys: Vec<(UnitId, u64, u64)> = cache
                 .iter()
-                .filter(|(_, p)| p.thunk() == prepared.thunk())
+                .filter(|(_, p)| gone(p))
                 .map(|(k, _)| *k)
                 .collect();
             keys.iter().filter_map(|k| cache.remove(k)).collect()
