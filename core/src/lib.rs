@@ -54,6 +54,7 @@ pub use error::{Error, Result};
 pub use hypercall::{
     CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
 };
+pub use ir::llvm_version;
 pub use plugin::load_plugin;
 pub use sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,

@@ -80,6 +80,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A results file that is not a report of this format.
+    InvalidResults {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A program the experiment needs (the `uppercut` binary) is not there.
+    MissingProgram {
+        /// Which, and how to get it.
+        reason: String,
+    },
+    /// An experiment observed something that invalidates its measurement (a guest printed
+    /// something else than natively, a request failed where none may).
+    Measurement {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -131,6 +147,9 @@ impl fmt::Display for Error {
                 )
             }
             Error::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
+            Error::InvalidResults { reason } => write!(f, "invalid results: {reason}"),
+            Error::MissingProgram { reason } => f.write_str(reason),
+            Error::Measurement { reason } => write!(f, "measurement failed: {reason}"),
         }
     }
 }

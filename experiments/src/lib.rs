@@ -12,6 +12,9 @@
 //!   records latencies, failures and a throughput timeline, and can switch the server's
 //!   configuration at given times.
 //!
+//! - [`report`] and [`harness`]: the results format every experiment binary writes, and what
+//!   the binaries share (command line, progress bar, interleaved repetitions, medians).
+//!
 //! ```no_run
 //! use uppercut_core::OptLevel;
 //! use uppercut_experiments::{Clang, kernels};
@@ -26,10 +29,12 @@
 
 pub mod clang;
 mod error;
+pub mod harness;
 pub mod http;
 pub mod httpd;
 pub mod kernels;
 pub mod load;
+pub mod report;
 
 pub use clang::{Artifact, Clang};
 pub use error::{Error, Output, Result};

@@ -53,6 +53,15 @@ pub(crate) const HYPERCALL: &str = "PerformCustomCallback";
 /// its own (`f.uppercut.base`): what the address of `f`, taken inside its new version, links to.
 pub(crate) const BASE_SUFFIX: &str = ".uppercut.base";
 
+/// The version of the LLVM library the JIT is linked against, e.g. `19.1.7`.
+pub fn llvm_version() -> String {
+    let (mut major, mut minor, mut patch) = (0, 0, 0);
+    // SAFETY: LLVMGetVersion only writes the three integers through the pointers it is given,
+    // which point to live locals.
+    unsafe { llc::LLVMGetVersion(&mut major, &mut minor, &mut patch) };
+    format!("{major}.{minor}.{patch}")
+}
+
 /// The LLVM context, the pristine guest module and its prepared copy.
 pub(crate) struct Ir {
     // Field order is drop order: both modules borrow `_context` and go first.

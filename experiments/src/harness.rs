@@ -1,0 +1,408 @@
+//! What every experiment binary shares: its command line, the `uppercut` binary, running a
+//! child under a time limit, repetitions interleaved across configurations, medians, and a
+//! progress bar.
+//!
+//! Every experiment binary takes the same arguments:
+//!
+//! ```text
+//! exp-NAME [--quick] [--out FILE] [--quiet]
+//! ```
+//!
+//! `--quick` runs the small configuration (seconds, for CI's smoke run), `--out` names the results
+//! file (default `results/NAME.json`), `--quiet` turns the progress bar off. On success the binary
+//! prints one line naming the file; on failure, one line on stderr and exit status 2.
+//!
+//! ```no_run
+//! use uppercut_experiments::harness::{self, Progress};
+//! use uppercut_experiments::report::Row;
+//!
+//! fn main() {
+//!     harness::main("example", "An example experiment", |args, report| {
+//!         let reps = if args.quick { 3 } else { 11 };
+//!         let progress = Progress::new(args, "example", reps);
+//!         for rep in 0..reps {
+//!             report.push(Row::new().key("rep", rep).value("value_ns", 1.0));
+//!             progress.step("");
+//!         }
+//!         Ok(())
+//!     })
+//! }
+//! ```
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::report::Report;
+
+/// Environment variable naming the `uppercut` binary to run guests with.
+pub const UPPERCUT_BIN_ENV: &str = "UPPERCUT_BIN";
+
+/// An experiment binary's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Run the small configuration.
+    pub quick: bool,
+    /// Where to write the results.
+    pub out: PathBuf,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Parses `args` (without the program name) for the experiment `name`.
+    pub fn parse<I, S>(name: &str, args: I) -> Result<Args>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut parsed = Args {
+            quick: false,
+            out: PathBuf::from("results").join(format!("{name}.json")),
+            quiet: false,
+        };
+        let mut args = args.into_iter().map(Into::into);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => parsed.quick = true,
+                "--quiet" => parsed.quiet = true,
+                "--out" => {
+                    parsed.out = args
+                        .next()
+                        .map(PathBuf::from)
+                        .ok_or_else(|| usage(name, "--out needs a file"))?;
+                }
+                other => {
+                    if let Some(file) = other.strip_prefix("--out=") {
+                        parsed.out = PathBuf::from(file);
+                    } else {
+                        return Err(usage(name, &format!("unknown argument `{other}`")));
+                    }
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn usage(name: &str, what: &str) -> Error {
+    Error::InvalidConfig {
+        reason: format!("{what} (usage: exp-{name} [--quick] [--out FILE] [--quiet])"),
+    }
+}
+
+/// Runs an experiment binary: parses the command line, runs `run` on a fresh [`Report`], times
+/// it, writes the report, and exits (status 2 with one line on stderr on any error).
+pub fn main<F>(name: &str, title: &str, run: F) -> !
+where
+    F: FnOnce(&Args, &mut Report) -> Result<()>,
+{
+    let code = match run_main(name, title, run) {
+        Ok(path) => {
+            println!("exp-{name}: results in {}", path.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("exp-{name}: {e}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_main<F>(name: &str, title: &str, run: F) -> Result<PathBuf>
+where
+    F: FnOnce(&Args, &mut Report) -> Result<()>,
+{
+    let args = Args::parse(name, std::env::args().skip(1))?;
+    let started = Instant::now();
+    let mut report = Report::new(name, title, args.quick);
+    run(&args, &mut report)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.write(&args.out)?;
+    Ok(args.out)
+}
+
+/// The `uppercut` binary: `$UPPERCUT_BIN` if set, else `uppercut` beside this executable (cargo
+/// puts every binary of a workspace build in one folder).
+pub fn uppercut() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(UPPERCUT_BIN_ENV) {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this executable", e))?;
+    let beside = exe.with_file_name("uppercut");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    // A test or an example runs from `<profile>/deps` or `<profile>/examples`.
+    if let Some(up) = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("uppercut"))
+        && up.is_file()
+    {
+        return Ok(up);
+    }
+    Err(Error::MissingProgram {
+        reason: format!(
+            "no `uppercut` beside {}: build it with `cargo build --release -p uppercut-osr` or \
+             set {UPPERCUT_BIN_ENV}",
+            exe.display()
+        ),
+    })
+}
+
+/// What a child run under [`run_timed`] did.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+    /// Wall time from spawn to exit.
+    pub wall: Duration,
+}
+
+/// Runs `command` with stdin closed, capturing its output, killing it after `timeout`.
+pub fn run_timed(command: &mut Command, timeout: Duration) -> Result<Timed> {
+    let what = format!("{command:?}");
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {what}"), e))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Error::io(format!("waiting for {what}"), e))?
+        {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Timeout {
+                what,
+                after: timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    Ok(Timed {
+        status,
+        stdout,
+        stderr,
+        wall,
+    })
+}
+
+/// The median of `samples` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(samples: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| !x.is_nan()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Runs `measure` on each configuration `repetitions` times, round-robin (configuration 0, 1,
+/// ..., then again), so that a slow phase of a shared machine hits every configuration alike;
+/// returns the samples per configuration, in `configs` order.
+pub fn interleave<C, F>(configs: &[C], repetitions: usize, mut measure: F) -> Result<Vec<Vec<f64>>>
+where
+    F: FnMut(&C) -> Result<f64>,
+{
+    let mut samples = vec![Vec::with_capacity(repetitions); configs.len()];
+    for _ in 0..repetitions {
+        for (i, config) in configs.iter().enumerate() {
+            samples[i].push(measure(config)?);
+        }
+    }
+    Ok(samples)
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal, a line at most every ten seconds
+/// otherwise (a CI log), nothing with `--quiet`.
+pub struct Progress {
+    label: String,
+    total: usize,
+    state: Mutex<ProgressState>,
+    mode: ProgressMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressMode {
+    Terminal,
+    Log,
+    Off,
+}
+
+struct ProgressState {
+    done: usize,
+    started: Instant,
+    last_line: Instant,
+}
+
+/// How often a non-terminal progress bar prints a line.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Progress {
+    /// A bar of `total` steps labelled `label`.
+    pub fn new(args: &Args, label: &str, total: usize) -> Progress {
+        let mode = if args.quiet {
+            ProgressMode::Off
+        } else if std::io::stderr().is_terminal() {
+            ProgressMode::Terminal
+        } else {
+            ProgressMode::Log
+        };
+        let now = Instant::now();
+        Progress {
+            label: label.to_owned(),
+            total: total.max(1),
+            state: Mutex::new(ProgressState {
+                done: 0,
+                started: now,
+                last_line: now,
+            }),
+            mode,
+        }
+    }
+
+    /// One step done; `what` says which (shown beside the bar).
+    pub fn step(&self, what: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.done = (state.done + 1).min(self.total);
+        let elapsed = state.started.elapsed();
+        let line = self.line(state.done, elapsed, what);
+        match self.mode {
+            ProgressMode::Off => {}
+            ProgressMode::Terminal => {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{line}");
+                if state.done == self.total {
+                    let _ = writeln!(err);
+                }
+                let _ = err.flush();
+            }
+            ProgressMode::Log => {
+                if state.done == self.total || state.last_line.elapsed() >= LOG_INTERVAL {
+                    state.last_line = Instant::now();
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    fn line(&self, done: usize, elapsed: Duration, what: &str) -> String {
+        const WIDTH: usize = 30;
+        let filled = done * WIDTH / self.total;
+        let eta = if done == 0 {
+            String::new()
+        } else {
+            let left = elapsed.as_secs_f64() / done as f64 * (self.total - done) as f64;
+            format!(" ~{left:.0} s left")
+        };
+        format!(
+            "{} [{}{}] {done}/{}{eta} {what}",
+            self.label,
+            "#".repeat(filled),
+            ".".repeat(WIDTH - filled),
+            self.total
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_defaults_and_errors() {
+        let a = Args::parse("x", Vec::<String>::new()).unwrap();
+        assert!(!a.quick && !a.quiet);
+        assert_eq!(a.out, Path::new("results/x.json"));
+        let a = Args::parse("x", ["--quick", "--out", "o.json", "--quiet"]).unwrap();
+        assert!(a.quick && a.quiet);
+        assert_eq!(a.out, Path::new("o.json"));
+        assert_eq!(
+            Args::parse("x", ["--out=p.json"]).unwrap().out,
+            Path::new("p.json")
+        );
+        let e = Args::parse("x", ["--fast"]).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown argument `--fast`") && e.contains("usage"),
+            "{e}"
+        );
+        assert!(Args::parse("x", ["--out"]).is_err());
+    }
+
+    #[test]
+    fn median_and_interleave() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        let mut order = Vec::new();
+        let samples = interleave(&['a', 'b'], 2, |c| {
+            order.push(*c);
+            Ok(order.len() as f64)
+        })
+        .unwrap();
+        assert_eq!(order, ['a', 'b', 'a', 'b']);
+        assert_eq!(samples, [vec![1.0, 3.0], vec![2.0, 4.0]]);
+    }
+
+    #[test]
+    fn run_timed_captures_and_times_out() {
+        let t = run_timed(
+            Command::new("sh").args(["-c", "echo hi; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(t.stdout, "hi\n");
+        assert_eq!(t.stderr, "err\n");
+        assert_eq!(t.status.code(), Some(3));
+        let e = run_timed(Command::new("sleep").arg("5"), Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    }
+
+    #[test]
+    fn progress_line_shows_the_fraction() {
+        let args = Args::parse("x", ["--quiet"]).unwrap();
+        let p = Progress::new(&args, "x", 4);
+        let line = p.line(2, Duration::from_secs(2), "half");
+        assert!(
+            line.starts_with("x [###############...............] 2/4 ~2 s left half"),
+            "{line}"
+        );
+        p.step("quiet: prints nothing");
+    }
+}
