@@ -255,6 +255,11 @@ impl Report {
         self.rows.iter().filter(move |r| r.matches(want))
     }
 
+    /// The first row whose key contains every `(name, value)` of `want`.
+    pub fn find(&self, want: &[(&str, &str)]) -> Option<&Row> {
+        self.rows.iter().find(|r| r.matches(want))
+    }
+
     /// The one value `name` of the first row matching `want`.
     pub fn value(&self, want: &[(&str, &str)], name: &str) -> Option<f64> {
         self.select(want).find_map(|r| r.get(name))
