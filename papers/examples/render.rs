@@ -26,6 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|p| Report::read(&p))
         .collect::<Result<Vec<_>, _>>()?;
     let figures = paper::render(&template, &Results::from_reports(reports), &out)?;
-    println!("{} ({} figures)", out.join("paper.md").display(), figures.len());
+    println!(
+        "{} ({} figures)",
+        out.join("paper.md").display(),
+        figures.len()
+    );
     Ok(())
 }

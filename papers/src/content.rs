@@ -7,7 +7,7 @@
 use uppercut_experiments::report::{Environment, Report, Row};
 
 use crate::error::{Error, Result};
-use crate::figure::{Bars, Chart};
+use crate::figure::{Bars, Chart, Lines};
 use crate::paper::Table;
 use crate::results::{EXPERIMENTS, Results};
 
@@ -17,6 +17,16 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "environment" => environment(r),
         "settings" => settings(r),
         "kernels" => kernels_table(r),
+        "overhead-O2" => overhead_table(r, "O2"),
+        "overhead-O0" => overhead_table(r, "O0"),
+        "transfer-live" => transfer_table(r, "live"),
+        "transfer-depth" => transfer_table(r, "depth"),
+        "compile" => compile_table(r),
+        "tierup" => tierup_table(r),
+        "httpd" => httpd_table(r),
+        "httpd-transitions" => httpd_transitions(r),
+        "deopt" => deopt_table(r),
+        "published" => published(r),
         _ => Err(unknown("table", name)),
     }
 }
@@ -25,6 +35,14 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
 pub fn figure(name: &str, r: &Results) -> Result<(String, Chart)> {
     match name {
         "kernels" => kernels_figure(r),
+        "overhead-O2" => overhead_figure(r, "O2"),
+        "overhead-O0" => overhead_figure(r, "O0"),
+        "transfer-live" => transfer_figure(r, "live"),
+        "transfer-depth" => transfer_figure(r, "depth"),
+        "compile" => compile_figure(r),
+        "tierup" => tierup_figure(r),
+        "httpd-timeline" => httpd_timeline(r),
+        "deopt" => deopt_figure(r),
         _ => Err(unknown("figure", name)),
     }
 }
@@ -41,7 +59,10 @@ pub fn value(name: &str, r: &Results) -> Result<String> {
             "the full configuration"
         }
         .to_owned()),
-        "total-minutes" => Ok(format!("{:.0}", r.reports().map(|x| x.seconds).sum::<f64>() / 60.0)),
+        "total-minutes" => Ok(format!(
+            "{:.0}",
+            r.reports().map(|x| x.seconds).sum::<f64>() / 60.0
+        )),
         "kernels.geomean" => {
             let ratios = rows(r, "kernels", &[("config", "uppercut")], "kernels.geomean")?
                 .iter()
@@ -49,7 +70,7 @@ pub fn value(name: &str, r: &Results) -> Result<String> {
                 .collect::<Vec<_>>();
             Ok(format!("{:.2}×", geomean(&ratios)))
         }
-        _ => Err(unknown("value", name)),
+        _ => experiment_value(name, r),
     }
 }
 
@@ -70,11 +91,20 @@ fn first(r: &Results) -> Result<&Report> {
 
 fn short_commit(e: &Environment) -> String {
     let c: String = e.commit.chars().take(12).collect();
-    if e.dirty { format!("{c} (with uncommitted changes)") } else { c }
+    if e.dirty {
+        format!("{c} (with uncommitted changes)")
+    } else {
+        c
+    }
 }
 
 /// The rows of `experiment` matching `key`, at least one.
-fn rows<'a>(r: &'a Results, experiment: &str, key: &[(&str, &str)], item: &str) -> Result<Vec<&'a Row>> {
+fn rows<'a>(
+    r: &'a Results,
+    experiment: &str,
+    key: &[(&str, &str)],
+    item: &str,
+) -> Result<Vec<&'a Row>> {
     let found: Vec<&Row> = r
         .report(experiment, item)?
         .rows
@@ -135,12 +165,20 @@ fn thousands(n: i64) -> String {
 
 /// A signed percentage with one decimal.
 pub fn pct(x: f64) -> String {
-    if x.is_finite() { format!("{x:+.1}%") } else { "–".into() }
+    if x.is_finite() {
+        format!("{x:+.1}%")
+    } else {
+        "–".into()
+    }
 }
 
 /// The geometric mean of positive values (NaN if none).
 pub fn geomean(values: &[f64]) -> f64 {
-    let v: Vec<f64> = values.iter().copied().filter(|x| *x > 0.0 && x.is_finite()).collect();
+    let v: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|x| *x > 0.0 && x.is_finite())
+        .collect();
     if v.is_empty() {
         return f64::NAN;
     }
@@ -171,7 +209,10 @@ fn environment(r: &Results) -> Result<Table> {
         .find(|c| !c.is_empty())
         .unwrap_or("not used");
     let mut t = Table::new(["", ""]);
-    t.row(["CPU".to_owned(), format!("{} ({} logical CPUs)", e.cpu, e.cores)]);
+    t.row([
+        "CPU".to_owned(),
+        format!("{} ({} logical CPUs)", e.cpu, e.cores),
+    ]);
     t.row(["Kernel", &e.kernel]);
     t.row(["LLVM (the JIT)", &e.llvm]);
     t.row(["clang (the guests)", clang]);
@@ -223,7 +264,12 @@ fn kernels_table(r: &Results) -> Result<Table> {
     ]);
     for k in distinct(&all, "kernel") {
         let cell = |config: &str, v: &str| {
-            r.value("kernels", &[("kernel", &k), ("config", config)], v, "kernels")
+            r.value(
+                "kernels",
+                &[("kernel", &k), ("config", config)],
+                v,
+                "kernels",
+            )
         };
         t.row([
             k.clone(),
@@ -245,7 +291,15 @@ fn kernels_figure(r: &Results) -> Result<(String, Chart)> {
         .map(|(config, label)| {
             let values = categories
                 .iter()
-                .map(|k| r.value("kernels", &[("kernel", k), ("config", config)], "ratio", "kernels").ok())
+                .map(|k| {
+                    r.value(
+                        "kernels",
+                        &[("kernel", k), ("config", config)],
+                        "ratio",
+                        "kernels",
+                    )
+                    .ok()
+                })
                 .collect();
             ((*label).to_owned(), values)
         })
@@ -260,6 +314,638 @@ fn kernels_figure(r: &Results) -> Result<(String, Chart)> {
             log_y: false,
         }),
     ))
+}
+
+// ---- experiment 2: never-firing overhead --------------------------------------------------
+
+/// The instrumented configurations of the overhead experiment: `(sites, metadata, label)`.
+const OVERHEAD_CONFIGS: [(&str, &str, &str); 4] = [
+    ("call", "statepoint", "call sites, statepoints"),
+    ("call+loop", "statepoint", "call + loop sites, statepoints"),
+    ("call", "shadow", "call sites, shadow chain"),
+    ("call+loop", "shadow", "call + loop sites, shadow chain"),
+];
+
+fn overhead_cell(r: &Results, kernel: &str, opt: &str, sites: &str, metadata: &str) -> Option<f64> {
+    r.report("overhead", "overhead")
+        .ok()?
+        .find(&[
+            ("kernel", kernel),
+            ("opt", opt),
+            ("sites", sites),
+            ("metadata", metadata),
+        ])?
+        .get("overhead_pct")
+}
+
+fn overhead_table(r: &Results, opt: &str) -> Result<Table> {
+    let item = format!("overhead-{opt}");
+    let all = rows(r, "overhead", &[("opt", opt)], &item)?;
+    let kernels = distinct(&all, "kernel");
+    let mut header = vec!["kernel".to_owned(), "uninstrumented (ms)".to_owned()];
+    header.extend(
+        OVERHEAD_CONFIGS
+            .iter()
+            .map(|(_, _, label)| (*label).to_owned()),
+    );
+    let mut t = Table::new(header);
+    let mut columns: Vec<Vec<f64>> = vec![Vec::new(); OVERHEAD_CONFIGS.len()];
+    for k in &kernels {
+        let base = r.value(
+            "overhead",
+            &[("kernel", k), ("opt", opt), ("sites", "none")],
+            "median_ms",
+            &item,
+        )?;
+        let mut cells = vec![k.clone(), num(base)];
+        for (i, (sites, metadata, _)) in OVERHEAD_CONFIGS.iter().enumerate() {
+            let v = overhead_cell(r, k, opt, sites, metadata);
+            if let Some(v) = v {
+                columns[i].push(v);
+            }
+            cells.push(v.map_or("–".into(), pct));
+        }
+        t.row(cells);
+    }
+    for (label, f) in [("median", median as fn(&[f64]) -> f64), ("worst", worst)] {
+        let mut cells = vec![format!("**{label}**"), String::new()];
+        cells.extend(columns.iter().map(|c| format!("**{}**", pct(f(c)))));
+        t.row(cells);
+    }
+    Ok(t)
+}
+
+fn median(v: &[f64]) -> f64 {
+    uppercut_experiments::harness::median(v)
+}
+
+fn worst(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+fn overhead_figure(r: &Results, opt: &str) -> Result<(String, Chart)> {
+    let item = format!("overhead-{opt}");
+    let all = rows(r, "overhead", &[("opt", opt)], &item)?;
+    let categories = distinct(&all, "kernel");
+    let series = OVERHEAD_CONFIGS
+        .iter()
+        .map(|(sites, metadata, label)| {
+            let values = categories
+                .iter()
+                .map(|k| overhead_cell(r, k, opt, sites, metadata))
+                .collect();
+            ((*label).to_owned(), values)
+        })
+        .collect();
+    Ok((
+        format!("Never-firing OSR instrumentation at {opt}: time over the uninstrumented kernel"),
+        Chart::Bars(Bars {
+            y_label: "overhead (%)".into(),
+            categories,
+            series,
+            reference: Some(0.0),
+            log_y: false,
+        }),
+    ))
+}
+
+// ---- experiment 3: transfer cost -----------------------------------------------------------
+
+const TRANSFER_MODES: [(&str, &str); 3] = [
+    ("call", "call + return (floor)"),
+    ("lazy", "lazy transfer"),
+    ("eager", "eager transfer"),
+];
+
+fn transfer_points(r: &Results, sweep: &str, mode: &str) -> Result<Vec<(f64, f64)>> {
+    let item = format!("transfer-{sweep}");
+    let mut points: Vec<(f64, f64)> =
+        rows(r, "transfer", &[("sweep", sweep), ("mode", mode)], &item)?
+            .iter()
+            .filter_map(|row| {
+                let x = row.key_of(sweep)?.parse::<f64>().ok()?;
+                Some((x, row.get("ns_per_frame")?))
+            })
+            .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(points)
+}
+
+fn transfer_table(r: &Results, sweep: &str) -> Result<Table> {
+    let item = format!("transfer-{sweep}");
+    let (x_label, other) = if sweep == "live" {
+        ("live values", "depth")
+    } else {
+        ("depth (frames)", "live")
+    };
+    let fixed = rows(r, "transfer", &[("sweep", sweep)], &item)?
+        .first()
+        .and_then(|row| row.key_of(other))
+        .unwrap_or("?")
+        .to_owned();
+    let mut t = Table::new([
+        format!("{x_label} ({other} {fixed})"),
+        "call + return (ns/frame)".into(),
+        "lazy (ns/frame)".into(),
+        "× floor".into(),
+        "eager (ns/frame)".into(),
+        "× floor".into(),
+    ]);
+    let floor = transfer_points(r, sweep, "call")?;
+    let lazy = transfer_points(r, sweep, "lazy")?;
+    let eager = transfer_points(r, sweep, "eager")?;
+    for (x, f) in &floor {
+        let at = |points: &[(f64, f64)]| points.iter().find(|p| p.0 == *x).map(|p| p.1);
+        let (l, e) = (at(&lazy), at(&eager));
+        t.row([
+            num(*x),
+            num(*f),
+            l.map_or("–".into(), num),
+            l.map_or("–".into(), |l| format!("{:.1}", l / f)),
+            e.map_or("–".into(), num),
+            e.map_or("–".into(), |e| format!("{:.1}", e / f)),
+        ]);
+    }
+    Ok(t)
+}
+
+fn transfer_figure(r: &Results, sweep: &str) -> Result<(String, Chart)> {
+    let series = TRANSFER_MODES
+        .iter()
+        .map(|(mode, label)| Ok(((*label).to_owned(), transfer_points(r, sweep, mode)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let (title, x_label, log_x) = if sweep == "live" {
+        (
+            "Transfer cost per frame by live values",
+            "live values per frame",
+            false,
+        )
+    } else {
+        (
+            "Transfer cost per frame by stack depth",
+            "frames transferred (depth)",
+            true,
+        )
+    };
+    Ok((
+        title.into(),
+        Chart::Lines(Lines {
+            x_label: x_label.into(),
+            y_label: "ns per frame".into(),
+            log_x,
+            log_y: true,
+            series,
+            markers: Vec::new(),
+            points_only: false,
+        }),
+    ))
+}
+
+// ---- experiment 4: time to transfer -----------------------------------------------------------
+
+fn compile_table(r: &Results) -> Result<Table> {
+    let all = rows(r, "compile", &[], "compile")?;
+    let mut t = Table::new([
+        "guest",
+        "what",
+        "opt",
+        "compile",
+        "IR (µs)",
+        "codegen (µs)",
+        "link (µs)",
+        "total (µs)",
+        "guest paused (µs)",
+    ]);
+    for row in all {
+        let k = |n: &str| row.key_of(n).unwrap_or("").to_owned();
+        let v = |n: &str| row.get(n).map_or("–".into(), num);
+        t.row([
+            k("guest"),
+            k("what"),
+            k("opt"),
+            k("compile"),
+            v("ir_us"),
+            v("codegen_us"),
+            v("link_us"),
+            v("total_us"),
+            v("stall_us"),
+        ]);
+    }
+    Ok(t)
+}
+
+fn compile_figure(r: &Results) -> Result<(String, Chart)> {
+    let all = rows(r, "compile", &[], "compile")?;
+    let mut categories = Vec::new();
+    let mut phases: Vec<(String, Vec<Option<f64>>)> = [
+        ("IR", "ir_us"),
+        ("codegen", "codegen_us"),
+        ("link", "link_us"),
+    ]
+    .iter()
+    .map(|(l, _)| ((*l).to_owned(), Vec::new()))
+    .collect();
+    for row in all
+        .iter()
+        .filter(|row| row.key_of("compile").is_none_or(|c| c == "foreground"))
+    {
+        categories.push(format!(
+            "{} {} {}",
+            row.key_of("guest").unwrap_or(""),
+            row.key_of("what")
+                .unwrap_or("")
+                .replace("continuation-", "cont. "),
+            row.key_of("opt").unwrap_or("")
+        ));
+        for (i, v) in ["ir_us", "codegen_us", "link_us"].iter().enumerate() {
+            phases[i].1.push(row.get(v));
+        }
+    }
+    Ok((
+        "Time to transfer, by phase (foreground compilation)".into(),
+        Chart::Bars(Bars {
+            y_label: "µs".into(),
+            categories,
+            series: phases,
+            reference: None,
+            log_y: true,
+        }),
+    ))
+}
+
+// ---- experiment 5: tier-up ----------------------------------------------------------------------
+
+fn tierup_table(r: &Results) -> Result<Table> {
+    let all = rows(r, "tierup", &[], "tierup")?;
+    let mut t = Table::new([
+        "kernel",
+        "pure O0 (ms)",
+        "pure O2 (ms)",
+        "tier-up (ms)",
+        "O2 speed-up",
+        "tier-up speed-up",
+        "kept",
+    ]);
+    for k in distinct(&all, "kernel").iter().filter(|k| *k != "all") {
+        let v = |config: &str, value: &str| {
+            r.value(
+                "tierup",
+                &[("kernel", k), ("config", config)],
+                value,
+                "tierup",
+            )
+        };
+        t.row([
+            k.clone(),
+            num(v("O0", "median_ms")?),
+            num(v("O2", "median_ms")?),
+            num(v("tier", "median_ms")?),
+            format!("{:.2}×", v("O2", "speedup")?),
+            format!("{:.2}×", v("tier", "speedup")?),
+            format!("{:.0}%", v("tier", "kept_pct")?),
+        ]);
+    }
+    Ok(t)
+}
+
+fn tierup_figure(r: &Results) -> Result<(String, Chart)> {
+    let all = rows(r, "tierup", &[], "tierup")?;
+    let categories: Vec<String> = distinct(&all, "kernel")
+        .into_iter()
+        .filter(|k| k != "all")
+        .collect();
+    let series = [("O2", "pure O2"), ("tier", "O0 with tier-up")]
+        .iter()
+        .map(|(config, label)| {
+            let values = categories
+                .iter()
+                .map(|k| {
+                    r.value(
+                        "tierup",
+                        &[("kernel", k), ("config", config)],
+                        "speedup",
+                        "tierup",
+                    )
+                    .ok()
+                })
+                .collect();
+            ((*label).to_owned(), values)
+        })
+        .collect();
+    Ok((
+        "Speed-up over pure O0".into(),
+        Chart::Bars(Bars {
+            y_label: "O0 time / time".into(),
+            categories,
+            series,
+            reference: Some(1.0),
+            log_y: false,
+        }),
+    ))
+}
+
+// ---- experiment 6: the web server ------------------------------------------------------------
+
+fn httpd_table(r: &Results) -> Result<Table> {
+    let all = rows(r, "httpd", &[], "httpd")?;
+    let mut t = Table::new([
+        "server",
+        "phase",
+        "requests/s",
+        "p50 (µs)",
+        "p90 (µs)",
+        "p99 (µs)",
+        "p99.9 (µs)",
+        "max (µs)",
+        "requests",
+        "failed",
+    ]);
+    for row in all
+        .iter()
+        .filter(|row| row.key_of("phase").is_some() && row.get("requests_per_s").is_some())
+    {
+        let v = |n: &str| row.get(n).map_or("–".into(), num);
+        t.row([
+            row.key_of("server").unwrap_or("").to_owned(),
+            row.key_of("phase").unwrap_or("").to_owned(),
+            v("requests_per_s"),
+            v("p50_us"),
+            v("p90_us"),
+            v("p99_us"),
+            v("p999_us"),
+            v("max_us"),
+            v("requests"),
+            row.get("failed").map_or("–".into(), |f| format!("{f:.0}")),
+        ]);
+    }
+    Ok(t)
+}
+
+fn httpd_transitions(r: &Results) -> Result<Table> {
+    let all = rows(r, "httpd", &[], "httpd-transitions")?;
+    let transitions: Vec<&&Row> = all
+        .iter()
+        .filter(|row| row.key_of("transition").is_some())
+        .collect();
+    if transitions.is_empty() {
+        return Err(Error::missing(
+            "httpd-transitions",
+            "`httpd` transition rows",
+        ));
+    }
+    let names: Vec<String> = {
+        let mut n: Vec<String> = transitions
+            .iter()
+            .flat_map(|row| row.values.keys().cloned())
+            .collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let mut header = vec!["transition".to_owned(), "to".to_owned()];
+    header.extend(names.iter().cloned());
+    let mut t = Table::new(header);
+    for row in transitions {
+        let mut cells = vec![
+            row.key_of("transition").unwrap_or("").to_owned(),
+            row.key_of("to").unwrap_or("").to_owned(),
+        ];
+        cells.extend(names.iter().map(|n| row.get(n).map_or("–".into(), num)));
+        t.row(cells);
+    }
+    Ok(t)
+}
+
+fn httpd_timeline(r: &Results) -> Result<(String, Chart)> {
+    let all = rows(r, "httpd", &[("series", "timeline")], "httpd-timeline")?;
+    let mut by_server: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for row in all {
+        let server = row.key_of("server").unwrap_or("server").to_owned();
+        let (Some(t), Some(n)) = (
+            row.key_of("t_ms").and_then(|t| t.parse::<f64>().ok()),
+            row.get("requests"),
+        ) else {
+            continue;
+        };
+        match by_server.iter_mut().find(|(s, _)| *s == server) {
+            Some((_, points)) => points.push((t / 1000.0, n)),
+            None => by_server.push((server, vec![(t / 1000.0, n)])),
+        }
+    }
+    for (_, points) in &mut by_server {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let markers = r
+        .report("httpd", "httpd-timeline")?
+        .rows
+        .iter()
+        .filter(|row| row.key_of("transition").is_some())
+        .filter_map(|row| Some((row.get("at_ms")? / 1000.0, row.key_of("to")?.to_owned())))
+        .collect();
+    Ok((
+        "Requests completed per 10 ms under load, with the configuration changes".into(),
+        Chart::Lines(Lines {
+            x_label: "time (s)".into(),
+            y_label: "requests per 10 ms".into(),
+            log_x: false,
+            log_y: false,
+            series: by_server,
+            markers,
+            points_only: false,
+        }),
+    ))
+}
+
+// ---- experiment 7: deoptimisation on redefinition -------------------------------------------
+
+fn deopt_table(r: &Results) -> Result<Table> {
+    let all = rows(r, "deopt", &[], "deopt")?;
+    let names: Vec<String> = {
+        let mut n: Vec<String> = all
+            .iter()
+            .flat_map(|row| row.values.keys().cloned())
+            .collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let mut header = vec!["depth".to_owned(), "config".to_owned()];
+    header.extend(names.iter().cloned());
+    let mut t = Table::new(header);
+    for row in all {
+        let mut cells = vec![
+            row.key_of("depth").unwrap_or("").to_owned(),
+            row.key_of("config").unwrap_or("").to_owned(),
+        ];
+        cells.extend(names.iter().map(|n| row.get(n).map_or("–".into(), num)));
+        t.row(cells);
+    }
+    Ok(t)
+}
+
+fn deopt_figure(r: &Results) -> Result<(String, Chart)> {
+    let all = rows(r, "deopt", &[], "deopt")?;
+    let series = distinct(&all, "config")
+        .into_iter()
+        .map(|config| {
+            let mut points: Vec<(f64, f64)> = all
+                .iter()
+                .filter(|row| row.key_of("config") == Some(&config))
+                .filter_map(|row| {
+                    Some((row.key_of("depth")?.parse().ok()?, row.get("redefine_us")?))
+                })
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (config, points)
+        })
+        .collect();
+    Ok((
+        "Redefinition under deep recursion: the redefining store's pause by depth".into(),
+        Chart::Lines(Lines {
+            x_label: "frames of specialised code live (depth)".into(),
+            y_label: "pause (µs)".into(),
+            log_x: true,
+            log_y: true,
+            series,
+            markers: Vec::new(),
+            points_only: false,
+        }),
+    ))
+}
+
+// ---- side by side with published numbers -----------------------------------------------------
+
+fn published(r: &Results) -> Result<Table> {
+    let mut t = Table::new([
+        "measure",
+        "OSRKit (CGO 2016, as published)",
+        "Uppercut (this run)",
+        "comparable?",
+    ]);
+    t.row([
+        "never-firing OSR points, most kernels".to_owned(),
+        "< 1%".to_owned(),
+        format!(
+            "median {} (statepoints, call + loop sites, O2)",
+            value("overhead.O2.statepoint.median", r)?
+        ),
+        "yes: same kind of kernels, same measure".to_owned(),
+    ]);
+    t.row([
+        "never-firing OSR points, worst kernel".to_owned(),
+        "< 2%".to_owned(),
+        format!(
+            "{} (statepoints, call + loop sites, O2)",
+            value("overhead.O2.statepoint.worst", r)?
+        ),
+        "yes".to_owned(),
+    ]);
+    t.row([
+        "one transition".to_owned(),
+        "1–8 ns".to_owned(),
+        format!(
+            "{} ns/frame lazy, {} ns/frame eager (floor: call + return {} ns)",
+            value("transfer.lazy.ns", r)?,
+            value("transfer.eager.ns", r)?,
+            value("transfer.call.ns", r)?
+        ),
+        "partly: OSRKit's transition is a call into the continuation; Uppercut's also rewrites a live frame".to_owned(),
+    ]);
+    t.row([
+        "building a continuation (IR only)".to_owned(),
+        "76–811 µs".to_owned(),
+        format!(
+            "{} µs (per-site continuations, IR work)",
+            value("compile.continuation.ir.range", r)?
+        ),
+        "yes: IR work only, codegen excluded in both".to_owned(),
+    ]);
+    t.row([
+        "share of the hand-specialised (or O2) speed-up kept".to_owned(),
+        "94.1% (worst case, its case study)".to_owned(),
+        format!(
+            "tier-up keeps {} of the O2 speed-up (worst kernel {}); the specialised server keeps {} of the hand-specialised one",
+            value("tierup.kept.median", r)?,
+            value("tierup.kept.min", r)?,
+            value("httpd.kept", r)?
+        ),
+        "in spirit: different programs and transformations".to_owned(),
+    ]);
+    Ok(t)
+}
+
+/// Values of the experiments' results: `overhead.O2.statepoint.median`, `transfer.lazy.ns`, ...
+fn experiment_value(name: &str, r: &Results) -> Result<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    match parts.as_slice() {
+        ["overhead", opt, metadata, stat] => {
+            let values: Vec<f64> = rows(
+                r,
+                "overhead",
+                &[("opt", opt), ("metadata", metadata), ("sites", "call+loop")],
+                name,
+            )?
+            .iter()
+            .filter_map(|row| row.get("overhead_pct"))
+            .collect();
+            let v = match *stat {
+                "median" => median(&values),
+                "worst" => worst(&values),
+                _ => return Err(unknown("value", name)),
+            };
+            Ok(pct(v))
+        }
+        ["transfer", mode, "ns"] => {
+            // The per-frame cost at the deepest point of the depth sweep (where fixed costs
+            // are spread thinnest).
+            let points = transfer_points(r, "depth", mode)?;
+            let last = points
+                .last()
+                .ok_or_else(|| Error::missing(name, "depth points"))?;
+            Ok(num(last.1))
+        }
+        ["compile", "continuation", "ir", "range"] => {
+            let values: Vec<f64> = rows(r, "compile", &[("what", "continuation-per-site")], name)?
+                .iter()
+                .filter_map(|row| row.get("ir_us"))
+                .collect();
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            Ok(format!("{}–{}", num(lo), num(hi)))
+        }
+        ["tierup", "kept", stat] => {
+            let values: Vec<f64> = rows(r, "tierup", &[("config", "tier")], name)?
+                .iter()
+                .filter(|row| row.key_of("kernel") != Some("all"))
+                .filter_map(|row| row.get("kept_pct"))
+                .collect();
+            let v = match *stat {
+                "median" => median(&values),
+                "min" => values.iter().copied().fold(f64::INFINITY, f64::min),
+                _ => return Err(unknown("value", name)),
+            };
+            Ok(format!("{v:.0}%"))
+        }
+        ["httpd", "kept"] => {
+            let v = r
+                .report("httpd", name)?
+                .rows
+                .iter()
+                .find_map(|row| row.get("kept_pct"))
+                .ok_or_else(|| Error::missing(name, "`kept_pct` in `httpd`"))?;
+            Ok(format!("{v:.0}%"))
+        }
+        ["httpd", "failed"] => {
+            let total: f64 = r
+                .report("httpd", name)?
+                .rows
+                .iter()
+                .filter_map(|row| row.get("failed"))
+                .sum();
+            Ok(format!("{total:.0}"))
+        }
+        _ => Err(unknown("value", name)),
+    }
 }
 
 #[cfg(test)]

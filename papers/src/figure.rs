@@ -93,11 +93,17 @@ fn finite(values: impl Iterator<Item = f64>) -> Vec<f64> {
 /// `(low, high)` of `values` with a margin, never empty; for a log axis only positive values
 /// count.
 fn span(values: &[f64], log: bool, include: Option<f64>) -> (f64, f64) {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| !log || *x > 0.0).collect();
+    let mut v: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|x| !log || *x > 0.0)
+        .collect();
     v.extend(include.filter(|x| !log || *x > 0.0));
     let (lo, hi) = v
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     if !lo.is_finite() {
         return if log { (0.1, 10.0) } else { (0.0, 1.0) };
     }
@@ -106,14 +112,21 @@ fn span(values: &[f64], log: bool, include: Option<f64>) -> (f64, f64) {
     } else {
         let lo = lo.min(0.0);
         let hi = if hi <= lo { lo + 1.0 } else { hi };
-        (lo - (hi - lo) * 0.02 * f64::from(u8::from(lo < 0.0)), hi * 1.25)
+        (
+            lo - (hi - lo) * 0.02 * f64::from(u8::from(lo < 0.0)),
+            hi * 1.25,
+        )
     }
 }
 
 fn draw_bars(b: &Bars, title: &str, path: &Path) -> DrawResult {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let values = finite(b.series.iter().flat_map(|(_, v)| v.iter().flatten().copied()));
+    let values = finite(
+        b.series
+            .iter()
+            .flat_map(|(_, v)| v.iter().flatten().copied()),
+    );
     let (lo, hi) = span(&values, b.log_y, b.reference);
     let n = b.categories.len().max(1);
     // Category i is centred on x = i; its bars share [i - 0.4, i + 0.4].
@@ -158,16 +171,24 @@ fn draw_bars(b: &Bars, title: &str, path: &Path) -> DrawResult {
                         Some(rect(i, j, base.min(v), v.max(base), c))
                     }))?
                     .label(name.as_str())
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled())
+                    });
             }
             if let Some(r) = b.reference {
-                chart.draw_series(LineSeries::new([(-0.5, r), (n as f64 - 0.5, r)], BLACK.stroke_width(1)))?;
+                chart.draw_series(LineSeries::new(
+                    [(-0.5, r), (n as f64 - 0.5, r)],
+                    BLACK.stroke_width(1),
+                ))?;
             }
             legend(&mut chart)?;
         }};
     }
     if b.log_y {
-        plot!(builder.build_cartesian_2d(x_range, (lo..hi).log_scale())?, lo);
+        plot!(
+            builder.build_cartesian_2d(x_range, (lo..hi).log_scale())?,
+            lo
+        );
     } else {
         plot!(builder.build_cartesian_2d(x_range, lo..hi)?, 0.0f64.max(lo));
     }
@@ -196,7 +217,14 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
     let xs = finite(l.series.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)));
     let ys = finite(l.series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)));
     let (x0, x1) = span(&xs, l.log_x, None);
-    let (x0, x1) = if l.log_x { (x0, x1) } else { (xs.iter().copied().fold(x0, f64::min).min(0.0), x1 / 1.08 * 1.02) };
+    let (x0, x1) = if l.log_x {
+        (x0, x1)
+    } else {
+        (
+            xs.iter().copied().fold(x0, f64::min).min(0.0),
+            x1 / 1.08 * 1.02,
+        )
+    };
     let (y0, y1) = span(&ys, l.log_y, None);
     let mut builder = ChartBuilder::on(&root);
     builder
@@ -217,7 +245,12 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
                 let pts: Vec<(f64, f64)> = points
                     .iter()
                     .copied()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!l.log_x || *x > 0.0) && (!l.log_y || *y > 0.0))
+                    .filter(|(x, y)| {
+                        x.is_finite()
+                            && y.is_finite()
+                            && (!l.log_x || *x > 0.0)
+                            && (!l.log_y || *y > 0.0)
+                    })
                     .collect();
                 if l.points_only {
                     chart
@@ -228,7 +261,9 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
                     chart
                         .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
                         .label(name.as_str())
-                        .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2)));
+                        .legend(move |(x, y)| {
+                            PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2))
+                        });
                     if pts.len() <= 40 {
                         chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
                     }
@@ -241,7 +276,11 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
                     3,
                     RED.stroke_width(1),
                 ))?;
-                chart.draw_series([Text::new(text.clone(), (*x, y1), ("sans-serif", 12).into_font().color(&RED))])?;
+                chart.draw_series([Text::new(
+                    text.clone(),
+                    (*x, y1),
+                    ("sans-serif", 12).into_font().color(&RED),
+                )])?;
             }
             legend(&mut chart)?;
         }};
@@ -250,7 +289,9 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
         (false, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?),
         (true, false) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?),
         (false, true) => plot!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?),
-        (true, true) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?),
+        (true, true) => {
+            plot!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?)
+        }
     }
     root.present()?;
     Ok(())

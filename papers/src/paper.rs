@@ -79,7 +79,10 @@ pub fn render(template: &str, results: &Results, out_dir: &Path) -> Result<Vec<S
         .map_err(|e| Error::io(format!("creating {}", figures_dir.display()), e))?;
     let mut drawn = Vec::new();
     let text = expand(template, |line, kind, name| match kind {
-        "table" => Ok(content::table(name, results)?.markdown().trim_end().to_owned()),
+        "table" => Ok(content::table(name, results)?
+            .markdown()
+            .trim_end()
+            .to_owned()),
         "value" => content::value(name, results),
         "figure" => {
             let (title, chart) = content::figure(name, results)?;
@@ -150,14 +153,22 @@ mod tests {
 
     #[test]
     fn placeholders_expand_with_line_numbers_in_errors() {
-        let text = expand("a {{value x}} b {{table t}}\nc\n", |_, kind, name| Ok(format!("<{kind}:{name}>")))
-            .unwrap();
+        let text = expand("a {{value x}} b {{table t}}\nc\n", |_, kind, name| {
+            Ok(format!("<{kind}:{name}>"))
+        })
+        .unwrap();
         assert_eq!(text, "a <value:x> b <table:t>\nc\n");
         let err = expand("ok\n{{value x\n", |_, _, _| Ok(String::new())).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = expand("{{nonsense}}\n", |_, _, _| Ok(String::new())).unwrap_err();
         assert!(err.to_string().contains("kind name"), "{err}");
-        let err = expand("\n\n{{value y}}", |_, _, name| Err(Error::missing(name, "rows"))).unwrap_err();
-        assert!(err.to_string().starts_with("paper template, line 3: `y`"), "{err}");
+        let err = expand("\n\n{{value y}}", |_, _, name| {
+            Err(Error::missing(name, "rows"))
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("paper template, line 3: `y`"),
+            "{err}"
+        );
     }
 }

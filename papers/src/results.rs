@@ -11,12 +11,24 @@ use crate::error::{Error, Result};
 /// Experiment `NAME` is the binary `exp-NAME` and writes `results/NAME.json`.
 pub const EXPERIMENTS: [(&str, &str); 7] = [
     ("kernels", "the kernel suite natively and under the JIT"),
-    ("overhead", "never-firing OSR metadata, per site kind and metadata strategy"),
-    ("transfer", "transfer cost per frame, lazy vs eager, by live values and depth"),
+    (
+        "overhead",
+        "never-firing OSR metadata, per site kind and metadata strategy",
+    ),
+    (
+        "transfer",
+        "transfer cost per frame, lazy vs eager, by live values and depth",
+    ),
     ("compile", "time to transfer: IR work, codegen, linking"),
     ("tierup", "tier-up from O0 vs pure O0 and pure O2"),
-    ("httpd", "the web server specialised on its configuration under load"),
-    ("deopt", "deoptimisation on redefinition, by recursion depth"),
+    (
+        "httpd",
+        "the web server specialised on its configuration under load",
+    ),
+    (
+        "deopt",
+        "deoptimisation on redefinition, by recursion depth",
+    ),
 ];
 
 /// The results of one run of the experiments.
@@ -83,7 +95,13 @@ impl Results {
     }
 
     /// Value `value` of the row of `experiment` matching `key`.
-    pub fn value(&self, experiment: &str, key: &[(&str, &str)], value: &str, item: &str) -> Result<f64> {
+    pub fn value(
+        &self,
+        experiment: &str,
+        key: &[(&str, &str)],
+        value: &str,
+        item: &str,
+    ) -> Result<f64> {
         self.row(experiment, key, item)?
             .get(value)
             .ok_or_else(|| Error::missing(item, format!("`{value}` in `{experiment}` row {key:?}")))

@@ -72,7 +72,11 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options> {
                 o.only = Some(names);
             }
             "-h" | "--help" => return Err(Error::Usage(USAGE.into())),
-            other => return Err(Error::Usage(format!("unknown argument `{other}` ({USAGE})"))),
+            other => {
+                return Err(Error::Usage(format!(
+                    "unknown argument `{other}` ({USAGE})"
+                )));
+            }
         }
     }
     Ok(o)
@@ -111,14 +115,21 @@ fn reproduce() -> Result<bool> {
         let chosen: Vec<&str> = EXPERIMENTS
             .iter()
             .map(|(name, _)| *name)
-            .filter(|name| o.only.as_ref().is_none_or(|only| only.iter().any(|n| n == name)))
+            .filter(|name| {
+                o.only
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|n| n == name))
+            })
             .collect();
         // Fail before the first long run if a binary is missing.
         for name in &chosen {
             binaries.experiment(name)?;
         }
         for (i, name) in chosen.iter().enumerate() {
-            let what = EXPERIMENTS.iter().find(|(n, _)| n == name).map_or("", |(_, w)| *w);
+            let what = EXPERIMENTS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, w)| *w);
             eprintln!("reproduce: [{}/{}] {name}: {what}", i + 1, chosen.len());
             binaries.run(name, o.quick, &results_dir)?;
         }
@@ -135,16 +146,23 @@ fn reproduce() -> Result<bool> {
     if !o.check {
         return Ok(true);
     }
-    let reference_dir = o.reference.clone().unwrap_or_else(|| {
-        papers_dir().join(if o.quick { "results-quick" } else { "results" })
-    });
+    let reference_dir = o
+        .reference
+        .clone()
+        .unwrap_or_else(|| papers_dir().join(if o.quick { "results-quick" } else { "results" }));
     let reference = Results::read(&reference_dir)?;
     let outcome = check::check(&reference, &results);
     print!("{}", outcome.summary());
     if outcome.passed() {
-        println!("check: every checked value is within its tolerance of {}", reference_dir.display());
+        println!(
+            "check: every checked value is within its tolerance of {}",
+            reference_dir.display()
+        );
     } else {
-        println!("check: some values moved beyond their tolerance of {}", reference_dir.display());
+        println!(
+            "check: some values moved beyond their tolerance of {}",
+            reference_dir.display()
+        );
     }
     Ok(outcome.passed())
 }
