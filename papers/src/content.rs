@@ -22,6 +22,7 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "transfer-live" => transfer_table(r, "live"),
         "transfer-depth" => transfer_table(r, "depth"),
         "compile" => compile_table(r),
+        "compile-stall" => compile_stall_table(r),
         "tierup" => tierup_table(r),
         "httpd" => httpd_table(r),
         "httpd-transitions" => httpd_transitions(r),
@@ -161,6 +162,11 @@ fn thousands(n: i64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A whole number (a count), with thousands separators.
+pub fn count(x: f64) -> String {
+    if x.is_finite() { thousands(x.round() as i64) } else { "–".into() }
 }
 
 /// A signed percentage with one decimal.
@@ -458,7 +464,7 @@ fn transfer_table(r: &Results, sweep: &str) -> Result<Table> {
         let at = |points: &[(f64, f64)]| points.iter().find(|p| p.0 == *x).map(|p| p.1);
         let (l, e) = (at(&lazy), at(&eager));
         t.row([
-            num(*x),
+            count(*x),
             num(*f),
             l.map_or("–".into(), num),
             l.map_or("–".into(), |l| format!("{:.1}", l / f)),
@@ -503,70 +509,125 @@ fn transfer_figure(r: &Results, sweep: &str) -> Result<(String, Chart)> {
 
 // ---- experiment 4: time to transfer -----------------------------------------------------------
 
-fn compile_table(r: &Results) -> Result<Table> {
+const COMPILE_WHATS: [(&str, &str); 3] = [
+    ("version", "new version"),
+    ("continuation-per-site", "one per-site continuation"),
+    ("continuation-multi", "multi-entry continuation"),
+];
+
+/// The direct-compile rows (those without a `compile` key) of `guest`, `what`, `opt`.
+fn compile_direct<'a>(r: &'a Results, guest: &str, what: &str, opt: &str) -> Option<&'a Row> {
+    r.report("compile", "compile")
+        .ok()?
+        .rows
+        .iter()
+        .find(|row| {
+            row.matches(&[("guest", guest), ("what", what), ("opt", opt)])
+                && row.key_of("compile").is_none()
+        })
+}
+
+fn compile_guests(r: &Results) -> Result<Vec<String>> {
     let all = rows(r, "compile", &[], "compile")?;
+    Ok(distinct(&all, "guest"))
+}
+
+fn compile_table(r: &Results) -> Result<Table> {
     let mut t = Table::new([
         "guest",
-        "what",
-        "opt",
-        "compile",
-        "IR (µs)",
-        "codegen (µs)",
-        "link (µs)",
-        "total (µs)",
-        "guest paused (µs)",
+        "target",
+        "sites",
+        "O0: IR (µs)",
+        "O0: total (µs)",
+        "O2: IR (µs)",
+        "O2: codegen (µs)",
+        "O2: link (µs)",
+        "O2: total (µs)",
     ]);
-    for row in all {
-        let k = |n: &str| row.key_of(n).unwrap_or("").to_owned();
+    for guest in compile_guests(r)? {
+        for (what, label) in COMPILE_WHATS {
+            let (Some(o0), Some(o2)) = (
+                compile_direct(r, &guest, what, "O0"),
+                compile_direct(r, &guest, what, "O2"),
+            ) else {
+                continue;
+            };
+            let v = |row: &Row, n: &str| row.get(n).map_or("–".into(), num);
+            t.row([
+                guest.clone(),
+                label.to_owned(),
+                o2.get("sites").map_or("–".into(), count),
+                v(o0, "ir_us"),
+                v(o0, "total_us"),
+                v(o2, "ir_us"),
+                v(o2, "codegen_us"),
+                v(o2, "link_us"),
+                v(o2, "total_us"),
+            ]);
+        }
+    }
+    if t.rows.is_empty() {
+        return Err(Error::missing(
+            "compile",
+            "direct compile rows at O0 and O2",
+        ));
+    }
+    Ok(t)
+}
+
+fn compile_stall_table(r: &Results) -> Result<Table> {
+    let all = rows(r, "compile", &[], "compile-stall")?;
+    let mut t = Table::new([
+        "guest",
+        "continuations",
+        "compilation",
+        "guest paused (µs)",
+        "compile time (µs)",
+        "run (ms)",
+        "frames moved",
+    ]);
+    for row in all.iter().filter(|row| row.key_of("compile").is_some()) {
         let v = |n: &str| row.get(n).map_or("–".into(), num);
         t.row([
-            k("guest"),
-            k("what"),
-            k("opt"),
-            k("compile"),
-            v("ir_us"),
-            v("codegen_us"),
-            v("link_us"),
-            v("total_us"),
+            row.key_of("guest").unwrap_or("").to_owned(),
+            row.key_of("what")
+                .unwrap_or("")
+                .trim_start_matches("continuation-")
+                .to_owned(),
+            row.key_of("compile").unwrap_or("").to_owned(),
             v("stall_us"),
+            v("compile_us"),
+            v("run_ms"),
+            row.get("moved").map_or("–".into(), count),
         ]);
+    }
+    if t.rows.is_empty() {
+        return Err(Error::missing(
+            "compile-stall",
+            "foreground/background rows",
+        ));
     }
     Ok(t)
 }
 
 fn compile_figure(r: &Results) -> Result<(String, Chart)> {
-    let all = rows(r, "compile", &[], "compile")?;
-    let mut categories = Vec::new();
-    let mut phases: Vec<(String, Vec<Option<f64>>)> = [
-        ("IR", "ir_us"),
-        ("codegen", "codegen_us"),
-        ("link", "link_us"),
-    ]
-    .iter()
-    .map(|(l, _)| ((*l).to_owned(), Vec::new()))
-    .collect();
-    for row in all
+    let categories = compile_guests(r)?;
+    let series = COMPILE_WHATS
         .iter()
-        .filter(|row| row.key_of("compile").is_none_or(|c| c == "foreground"))
-    {
-        categories.push(format!(
-            "{} {} {}",
-            row.key_of("guest").unwrap_or(""),
-            row.key_of("what")
-                .unwrap_or("")
-                .replace("continuation-", "cont. "),
-            row.key_of("opt").unwrap_or("")
-        ));
-        for (i, v) in ["ir_us", "codegen_us", "link_us"].iter().enumerate() {
-            phases[i].1.push(row.get(v));
-        }
-    }
+        .map(|(what, label)| {
+            let values = categories
+                .iter()
+                .map(|g| compile_direct(r, g, what, "O2").and_then(|row| row.get("total_us")))
+                .collect();
+            ((*label).to_owned(), values)
+        })
+        .collect();
     Ok((
-        "Time to transfer, by phase (foreground compilation)".into(),
+        "Time to compile a transfer target at O2 (IR work + codegen + link)".into(),
         Chart::Bars(Bars {
             y_label: "µs".into(),
             categories,
-            series: phases,
+            series,
             reference: None,
             log_y: true,
         }),
@@ -844,10 +905,10 @@ fn published(r: &Results) -> Result<Table> {
         "one transition".to_owned(),
         "1–8 ns".to_owned(),
         format!(
-            "{} ns/frame lazy, {} ns/frame eager (floor: call + return {} ns)",
-            value("transfer.lazy.ns", r)?,
-            value("transfer.eager.ns", r)?,
-            value("transfer.call.ns", r)?
+            "{} ns/frame lazy, {} ns/frame eager, over a call + return of {} ns (1,000 frames, 4 live values)",
+            value("transfer.lazy.ns.1000", r)?,
+            value("transfer.eager.ns.1000", r)?,
+            value("transfer.call.ns.1000", r)?
         ),
         "partly: OSRKit's transition is a call into the continuation; Uppercut's also rewrites a live frame".to_owned(),
     ]);
@@ -895,20 +956,26 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
             };
             Ok(pct(v))
         }
-        ["transfer", mode, "ns"] => {
-            // The per-frame cost at the deepest point of the depth sweep (where fixed costs
-            // are spread thinnest).
+        ["transfer", mode, "ns", depth] => {
+            let depth: f64 = depth.parse().map_err(|_| unknown("value", name))?;
             let points = transfer_points(r, "depth", mode)?;
-            let last = points
-                .last()
-                .ok_or_else(|| Error::missing(name, "depth points"))?;
-            Ok(num(last.1))
-        }
-        ["compile", "continuation", "ir", "range"] => {
-            let values: Vec<f64> = rows(r, "compile", &[("what", "continuation-per-site")], name)?
+            let at = points
                 .iter()
-                .filter_map(|row| row.get("ir_us"))
-                .collect();
+                .find(|p| p.0 == depth)
+                .ok_or_else(|| Error::missing(name, format!("depth {depth}")))?;
+            Ok(num(at.1))
+        }
+        ["compile", "continuation", "ir", opt] => {
+            let values: Vec<f64> = rows(
+                r,
+                "compile",
+                &[("what", "continuation-per-site"), ("opt", opt)],
+                name,
+            )?
+            .iter()
+            .filter(|row| row.key_of("compile").is_none())
+            .filter_map(|row| row.get("ir_us"))
+            .collect();
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             Ok(format!("{}–{}", num(lo), num(hi)))

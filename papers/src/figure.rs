@@ -108,7 +108,8 @@ fn span(values: &[f64], log: bool, include: Option<f64>) -> (f64, f64) {
         return if log { (0.1, 10.0) } else { (0.0, 1.0) };
     }
     if log {
-        (lo / 1.5, hi * 1.5)
+        // Headroom for the legend in the upper left corner.
+        (lo / 1.5, hi * 4.0)
     } else {
         let lo = lo.min(0.0);
         let hi = if hi <= lo { lo + 1.0 } else { hi };
@@ -116,6 +117,19 @@ fn span(values: &[f64], log: bool, include: Option<f64>) -> (f64, f64) {
             lo - (hi - lo) * 0.02 * f64::from(u8::from(lo < 0.0)),
             hi * 1.25,
         )
+    }
+}
+
+/// An axis label: no trailing `.0`, thousands without decimals.
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 || (v.fract() == 0.0) {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 
@@ -160,6 +174,8 @@ fn draw_bars(b: &Bars, title: &str, path: &Path) -> DrawResult {
                 .disable_x_mesh()
                 .x_labels(n)
                 .x_label_formatter(&label)
+                .x_label_style(("sans-serif", 11))
+                .y_label_formatter(&tick)
                 .y_desc(b.y_label.as_str())
                 .draw()?;
             for (j, (name, vals)) in b.series.iter().enumerate() {
@@ -218,6 +234,12 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
     let ys = finite(l.series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)));
     let (x0, x1) = span(&xs, l.log_x, None);
     let (x0, x1) = if l.log_x {
+        (x0, x1 / 4.0 * 1.5)
+    } else {
+        let lo = xs.iter().copied().fold(0.0, f64::min);
+        let hi = xs.iter().copied().fold(lo + 1.0, f64::max);
+        (lo, hi + (hi - lo) * 0.02)
+    };
         (x0, x1)
     } else {
         (
@@ -239,6 +261,8 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
                 .configure_mesh()
                 .x_desc(l.x_label.as_str())
                 .y_desc(l.y_label.as_str())
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
                 .draw()?;
             for (j, (name, points)) in l.series.iter().enumerate() {
                 let c = colour(j);

@@ -122,6 +122,10 @@ where
                 reason: format!("`{{{{{inner}}}}}` is not `{{{{kind name}}}}`"),
             })?;
             let filled = fill(number, kind, name.trim()).map_err(|e| match e {
+                Error::Template { line: 0, reason } => Error::Template {
+                    line: number,
+                    reason,
+                },
                 e @ Error::Template { .. } => e,
                 other => Error::Template {
                     line: number,
