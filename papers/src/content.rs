@@ -166,7 +166,11 @@ fn thousands(n: i64) -> String {
 
 /// A whole number (a count), with thousands separators.
 pub fn count(x: f64) -> String {
-    if x.is_finite() { thousands(x.round() as i64) } else { "–".into() }
+    if x.is_finite() {
+        thousands(x.round() as i64)
+    } else {
+        "–".into()
+    }
 }
 
 /// A signed percentage with one decimal.

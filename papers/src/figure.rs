@@ -240,13 +240,6 @@ fn draw_lines(l: &Lines, title: &str, path: &Path) -> DrawResult {
         let hi = xs.iter().copied().fold(lo + 1.0, f64::max);
         (lo, hi + (hi - lo) * 0.02)
     };
-        (x0, x1)
-    } else {
-        (
-            xs.iter().copied().fold(x0, f64::min).min(0.0),
-            x1 / 1.08 * 1.02,
-        )
-    };
     let (y0, y1) = span(&ys, l.log_y, None);
     let mut builder = ChartBuilder::on(&root);
     builder
