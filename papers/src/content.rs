@@ -26,6 +26,7 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "tierup" => tierup_table(r),
         "httpd" => httpd_table(r),
         "httpd-transitions" => httpd_transitions(r),
+        "httpd-kept" => httpd_kept(r),
         "deopt" => deopt_table(r),
         "published" => published(r),
         _ => Err(unknown("table", name)),
@@ -715,14 +716,14 @@ fn httpd_table(r: &Results) -> Result<Table> {
     let all = rows(r, "httpd", &[], "httpd")?;
     let mut t = Table::new([
         "server",
+        "load",
         "phase",
         "requests/s",
+        "server CPU per request (µs)",
         "p50 (µs)",
-        "p90 (µs)",
         "p99 (µs)",
         "p99.9 (µs)",
         "max (µs)",
-        "requests",
         "failed",
     ]);
     for row in all
@@ -732,15 +733,15 @@ fn httpd_table(r: &Results) -> Result<Table> {
         let v = |n: &str| row.get(n).map_or("–".into(), num);
         t.row([
             row.key_of("server").unwrap_or("").to_owned(),
+            row.key_of("load").unwrap_or("").to_owned(),
             row.key_of("phase").unwrap_or("").to_owned(),
             v("requests_per_s"),
+            v("cpu_us_per_request"),
             v("p50_us"),
-            v("p90_us"),
             v("p99_us"),
             v("p999_us"),
             v("max_us"),
-            v("requests"),
-            row.get("failed").map_or("–".into(), |f| format!("{f:.0}")),
+            row.get("failed").map_or("–".into(), count),
         ]);
     }
     Ok(t)
@@ -748,35 +749,56 @@ fn httpd_table(r: &Results) -> Result<Table> {
 
 fn httpd_transitions(r: &Results) -> Result<Table> {
     let all = rows(r, "httpd", &[], "httpd-transitions")?;
-    let transitions: Vec<&&Row> = all
-        .iter()
-        .filter(|row| row.key_of("transition").is_some())
-        .collect();
-    if transitions.is_empty() {
+    let mut t = Table::new([
+        "server",
+        "transition",
+        "to",
+        "pause (ms)",
+        "longest pause (ms)",
+        "control request (ms)",
+        "longest request in flight (ms)",
+    ]);
+    for row in all.iter().filter(|row| row.key_of("transition").is_some()) {
+        let v = |n: &str| row.get(n).map_or("–".into(), num);
+        t.row([
+            row.key_of("server").unwrap_or("").to_owned(),
+            row.key_of("transition").unwrap_or("").to_owned(),
+            row.key_of("to").unwrap_or("").to_owned(),
+            v("pause_ms"),
+            v("pause_max_ms"),
+            v("control_ms"),
+            v("in_flight_max_ms"),
+        ]);
+    }
+    if t.rows.is_empty() {
         return Err(Error::missing(
             "httpd-transitions",
             "`httpd` transition rows",
         ));
     }
-    let names: Vec<String> = {
-        let mut n: Vec<String> = transitions
-            .iter()
-            .flat_map(|row| row.values.keys().cloned())
-            .collect();
-        n.sort();
-        n.dedup();
-        n
-    };
-    let mut header = vec!["transition".to_owned(), "to".to_owned()];
-    header.extend(names.iter().cloned());
-    let mut t = Table::new(header);
-    for row in transitions {
-        let mut cells = vec![
-            row.key_of("transition").unwrap_or("").to_owned(),
-            row.key_of("to").unwrap_or("").to_owned(),
-        ];
-        cells.extend(names.iter().map(|n| row.get(n).map_or("–".into(), num)));
-        t.row(cells);
+    Ok(t)
+}
+
+fn httpd_kept(r: &Results) -> Result<Table> {
+    let all = rows(r, "httpd", &[("series", "fraction-kept")], "httpd-kept")?;
+    let mut t = Table::new([
+        "phase",
+        "Uppercut's speed / hand-specialised",
+        "hand-specialised / plain",
+        "Uppercut specialised / its generic code",
+    ]);
+    for row in all {
+        let ratio = |n: &str| {
+            row.get(n)
+                .map_or("–".into(), |v| format!("{:.1}%", v * 100.0))
+        };
+        let times = |n: &str| row.get(n).map_or("–".into(), |v| format!("{v:.3}×"));
+        t.row([
+            row.key_of("phase").unwrap_or("").to_owned(),
+            ratio("kept_ratio"),
+            times("hand_speedup_ratio"),
+            times("osr_speedup_ratio"),
+        ]);
     }
     Ok(t)
 }
@@ -805,6 +827,11 @@ fn httpd_timeline(r: &Results) -> Result<(String, Chart)> {
         .rows
         .iter()
         .filter(|row| row.key_of("transition").is_some())
+        .filter(|row| {
+            by_server
+                .iter()
+                .any(|(server, _)| row.key_of("server").is_none_or(|s| s == server))
+        })
         .filter_map(|row| Some((row.get("at_ms")? / 1000.0, row.key_of("to")?.to_owned())))
         .collect();
     Ok((
@@ -823,26 +850,33 @@ fn httpd_timeline(r: &Results) -> Result<(String, Chart)> {
 
 // ---- experiment 7: deoptimisation on redefinition -------------------------------------------
 
+/// The deopt experiment's columns: `(value, heading)`.
+const DEOPT_COLUMNS: [(&str, &str); 7] = [
+    ("redefine_us", "redefining store (µs)"),
+    ("redefine_shallow_us", "same store, no frame live (µs)"),
+    ("transfer_ns_per_frame", "store, per live frame (ns)"),
+    ("unwind_us", "unwind (µs)"),
+    ("unwind_ratio", "unwind / specialised unwind"),
+    ("ns_per_frame", "redefinition per frame (ns)"),
+    ("frames_moved", "frames moved"),
+];
+
 fn deopt_table(r: &Results) -> Result<Table> {
     let all = rows(r, "deopt", &[], "deopt")?;
-    let names: Vec<String> = {
-        let mut n: Vec<String> = all
-            .iter()
-            .flat_map(|row| row.values.keys().cloned())
-            .collect();
-        n.sort();
-        n.dedup();
-        n
-    };
     let mut header = vec!["depth".to_owned(), "config".to_owned()];
-    header.extend(names.iter().cloned());
+    header.extend(DEOPT_COLUMNS.iter().map(|(_, h)| (*h).to_owned()));
     let mut t = Table::new(header);
     for row in all {
         let mut cells = vec![
-            row.key_of("depth").unwrap_or("").to_owned(),
+            row.key_of("depth")
+                .map_or(String::new(), |d| d.parse().map_or(d.to_owned(), count)),
             row.key_of("config").unwrap_or("").to_owned(),
         ];
-        cells.extend(names.iter().map(|n| row.get(n).map_or("–".into(), num)));
+        cells.extend(DEOPT_COLUMNS.iter().map(|(n, _)| match *n {
+            "frames_moved" => row.get(n).map_or("–".into(), count),
+            "unwind_ratio" => row.get(n).map_or("–".into(), |v| format!("{v:.2}")),
+            _ => row.get(n).map_or("–".into(), num),
+        }));
         t.row(cells);
     }
     Ok(t)
@@ -998,13 +1032,15 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
             Ok(format!("{v:.0}%"))
         }
         ["httpd", "kept"] => {
-            let v = r
-                .report("httpd", name)?
-                .rows
+            let kept: Vec<f64> = rows(r, "httpd", &[("series", "fraction-kept")], name)?
                 .iter()
-                .find_map(|row| row.get("kept_pct"))
-                .ok_or_else(|| Error::missing(name, "`kept_pct` in `httpd`"))?;
-            Ok(format!("{v:.0}%"))
+                .filter_map(|row| row.get("kept_ratio"))
+                .collect();
+            let worst = kept.iter().copied().fold(f64::INFINITY, f64::min);
+            if !worst.is_finite() {
+                return Err(Error::missing(name, "`kept_ratio` in `httpd`"));
+            }
+            Ok(format!("{:.1}%", worst * 100.0))
         }
         ["httpd", "failed"] => {
             let total: f64 = r
