@@ -28,6 +28,7 @@
 //! ```
 
 pub mod clang;
+pub mod cputime;
 mod error;
 pub mod harness;
 pub mod http;
