@@ -28,12 +28,14 @@
 //! ```
 
 pub mod clang;
+pub mod cpu;
 mod error;
 pub mod harness;
 pub mod http;
 pub mod httpd;
 pub mod kernels;
 pub mod load;
+pub mod osr_stats;
 pub mod report;
 
 pub use clang::{Artifact, Clang};
