@@ -241,7 +241,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
         (
             Duration::from_millis(400),
             Duration::from_millis(1000),
-            Duration::from_millis(500),
+            Duration::from_millis(1000),
             1,
         )
     } else {
