@@ -28,7 +28,8 @@
 //!
 //! A closed-loop phase's requests are those that began after the control that opened it was
 //! answered (plus 10 ms) and ended before the next control was sent: transitions are measured
-//! apart. Besides the closed-loop load, each server run measures *pipelined* load (key `load`:
+//! apart (a phase left with less than 100 ms by a transition as long as itself, on a busy
+//! machine, is left out of that repetition, with a note). Besides the closed-loop load, each server run measures *pipelined* load (key `load`:
 //! `closed-loop` or `pipelined`): two connections each write 32 `GET /hello` requests at once
 //! and read the 32 answers, in ten slices per phase, before the closed-loop load (`initial`)
 //! and after it (`extended=0`, then, after one more control, `extended=1`). The system calls
@@ -125,6 +126,10 @@ const CONTROLS: [(&str, &str); 3] = [
     ("/control?extended=1", "extended=1"),
     ("/control?extended=0", "extended=0"),
 ];
+
+/// A closed-loop phase whose window (after its control was answered) is shorter than this is
+/// not measured in that repetition.
+const MIN_WINDOW: Duration = Duration::from_millis(100);
 
 /// Requests that began this soon after a control was answered are left out of the phase.
 const SETTLE: Duration = Duration::from_millis(10);
@@ -240,7 +245,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
     let (warmup, phase, pipe, reps) = if args.quick {
         (
             Duration::from_millis(400),
-            Duration::from_millis(1000),
+            Duration::from_millis(1200),
             Duration::from_millis(1000),
             1,
         )
@@ -540,6 +545,11 @@ fn phase_stats(
             .map(|s| s.latency)
             .collect();
         let n = latencies.len();
+        if end < begin + MIN_WINDOW || n == 0 {
+            // A transition that lasted (almost) as long as the phase left nothing to measure.
+            out.push((name, PhaseStats::default()));
+            continue;
+        }
         let l = load::Latency::from_samples(&mut latencies);
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let seconds = end.saturating_sub(begin).as_secs_f64().max(1e-9);
@@ -604,14 +614,34 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
     for (kind, runs) in KINDS.iter().zip(runs) {
         let server = kind.server();
         let failed: u64 = runs.iter().map(|r| r.failed).sum();
-        for (p, &(load, name, ref first)) in runs[0].phases.iter().enumerate() {
+        for (p, &(load, name, _)) in runs[0].phases.iter().enumerate() {
+            let measured: Vec<&PhaseStats> = runs
+                .iter()
+                .map(|r| &r.phases[p].2)
+                .filter(|s| !s.values.is_empty())
+                .collect();
+            let Some(first) = measured.first() else {
+                report.note(format!(
+                    "{server}, {load} {name}: not measured: in every repetition the transition \
+                     before it lasted about as long as the phase"
+                ));
+                continue;
+            };
+            if measured.len() < runs.len() {
+                report.note(format!(
+                    "{server}, {load} {name}: measured in {} of {} repetitions (in the others \
+                     the transition before it lasted about as long as the phase)",
+                    measured.len(),
+                    runs.len()
+                ));
+            }
             let mut row = Row::new()
                 .key("server", server)
                 .key("load", load)
                 .key("phase", name);
             let values = medians.entry((load, server, name)).or_default();
             for value in first.values.keys() {
-                let samples: Vec<f64> = runs.iter().map(|r| r.phases[p].2.values[value]).collect();
+                let samples: Vec<f64> = measured.iter().map(|s| s.values[value]).collect();
                 let m = harness::median(&samples);
                 values.insert(value, m);
                 row = row.value(value, m);
@@ -713,6 +743,8 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
                 );
             }
         }
+        // A phase that was not measured leaves its ratios out.
+        row.values.retain(|_, v| v.is_finite());
         report.push(row);
         report.note(format!(
             "{name}: per CPU second of the server, uppercut-osr serves {:.1}% of what \
