@@ -824,3 +824,81 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
     report.check_with_floor("transitions_count", 0.0, 0.5);
     report.check_with_floor("frames_count", 0.0, 0.5);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uppercut_experiments::load::{ControlOutcome, Failures, Gap, Latency, Sample, Timeline};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A run of 1 s with a response every millisecond, except while a control stalled it.
+    fn report(controls: &[(u64, u64)]) -> LoadReport {
+        let stalled = |t: u64| {
+            controls
+                .iter()
+                .any(|&(sent, took)| t > sent && t < sent + took)
+        };
+        let samples: Vec<Sample> = (1..=1000)
+            .filter(|&t| !stalled(t))
+            .map(|t| Sample {
+                done: ms(t),
+                latency: ms(1),
+                target: 0,
+                status: 200,
+            })
+            .collect();
+        LoadReport {
+            requests: samples.len() as u64,
+            failures: Failures::default(),
+            elapsed: ms(1000),
+            latency: Latency::default(),
+            timeline: Timeline {
+                bucket: ms(10),
+                completed: vec![0; 100],
+            },
+            longest_gap: Gap::default(),
+            samples,
+            per_target: Vec::new(),
+            connections_opened: 1,
+            controls: controls
+                .iter()
+                .zip(CONTROLS)
+                .map(|(&(sent, took), (target, _))| ControlOutcome {
+                    target: target.to_owned(),
+                    scheduled: ms(sent),
+                    sent: ms(sent),
+                    latency: ms(took),
+                    outcome: Ok(200),
+                })
+                .collect(),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn phases_lie_between_the_controls_and_pauses_span_them() {
+        let load = report(&[(300, 50), (500, 20), (700, 5)]);
+        let phases = phase_stats(&load, &Samples::default(), &PHASES, ms(100));
+        let requests = |i: usize| phases[i].1.values["requests"];
+        // [100, 300], [360, 500], [530, 700], [715, 1000]: requests that began and ended there.
+        assert_eq!(requests(0), 200.0);
+        assert_eq!(requests(1), 140.0);
+        assert_eq!(requests(3), 285.0);
+        let t = transition_stats(&load);
+        assert_eq!(t.len(), 3);
+        assert!((t[0].pause_ms - 50.0).abs() < 1e-9, "{t:?}");
+        assert_eq!(t[1].to, "extended=1");
+    }
+
+    #[test]
+    fn a_phase_swallowed_by_its_transition_is_not_measured() {
+        // The first control took longer than the phase: the second was sent as it ended.
+        let load = report(&[(300, 250), (550, 20), (700, 5)]);
+        let phases = phase_stats(&load, &Samples::default(), &PHASES, ms(100));
+        assert!(phases[1].1.values.is_empty());
+        assert!(!phases[2].1.values.is_empty());
+    }
+}
