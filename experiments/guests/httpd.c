@@ -60,7 +60,14 @@
 #include <unistd.h>
 
 // The configuration global of the experiment: 0 = plain counting, non-zero = extended.
+// With HTTPD_EXTENDED_STATUS defined (`#define HTTPD_EXTENDED_STATUS 0` before this file, or
+// -DHTTPD_EXTENDED_STATUS=0), it is that compile-time constant instead, and /control answers
+// with it without storing: the hand-specialised baseline of the experiments.
+#ifdef HTTPD_EXTENDED_STATUS
+#define extended_status (HTTPD_EXTENDED_STATUS)
+#else
 int extended_status = 0;
+#endif
 
 #define MAX_CONNS 1000
 #define IN_CAP 16384
@@ -551,10 +558,14 @@ static void handle_control(struct conn *c, const struct request *r, const char *
     respond_text(c, r, 400, "usage: /control?extended=0|1\n");
     return;
   }
+#ifdef HTTPD_EXTENDED_STATUS
+  arg[0] = extended_status ? '1' : '0'; // a constant: nothing to store
+#else
   if (arg[0] == '1')
     extended_status = 1;
   else
     extended_status = 0;
+#endif
   respond_text(c, r, 200, arg[0] == '1' ? "extended_status 1\n" : "extended_status 0\n");
 }
 

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod clang;
+pub mod cpu;
 pub mod cputime;
 mod error;
 pub mod harness;
@@ -35,6 +36,7 @@ pub mod http;
 pub mod httpd;
 pub mod kernels;
 pub mod load;
+pub mod osr_stats;
 pub mod report;
 
 pub use clang::{Artifact, Clang};

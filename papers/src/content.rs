@@ -352,7 +352,10 @@ fn overhead_cell(r: &Results, kernel: &str, opt: &str, sites: &str, metadata: &s
 fn overhead_table(r: &Results, opt: &str) -> Result<Table> {
     let item = format!("overhead-{opt}");
     let all = rows(r, "overhead", &[("opt", opt)], &item)?;
-    let kernels = distinct(&all, "kernel");
+    let kernels: Vec<String> = distinct(&all, "kernel")
+        .into_iter()
+        .filter(|k| k != "all")
+        .collect();
     let mut header = vec!["kernel".to_owned(), "uninstrumented (ms)".to_owned()];
     header.extend(
         OVERHEAD_CONFIGS
@@ -371,19 +374,27 @@ fn overhead_table(r: &Results, opt: &str) -> Result<Table> {
         let mut cells = vec![k.clone(), num(base)];
         for (i, (sites, metadata, _)) in OVERHEAD_CONFIGS.iter().enumerate() {
             let v = overhead_cell(r, k, opt, sites, metadata);
-            if let Some(v) = v {
+            if let Some(v) = v.filter(|_| in_suite(k)) {
                 columns[i].push(v);
             }
             cells.push(v.map_or("–".into(), pct));
         }
         t.row(cells);
     }
-    for (label, f) in [("median", median as fn(&[f64]) -> f64), ("worst", worst)] {
+    for (label, f) in [
+        ("suite median", median as fn(&[f64]) -> f64),
+        ("suite worst", worst),
+    ] {
         let mut cells = vec![format!("**{label}**"), String::new()];
         cells.extend(columns.iter().map(|c| format!("**{}**", pct(f(c)))));
         t.row(cells);
     }
     Ok(t)
+}
+
+/// Whether `kernel` is one of the suite's (the others are the OSR benches' call kernels).
+fn in_suite(kernel: &str) -> bool {
+    uppercut_experiments::kernels::kernel(kernel).is_some()
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -397,7 +408,10 @@ fn worst(v: &[f64]) -> f64 {
 fn overhead_figure(r: &Results, opt: &str) -> Result<(String, Chart)> {
     let item = format!("overhead-{opt}");
     let all = rows(r, "overhead", &[("opt", opt)], &item)?;
-    let categories = distinct(&all, "kernel");
+    let categories: Vec<String> = distinct(&all, "kernel")
+        .into_iter()
+        .filter(|k| k != "all")
+        .collect();
     let series = OVERHEAD_CONFIGS
         .iter()
         .map(|(sites, metadata, label)| {
@@ -646,11 +660,11 @@ fn tierup_table(r: &Results) -> Result<Table> {
     let mut t = Table::new([
         "kernel",
         "pure O0 (ms)",
-        "pure O2 (ms)",
-        "tier-up (ms)",
-        "O2 speed-up",
-        "tier-up speed-up",
+        "O0, sites never firing",
+        "O0 with tier-up",
+        "pure O2",
         "kept",
+        "frames moved",
     ]);
     for k in distinct(&all, "kernel").iter().filter(|k| *k != "all") {
         let v = |config: &str, value: &str| {
@@ -661,14 +675,16 @@ fn tierup_table(r: &Results) -> Result<Table> {
                 "tierup",
             )
         };
+        let speedup =
+            |config: &str| v(config, "speedup").map_or("–".into(), |s| format!("{s:.2}×"));
         t.row([
             k.clone(),
             num(v("O0", "median_ms")?),
-            num(v("O2", "median_ms")?),
-            num(v("tier", "median_ms")?),
-            format!("{:.2}×", v("O2", "speedup")?),
-            format!("{:.2}×", v("tier", "speedup")?),
-            format!("{:.0}%", v("tier", "kept_pct")?),
+            speedup("O0+sites"),
+            speedup("tier"),
+            speedup("O2"),
+            v("tier", "kept_pct").map_or("–".into(), |p| format!("{p:.0}%")),
+            v("tier", "frames_count").map_or("–".into(), count),
         ]);
     }
     Ok(t)
@@ -680,24 +696,28 @@ fn tierup_figure(r: &Results) -> Result<(String, Chart)> {
         .into_iter()
         .filter(|k| k != "all")
         .collect();
-    let series = [("O2", "pure O2"), ("tier", "O0 with tier-up")]
-        .iter()
-        .map(|(config, label)| {
-            let values = categories
-                .iter()
-                .map(|k| {
-                    r.value(
-                        "tierup",
-                        &[("kernel", k), ("config", config)],
-                        "speedup",
-                        "tierup",
-                    )
-                    .ok()
-                })
-                .collect();
-            ((*label).to_owned(), values)
-        })
-        .collect();
+    let series = [
+        ("O0+sites", "O0, sites never firing"),
+        ("tier", "O0 with tier-up"),
+        ("O2", "pure O2"),
+    ]
+    .iter()
+    .map(|(config, label)| {
+        let values = categories
+            .iter()
+            .map(|k| {
+                r.value(
+                    "tierup",
+                    &[("kernel", k), ("config", config)],
+                    "speedup",
+                    "tierup",
+                )
+                .ok()
+            })
+            .collect();
+        ((*label).to_owned(), values)
+    })
+    .collect();
     Ok((
         "Speed-up over pure O0".into(),
         Chart::Bars(Bars {
@@ -985,6 +1005,7 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
                 name,
             )?
             .iter()
+            .filter(|row| row.key_of("kernel").is_some_and(in_suite))
             .filter_map(|row| row.get("overhead_pct"))
             .collect();
             let v = match *stat {
