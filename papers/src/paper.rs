@@ -60,8 +60,15 @@ impl Table {
             format!("| {} |\n", cells.join(" | "))
         };
         out.push_str(&line(&self.header));
+        // A column is right-aligned when every cell of it is a number (or empty).
+        let numeric = |i: usize| {
+            self.rows.iter().all(|row| {
+                let c = row[i].trim_matches('*');
+                c.is_empty() || c.starts_with(|ch: char| ch.is_ascii_digit() || "+-–".contains(ch))
+            })
+        };
         let rule: Vec<&str> = (0..self.header.len())
-            .map(|i| if i == 0 { "---" } else { "---:" })
+            .map(|i| if i > 0 && numeric(i) { "---:" } else { "---" })
             .collect();
         let _ = writeln!(out, "|{}|", rule.join("|"));
         for row in &self.rows {
