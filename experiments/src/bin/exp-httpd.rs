@@ -4,7 +4,7 @@
 //!
 //! The server (`experiments/guests/httpd.c`, clang -O2 IR) runs under
 //! `uppercut run --osr-specialize=extended_status --osr-stats`. The load generator
-//! ([`load`](uppercut_experiments::load): real sockets on loopback, four keep-alive
+//! ([`load`]: real sockets on loopback, four keep-alive
 //! connections in a closed loop, a mix of `/hello`, `/` and `/status`) drives it for a
 //! warm-up and four phases, and at the start of phases 2 to 4 sends a control request on a
 //! connection of its own, `GET /control?extended=V`: the guest stores `V`, the store's
@@ -29,12 +29,7 @@
 //! A closed-loop phase's requests are those that began after the control that opened it was
 //! answered (plus 10 ms) and ended before the next control was sent: transitions are measured
 //! apart (a phase left with less than 100 ms by a transition as long as itself, on a busy
-//! machine, is left out of that repetition, with a note). Besides the closed-loop load, each server run measures *pipelined* load (key `load`:
-//! `closed-loop` or `pipelined`): two connections each write 32 `GET /hello` requests at once
-//! and read the 32 answers, in ten slices per phase, before the closed-loop load (`initial`)
-//! and after it (`extended=0`, then, after one more control, `extended=1`). The system calls
-//! and the loopback round trip are then shared by 32 requests, so the server's own code per
-//! request weighs about ten times more than under the closed-loop load.
+//! machine, is left out of that repetition, with a note).
 //!
 //! Servers (key `server`), each with the same load and schedule unless said otherwise:
 //!
@@ -43,29 +38,35 @@
 //! - `native`: the same source compiled by clang -O2 to an executable;
 //! - `hand-specialised`: the source with `#define HTTPD_EXTENDED_STATUS V` in front (the flag a
 //!   compile-time constant, `/control` a no-op), under `uppercut run` without OSR; two server
-//!   runs, one per value, each measuring one phase named `extended=V` (pipelined, then a
-//!   closed-loop warm-up and phase).
+//!   runs, one per value, each a warm-up and one phase named `extended=V`.
 //!
-//! Every server run must answer every request with a 2xx (else the experiment fails), and
-//! `/quit` must end it with status 0.
+//! The code's own speed. Under the closed-loop load a request costs two system calls and a
+//! loopback round trip, which hide the flag's few nanoseconds, and the machine's other
+//! processes move throughput and latency by tens of percent. So each repetition ends with a
+//! *pipelined comparison* (key `load`: `pipelined`; the closed-loop rows have `closed-loop`):
+//! all five servers run at once, idle but for their turn; in each of the phases `initial`,
+//! `extended=0` and `extended=1` (the servers with a flag get the control before the last two;
+//! each hand-specialised server takes part in the phase of its value), rounds of 100 ms slices
+//! give each server in turn one connection that writes 128 `GET /hello` requests at once and
+//! reads the 128 answers, again and again. The measure is the server's CPU time per request
+//! ([`cpu`], `/proc/PID/task/*/schedstat`: user and kernel, all
+//! threads), in which one poll, two receives and one send are shared by 128 requests; and the
+//! comparisons take ratios between the slices of one round, a fraction of a second apart, so
+//! that a busy spell of the machine hits both sides of a ratio.
 //!
-//! The machine's other processes disturb throughput and latency a lot (the server and the load
-//! generator share the cores with them). The server's CPU time per request
-//! ([`cpu`](uppercut_experiments::cpu), from `/proc/PID/task/*/schedstat`) is steadier, and
-//! the least over a phase's slices (interference only adds to it) steadier still: the
-//! comparisons between code versions use it.
+//! Every request of both loads must be answered with a 2xx (else the experiment fails), and
+//! `/quit` must end every server with status 0.
 //!
 //! Rows (values are medians over the repetitions, unless said otherwise):
 //!
-//! - key `{server, load, phase}`: `requests_per_s`; `cpu_us_per_request`, the server's CPU
-//!   time (user and kernel, all threads) per request (pipelined: the median over the slices);
-//!   `server_cpu_ratio`, the share of the wall time the server ran; `requests` (in the
-//!   phase's window); `failed` (failed requests of the whole run, summed over the
-//!   repetitions: 0). Closed-loop only: `p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us`,
-//!   `mean_us` (latency of one request, first byte sent to last byte read). Pipelined only:
-//!   `cpu_min_us_per_request`, the least over the slices of all the repetitions (a busy
-//!   spell of the machine can last through a whole phase: the median of the repetitions'
-//!   least slices was seen 45% off);
+//! - key `{server, load: closed-loop, phase}`: `requests_per_s`; `p50_us`, `p90_us`, `p99_us`,
+//!   `p999_us`, `max_us`, `mean_us` (latency of one request, first byte sent to last byte
+//!   read); `cpu_us_per_request`; `server_cpu_ratio`, the share of the wall time the server
+//!   ran; `requests` (in the phase's window); `failed` (failed requests of the whole run,
+//!   summed over the repetitions: 0);
+//! - key `{server, load: pipelined, phase}`, over every slice of every repetition:
+//!   `cpu_us_per_request` (the median slice), `cpu_min_us_per_request` (the least),
+//!   `requests_per_s`, `server_cpu_ratio`, `requests` (per repetition), `failed` (0);
 //! - key `{server, transition, to}` (`transition` 0, 1, 2 of the closed-loop load; `to`
 //!   `extended=0` etc.): `pause_ms`, the longest stretch without any response completed that
 //!   overlaps the control's request (`pause_max_ms`: the largest over the repetitions);
@@ -73,37 +74,38 @@
 //!   inside it); `in_flight_max_ms`, the longest latency of a mix request in flight meanwhile;
 //!   `at_ms`, when the control was sent in the first repetition (the one whose timeline is
 //!   reported);
-//! - key `{server: uppercut-osr, series: osr-stats}`: the `--osr-stats` counts of a run (four
-//!   stores of a new value: three in the closed-loop load, one before the last pipelined
-//!   phase): `transitions_count`, `frames_count`, `recompiles_count`, `max_stall_ms` (the
-//!   longest hypercall of the run: the longest transition's stall);
+//! - key `{server: uppercut-osr, series: osr-stats}`: the `--osr-stats` counts of a
+//!   closed-loop run (three stores of a new value): `transitions_count`, `frames_count`,
+//!   `recompiles_count`, `max_stall_ms` (the longest hypercall of the run: the longest
+//!   transition's stall);
 //! - key `{server, series: startup}`: `startup_ms`, from spawning the server to its
 //!   `listening on PORT` line (the JIT compiles the guest meanwhile);
 //! - key `{series: timeline, server: uppercut-osr, t_ms}`: `requests` completed in the 10 ms
 //!   bucket starting at `t_ms`, over the whole closed-loop load of the first `uppercut-osr`
 //!   run (transitions at the transition rows' `at_ms`);
 //! - key `{series: fraction-kept, phase}` for `extended=0` and `extended=1`, from the pipelined
-//!   `cpu_min_us_per_request` (speed = its inverse): `kept_ratio`, `uppercut-osr`'s speed in
-//!   the phase over `hand-specialised`'s (OSRKit's measure: the share of hand
-//!   specialisation's performance that specialisation by OSR keeps; 94.1% in its worst case);
-//!   `hand_speedup_ratio`, `hand-specialised` over `uppercut-plain` in the same phase;
-//!   `extended=0` only: `osr_speedup_ratio`, `uppercut-osr`'s `extended=0` over its own
-//!   generic `initial`, and `gain_kept_ratio`, `(osr_speedup - 1) / (hand_speedup - 1)`, only
-//!   when hand specialisation gains more than 2% and more than twice the noise floor (how far
-//!   `uppercut-plain`'s and `native`'s `initial` and `extended=0`, the same code with the same
-//!   value, lie apart); `kept_rps_ratio`, the
-//!   closed-loop requests/s of `uppercut-osr` over `hand-specialised`'s.
+//!   comparison, each ratio the median over every round of every repetition:
+//!   `kept_ratio`, `hand-specialised`'s CPU per request over `uppercut-osr`'s in the phase:
+//!   the share of hand specialisation's performance that specialisation by OSR keeps
+//!   (OSRKit's measure: 94.1% in its worst case); `hand_speedup_ratio`, `uppercut-plain`'s
+//!   over `hand-specialised`'s; `kept_rps_ratio`, the closed-loop requests/s of
+//!   `uppercut-osr` over `hand-specialised`'s. `extended=0` only: `osr_speedup_ratio`,
+//!   Uppercut's specialisation against its own generic code, as the ratio of `uppercut-osr`
+//!   over `uppercut-plain` in `initial` to the same in `extended=0`; `noise_ratio`, how far
+//!   the same ratio of ratios lies from 1 for `native` over `uppercut-plain`, whose code does
+//!   not change; `gain_kept_ratio`, `(osr_speedup - 1) / (hand_speedup - 1)`, only when hand
+//!   specialisation gains more than 2% and more than twice `noise_ratio`.
 //!
 //! Checked by `reproduce --check`: `failed` (exactly), `transitions_count` and `frames_count`
 //! (exactly), `kept_ratio` (within 25%: the noise seen on a shared two-core machine).
 //!
-//! What to expect: the extended bookkeeping is a few counter updates and two `clock_gettime`
-//! calls per request, against two system calls and a loopback round trip per closed-loop
-//! request: only the pipelined load shows it (extended=1 costs some 10% more CPU per request
-//! there), and the specialisation on 0 removes only loads of the flag and well-predicted
-//! branches, which no measurement here resolves; the notes give the noise floor (phases where
-//! nothing but time changes). The mix avoids `/compute`, whose CPU work does not depend on the
-//! flag and would only dilute it further.
+//! What to expect: the extended bookkeeping (a few counter updates and two `clock_gettime`
+//! calls per request) shows only under the pipelined load, as some 10% more CPU per request
+//! with `extended=1`, in every server alike. Specialising on 0 removes loads of the flag and
+//! well-predicted branches: below what these measurements resolve, so hand specialisation
+//! gains nothing measurable over the unspecialised code either, and `gain_kept_ratio` is
+//! usually absent. The mix avoids `/compute`, whose CPU work does not depend on the flag and
+//! would only dilute it further.
 //!
 //! `cargo run --release -p uppercut-experiments --bin exp-httpd -- [--quick] [--out FILE]`
 
@@ -139,13 +141,11 @@ const MIN_WINDOW: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(10);
 
 /// Pipelined load: connections.
-const PIPE_CONNECTIONS: usize = 2;
+const PIPE_CONNECTIONS: usize = 1;
 /// Pipelined load: requests written at once on each connection.
-const PIPE_BATCH: usize = 32;
+const PIPE_BATCH: usize = 128;
 /// Pipelined load: the request.
 const PIPE_TARGET: &str = "/hello?name=pipe";
-/// Pipelined load: slices per phase.
-const PIPE_SLICES: usize = 10;
 
 /// How often the server's CPU time is read.
 const SAMPLE_PERIOD: Duration = Duration::from_millis(5);
@@ -176,15 +176,6 @@ impl Kind {
             Kind::Plain => "uppercut-plain",
             Kind::Native => "native",
             Kind::Hand(_) => "hand-specialised",
-        }
-    }
-
-    /// The phases this server's run measures with pipelined load.
-    fn pipelined_phases(self) -> Vec<&'static str> {
-        match self {
-            Kind::Hand(0) => vec!["extended=0"],
-            Kind::Hand(_) => vec!["extended=1"],
-            _ => PHASES[..3].to_vec(),
         }
     }
 
@@ -246,25 +237,28 @@ fn bad(reason: String) -> Error {
 }
 
 fn run(args: &Args, report: &mut Report) -> Result<()> {
-    let (warmup, phase, pipe, reps) = if args.quick {
+    let (warmup, phase, slice, rounds, reps) = if args.quick {
         (
             Duration::from_millis(400),
             Duration::from_millis(1200),
-            Duration::from_millis(1000),
+            Duration::from_millis(100),
+            6,
             1,
         )
     } else {
         (
             Duration::from_millis(1000),
             Duration::from_millis(2500),
-            Duration::from_millis(1500),
+            Duration::from_millis(100),
+            10,
             3,
         )
     };
     let schedule = Schedule {
         warmup,
         phase,
-        pipe,
+        slice,
+        rounds,
     };
     let clang = Clang::find()?;
     let uppercut = harness::uppercut()?;
@@ -280,7 +274,8 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
         .collect::<Result<_>>()?;
     report.setting("warmup_ms", warmup.as_millis() as u64);
     report.setting("phase_ms", phase.as_millis() as u64);
-    report.setting("pipelined_phase_ms", pipe.as_millis() as u64);
+    report.setting("pipelined_slice_ms", slice.as_millis() as u64);
+    report.setting("pipelined_rounds", rounds);
     report.setting(
         "pipelined",
         format!("{PIPE_CONNECTIONS} connections, {PIPE_BATCH} x GET {PIPE_TARGET} per write"),
@@ -309,36 +304,39 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
          [--osr-specialize=extended_status --osr-stats]; native: clang -O2",
     );
     let mix = Mix::weighted(MIX)?;
-    let progress = Progress::new(args, "httpd", reps * KINDS.len());
+    let progress = Progress::new(args, "httpd", reps * (KINDS.len() + 1));
+    let command = |kind: Kind| match kind {
+        Kind::Osr => {
+            let mut c = Command::new(&uppercut);
+            c.args(["run", "--osr-specialize=extended_status", "--osr-stats"])
+                .arg(ir.path());
+            c
+        }
+        Kind::Plain => {
+            let mut c = Command::new(&uppercut);
+            c.arg("run").arg(ir.path());
+            c
+        }
+        Kind::Native => Command::new(native.path()),
+        Kind::Hand(v) => {
+            let mut c = Command::new(&uppercut);
+            c.arg("run").arg(hand[usize::from(v)].path());
+            c
+        }
+    };
     let mut runs: Vec<Vec<RunStats>> = (0..KINDS.len()).map(|_| Vec::new()).collect();
+    let mut pipes = Vec::with_capacity(reps);
     // Repetitions interleave the servers, so that a slow phase of the machine hits all alike.
     for rep in 0..reps {
         for (i, &kind) in KINDS.iter().enumerate() {
-            let command = match kind {
-                Kind::Osr => {
-                    let mut c = Command::new(&uppercut);
-                    c.args(["run", "--osr-specialize=extended_status", "--osr-stats"])
-                        .arg(ir.path());
-                    c
-                }
-                Kind::Plain => {
-                    let mut c = Command::new(&uppercut);
-                    c.arg("run").arg(ir.path());
-                    c
-                }
-                Kind::Native => Command::new(native.path()),
-                Kind::Hand(v) => {
-                    let mut c = Command::new(&uppercut);
-                    c.arg("run").arg(hand[usize::from(v)].path());
-                    c
-                }
-            };
-            let stats = serve(kind, command, &mix, &schedule)?;
+            let stats = serve(kind, command(kind), &mix, &schedule)?;
             progress.step(&format!("{} rep {rep}", kind.server()));
             runs[i].push(stats);
         }
+        pipes.push(pipelined_stage(KINDS.map(command), &schedule)?);
+        progress.step(&format!("pipelined rep {rep}"));
     }
-    summarise(report, &runs, warmup, phase);
+    summarise(report, &runs, &pipes, warmup, phase);
     Ok(())
 }
 
@@ -346,16 +344,15 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
 struct Schedule {
     warmup: Duration,
     phase: Duration,
-    pipe: Duration,
+    /// One pipelined slice.
+    slice: Duration,
+    /// Pipelined rounds per phase.
+    rounds: usize,
 }
 
-/// Starts a server with `command` (plus the port argument), runs the pipelined and the
-/// closed-loop load on it, quits it.
-///
-/// Order (servers other than `hand-specialised`): pipelined `initial`; the closed-loop load
+/// Starts a server with `command` (plus the port argument), runs the closed-loop load on it
 /// (warm-up, `initial`, then `extended=0`, `extended=1` and `extended=0-again` each opened by
-/// its control); pipelined `extended=0`; `/control?extended=1`; pipelined `extended=1`.
-/// `hand-specialised`: pipelined, then closed-loop warm-up and phase.
+/// its control; `hand-specialised`: warm-up and its one phase), quits it.
 fn serve(kind: Kind, mut command: Command, mix: &Mix, schedule: &Schedule) -> Result<RunStats> {
     let server_name = kind.server();
     command.arg("0");
@@ -363,12 +360,6 @@ fn serve(kind: Kind, mut command: Command, mix: &Mix, schedule: &Schedule) -> Re
     let server = Server::start(command, START_TIMEOUT)?;
     let startup_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut measured = Vec::new();
-    let pipelined_phases = kind.pipelined_phases();
-    measured.push((
-        "pipelined",
-        pipelined_phases[0],
-        pipelined(&server, schedule.pipe)?,
-    ));
     let phases = kind.phases();
     let total = schedule.warmup + schedule.phase * phases.len() as u32;
     let mut config = LoadConfig::new(server.addr(), mix.clone(), Until::Elapsed(total));
@@ -398,20 +389,6 @@ fn serve(kind: Kind, mut command: Command, mix: &Mix, schedule: &Schedule) -> Re
     }
     for (name, stats) in phase_stats(&load, &cpu, &phases, schedule.warmup) {
         measured.push(("closed-loop", name, stats));
-    }
-    if pipelined_phases.len() > 1 {
-        // The closed-loop load ended with extended=0.
-        measured.push((
-            "pipelined",
-            "extended=0",
-            pipelined(&server, schedule.pipe)?,
-        ));
-        control(&server, "/control?extended=1")?;
-        measured.push((
-            "pipelined",
-            "extended=1",
-            pipelined(&server, schedule.pipe)?,
-        ));
     }
     let quit = http::get(server.addr(), "/quit");
     let finished = server.wait(Duration::from_secs(30))?;
@@ -451,40 +428,92 @@ fn control(server: &Server, target: &str) -> Result<()> {
     Ok(())
 }
 
-/// Pipelined load for `duration`, in [`PIPE_SLICES`] slices: [`PIPE_CONNECTIONS`] threads
-/// each write [`PIPE_BATCH`] requests at once, then read the answers (all must be 2xx). The
-/// system calls and the loopback round trip are shared by a batch, so the server's own code
-/// per request weighs more than under the closed-loop load. Each slice measures the server's
-/// CPU time per request; other processes on the machine only ever add to it, so the least of
-/// the slices is the steadiest estimate of the code's own cost.
-fn pipelined(server: &Server, duration: Duration) -> Result<PhaseStats> {
-    let mut per_request = Vec::with_capacity(PIPE_SLICES);
-    let (mut requests, mut cpu_ns, mut seconds) = (0.0, 0.0, 0.0);
-    for _ in 0..PIPE_SLICES {
-        let (n, cpu, wall) = pipelined_slice(server, duration / PIPE_SLICES as u32)?;
-        per_request.push(cpu / 1e3 / n.max(1.0));
-        requests += n;
-        cpu_ns += cpu;
-        seconds += wall;
+/// The phases of the pipelined comparison.
+const PIPE_PHASES: [&str; 3] = ["initial", "extended=0", "extended=1"];
+
+/// Whether `kind` is measured in pipelined phase `phase`: the hand-specialised servers only in
+/// the phase of their value.
+fn measured_in(kind: Kind, phase: &str) -> bool {
+    match kind {
+        Kind::Hand(0) => phase == "extended=0",
+        Kind::Hand(_) => phase == "extended=1",
+        _ => true,
     }
-    let mut stats = PhaseStats::default();
-    for (value, v) in [
-        ("requests_per_s", requests / seconds),
-        ("cpu_us_per_request", harness::median(&per_request)),
-        (
-            "cpu_min_us_per_request",
-            per_request.iter().copied().fold(f64::INFINITY, f64::min),
-        ),
-        ("server_cpu_ratio", cpu_ns / 1e9 / seconds),
-        ("requests", requests),
-    ] {
-        stats.values.insert(value, v);
-    }
-    Ok(stats)
 }
 
-/// One slice of [`pipelined`]: `(requests, server CPU ns, wall seconds)`.
-fn pipelined_slice(server: &Server, duration: Duration) -> Result<(f64, f64, f64)> {
+/// One pipelined slice on one server.
+#[derive(Debug, Clone, Copy)]
+struct Slice {
+    requests: f64,
+    cpu_ns: f64,
+    seconds: f64,
+}
+
+impl Slice {
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_ns / 1e3 / self.requests.max(1.0)
+    }
+}
+
+/// One repetition of the pipelined comparison: `slices[server][phase][round]`, servers in
+/// [`KINDS`] order, phases in [`PIPE_PHASES`] order (empty where not measured).
+struct PipeRun {
+    slices: Vec<Vec<Vec<Slice>>>,
+}
+
+/// The pipelined comparison: every server runs at once (idle but for its turn); in each phase,
+/// `rounds` rounds give each server measured there one slice of pipelined load in turn (the
+/// order rotating from round to round), so that the slices of one round, a fraction of a second
+/// apart, see the machine alike, and ratios within a round cancel its busy spells. Before
+/// `extended=0` and `extended=1`, the servers with a flag get the control.
+fn pipelined_stage(commands: [Command; 5], schedule: &Schedule) -> Result<PipeRun> {
+    let servers = commands
+        .into_iter()
+        .map(|mut c| {
+            c.arg("0");
+            Server::start(c, START_TIMEOUT)
+        })
+        .collect::<Result<Vec<Server>>>()?;
+    let mut slices = vec![vec![Vec::new(); PIPE_PHASES.len()]; KINDS.len()];
+    for (p, &phase) in PIPE_PHASES.iter().enumerate() {
+        for (&kind, server) in KINDS.iter().zip(&servers) {
+            if p > 0 && !matches!(kind, Kind::Hand(_)) {
+                control(server, &format!("/control?{phase}"))?;
+            }
+            if measured_in(kind, phase) {
+                // Warm the connection path and the caches; not measured.
+                pipelined_slice(server, schedule.slice / 4)?;
+            }
+        }
+        for round in 0..schedule.rounds {
+            for j in 0..KINDS.len() {
+                let i = (round + j) % KINDS.len();
+                if measured_in(KINDS[i], phase) {
+                    slices[i][p].push(pipelined_slice(&servers[i], schedule.slice)?);
+                }
+            }
+        }
+    }
+    for (kind, server) in KINDS.iter().zip(servers) {
+        let quit = http::get(server.addr(), "/quit");
+        let finished = server.wait(Duration::from_secs(30))?;
+        if !quit.is_ok_and(|r| r.is_success()) || !finished.status.success() {
+            return Err(bad(format!(
+                "{} (pipelined): /quit did not end the server cleanly ({}): {}",
+                kind.server(),
+                finished.status,
+                finished.stderr.trim_end()
+            )));
+        }
+    }
+    Ok(PipeRun { slices })
+}
+
+/// One slice of pipelined load for `duration`: [`PIPE_CONNECTIONS`] threads each write
+/// [`PIPE_BATCH`] requests at once, then read the answers (all must be 2xx). The system calls
+/// and the loopback round trip are shared by a batch, so the server's own code per request
+/// weighs more than under the closed-loop load.
+fn pipelined_slice(server: &Server, duration: Duration) -> Result<Slice> {
     let addr = server.addr();
     let request = format!("GET {PIPE_TARGET} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let batch = request.repeat(PIPE_BATCH).into_bytes();
@@ -521,8 +550,12 @@ fn pipelined_slice(server: &Server, duration: Duration) -> Result<(f64, f64, f64
     });
     let seconds = start.elapsed().as_secs_f64();
     let cpu_ns = cpu::used(server.id()).ok_or_else(gone)? - cpu_before;
-    let n = counts.into_iter().sum::<Result<u64>>()? as f64;
-    Ok((n, cpu_ns, seconds))
+    let requests = counts.into_iter().sum::<Result<u64>>()? as f64;
+    Ok(Slice {
+        requests,
+        cpu_ns,
+        seconds,
+    })
 }
 
 /// The phases' windows and what happened in them.
@@ -611,10 +644,71 @@ fn transition_stats(load: &LoadReport) -> Vec<TransitionStats> {
         .collect()
 }
 
+/// The position of `kind` in [`KINDS`].
+fn index(kind: Kind) -> usize {
+    KINDS
+        .iter()
+        .position(|&k| k == kind)
+        .expect("every kind is in KINDS")
+}
+
+/// The pipelined rows: every slice of every repetition, per server and phase.
+fn summarise_pipelined<'a>(
+    report: &mut Report,
+    pipes: &[PipeRun],
+    medians: &mut BTreeMap<(&'a str, &'a str, &'a str), BTreeMap<&'a str, f64>>,
+) {
+    for (i, kind) in KINDS.iter().enumerate() {
+        for (p, &phase) in PIPE_PHASES.iter().enumerate() {
+            let slices: Vec<Slice> = pipes
+                .iter()
+                .flat_map(|run| run.slices[i][p].iter().copied())
+                .collect();
+            if slices.is_empty() {
+                continue;
+            }
+            let per_request: Vec<f64> = slices.iter().map(Slice::cpu_us_per_request).collect();
+            let requests: f64 = slices.iter().map(|s| s.requests).sum();
+            let cpu_ns: f64 = slices.iter().map(|s| s.cpu_ns).sum();
+            let seconds: f64 = slices.iter().map(|s| s.seconds).sum();
+            let values = [
+                ("requests_per_s", requests / seconds),
+                ("cpu_us_per_request", harness::median(&per_request)),
+                (
+                    "cpu_min_us_per_request",
+                    per_request.iter().copied().fold(f64::INFINITY, f64::min),
+                ),
+                ("server_cpu_ratio", cpu_ns / 1e9 / seconds),
+                ("requests", requests / pipes.len() as f64),
+                ("failed", 0.0),
+            ];
+            let mut row = Row::new()
+                .key("server", kind.server())
+                .key("load", "pipelined")
+                .key("phase", phase);
+            let m = medians
+                .entry(("pipelined", kind.server(), phase))
+                .or_default();
+            for (name, v) in values {
+                m.insert(name, v);
+                row = row.value(name, v);
+            }
+            report.push(row);
+        }
+    }
+}
+
 /// The rows, from every run of every server.
-fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phase: Duration) {
+fn summarise(
+    report: &mut Report,
+    runs: &[Vec<RunStats>],
+    pipes: &[PipeRun],
+    warmup: Duration,
+    phase: Duration,
+) {
     // (load, server, phase) -> value -> median.
     let mut medians: BTreeMap<(&str, &str, &str), BTreeMap<&str, f64>> = BTreeMap::new();
+    summarise_pipelined(report, pipes, &mut medians);
     for (kind, runs) in KINDS.iter().zip(runs) {
         let server = kind.server();
         let failed: u64 = runs.iter().map(|r| r.failed).sum();
@@ -646,12 +740,7 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
             let values = medians.entry((load, server, name)).or_default();
             for value in first.values.keys() {
                 let samples: Vec<f64> = measured.iter().map(|s| s.values[value]).collect();
-                let m = if *value == "cpu_min_us_per_request" {
-                    // The least of every slice of every repetition.
-                    samples.iter().copied().fold(f64::INFINITY, f64::min)
-                } else {
-                    harness::median(&samples)
-                };
+                let m = harness::median(&samples);
                 values.insert(value, m);
                 row = row.value(value, m);
             }
@@ -725,13 +814,35 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
             .unwrap_or(f64::NAN)
     };
     let rps = |server: &str, phase: &str| value("closed-loop", server, phase, "requests_per_s");
-    // Speed as requests per CPU second of the server: what the code costs, whoever else runs.
-    let speed = |server: &str, phase: &str| {
-        1.0 / value("pipelined", server, phase, "cpu_min_us_per_request")
+    // The median over the rounds of every repetition of a's CPU time per request over b's,
+    // slices of one round side by side.
+    let paired = |a: Kind, b: Kind, phase: &str| {
+        let (ia, ib) = (index(a), index(b));
+        let Some(p) = PIPE_PHASES.iter().position(|&q| q == phase) else {
+            return f64::NAN;
+        };
+        let ratios: Vec<f64> = pipes
+            .iter()
+            .flat_map(|run| {
+                run.slices[ia][p]
+                    .iter()
+                    .zip(&run.slices[ib][p])
+                    .map(|(x, y)| x.cpu_us_per_request() / y.cpu_us_per_request())
+            })
+            .collect();
+        harness::median(&ratios)
     };
-    for name in ["extended=0", "extended=1"] {
-        let kept = speed("uppercut-osr", name) / speed("hand-specialised", name);
-        let hand_speedup = speed("hand-specialised", name) / speed("uppercut-plain", name);
+    let osr_vs_plain_initial = paired(Kind::Osr, Kind::Plain, "initial");
+    let osr_speedup = osr_vs_plain_initial / paired(Kind::Osr, Kind::Plain, "extended=0");
+    // The same comparison between two servers whose code does not change: its noise.
+    let noise = (paired(Kind::Native, Kind::Plain, "initial")
+        / paired(Kind::Native, Kind::Plain, "extended=0")
+        - 1.0)
+        .abs();
+    let mut kept_text = Vec::new();
+    for (v, name) in [(0u8, "extended=0"), (1, "extended=1")] {
+        let kept = paired(Kind::Hand(v), Kind::Osr, name);
+        let hand_speedup = paired(Kind::Plain, Kind::Hand(v), name);
         let mut row = Row::new()
             .key("series", "fraction-kept")
             .key("phase", name)
@@ -741,15 +852,10 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
                 rps("uppercut-osr", name) / rps("hand-specialised", name),
             )
             .value("hand_speedup_ratio", hand_speedup);
-        let mut osr_speedup = f64::NAN;
-        if name == "extended=0" {
-            osr_speedup = speed("uppercut-osr", name) / speed("uppercut-osr", "initial");
-            row = row.value("osr_speedup_ratio", osr_speedup);
-            // Where nothing but time changes, the same code's speed moves by this much.
-            let noise = ["uppercut-plain", "native"]
-                .iter()
-                .map(|s| (speed(s, "extended=0") / speed(s, "initial") - 1.0).abs())
-                .fold(0.0, f64::max);
+        if v == 0 {
+            row = row
+                .value("osr_speedup_ratio", osr_speedup)
+                .value("noise_ratio", noise);
             if hand_speedup - 1.0 > (2.0 * noise).max(0.02) {
                 row = row.value(
                     "gain_kept_ratio",
@@ -760,51 +866,38 @@ fn summarise(report: &mut Report, runs: &[Vec<RunStats>], warmup: Duration, phas
         // A phase that was not measured leaves its ratios out.
         row.values.retain(|_, v| v.is_finite());
         report.push(row);
-        report.note(format!(
-            "{name}: per CPU second of the server, uppercut-osr serves {:.1}% of what \
-             hand-specialised does; hand specialisation gains {:+.1}% against the unspecialised \
-             source under uppercut run{}",
+        kept_text.push(format!(
+            "{name}: {:.1}% (hand specialisation {:+.1}% against the unspecialised source \
+             under plain uppercut)",
             kept * 100.0,
-            (hand_speedup - 1.0) * 100.0,
-            if osr_speedup.is_nan() {
-                String::new()
-            } else {
-                format!(
-                    ", Uppercut's specialisation {:+.1}% against its generic code",
-                    (osr_speedup - 1.0) * 100.0
-                )
-            }
+            (hand_speedup - 1.0) * 100.0
         ));
     }
-    // How far apart one server's two `extended=0` phases are: the noise floor.
+    report.note(format!(
+        "pipelined, paired slices: per CPU second, uppercut-osr serves, of what \
+         hand-specialised serves, {}; its generic code (initial) costs {:+.1}% CPU per request \
+         against plain uppercut's, and its specialisation on 0 changes that by {:+.1}%, where \
+         the same comparison between native and plain (nothing changes) moves by {:.1}%; \
+         after a switch the poll loop, which never returns, runs in a continuation of main \
+         built from the instrumented module (with its sites and deopt records), not in a \
+         fresh call of the specialised version",
+        kept_text.join("; "),
+        (osr_vs_plain_initial - 1.0) * 100.0,
+        (1.0 / osr_speedup - 1.0) * 100.0,
+        noise * 100.0
+    ));
     let change = |server: &str, from: &str, to: &str| {
-        let cpu = |phase: &str| value("pipelined", server, phase, "cpu_min_us_per_request");
+        let cpu = |phase: &str| value("pipelined", server, phase, "cpu_us_per_request");
         (cpu(to) / cpu(from) - 1.0) * 100.0
     };
     report.note(format!(
-        "pipelined, server CPU per request: extended=1 against extended=0 {:+.1}% under \
-         uppercut-osr, {:+.1}% under uppercut-plain, {:+.1}% natively; specialised extended=0 \
-         against the generic initial phase {:+.1}% under uppercut-osr; where nothing but time \
-         changes (initial against extended=0 of uppercut-plain and native: the same code and \
-         value) {:+.1}% and {:+.1}%: differences of that order are noise",
+        "pipelined, server CPU per request (median slice): extended=1 against extended=0 \
+         {:+.1}% under uppercut-osr, {:+.1}% under uppercut-plain, {:+.1}% natively; \
+         hand-specialised on 1 against on 0 {:+.1}%",
         change("uppercut-osr", "extended=0", "extended=1"),
         change("uppercut-plain", "extended=0", "extended=1"),
         change("native", "extended=0", "extended=1"),
-        change("uppercut-osr", "initial", "extended=0"),
-        change("uppercut-plain", "initial", "extended=0"),
-        change("native", "initial", "extended=0"),
-    ));
-    report.note(format!(
-        "pipelined, server CPU per request (least slice): uppercut-osr's generic code \
-         (initial) {:+.1}% against uppercut-plain's, its specialisation on 0 {:+.1}%, on 1 \
-         {:+.1}% against hand-specialised; after a switch the poll loop, which never returns, \
-         runs in a continuation of main built from the instrumented module (with its sites and \
-         deopt records), not in a fresh call of the specialised version",
-        (1.0 / speed("uppercut-osr", "initial") * speed("uppercut-plain", "initial") - 1.0) * 100.0,
-        (1.0 / speed("uppercut-osr", "extended=0") * speed("hand-specialised", "extended=0") - 1.0)
-            * 100.0,
-        (1.0 / speed("uppercut-osr", "extended=1") * speed("hand-specialised", "extended=1") - 1.0)
-            * 100.0,
+        change("hand-specialised", "extended=0", "extended=1"),
     ));
     let pause = |server: &str, t: &str| {
         report
