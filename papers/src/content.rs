@@ -176,10 +176,12 @@ pub fn count(x: f64) -> String {
 
 /// A signed percentage with one decimal.
 pub fn pct(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:+.1}%")
-    } else {
+    if !x.is_finite() {
         "–".into()
+    } else if x.abs() < 0.05 {
+        "0.0%".into()
+    } else {
+        format!("{x:+.1}%")
     }
 }
 
@@ -1095,6 +1097,7 @@ mod tests {
         assert_eq!(num(0.01234), "0.012");
         assert_eq!(num(f64::NAN), "–");
         assert_eq!(pct(1.234), "+1.2%");
+        assert_eq!(pct(-0.01), "0.0%");
         assert!((geomean(&[1.0, 4.0]) - 2.0).abs() < 1e-12);
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(1_795_269_484), "2026-11-21");
