@@ -996,6 +996,14 @@ fn published(r: &Results) -> Result<Table> {
     Ok(t)
 }
 
+/// The deepest stack of the transfer experiment's depth sweep.
+fn deepest_transfer(r: &Results, item: &str) -> Result<f64> {
+    transfer_points(r, "depth", "call")?
+        .last()
+        .map(|p| p.0)
+        .ok_or_else(|| Error::missing(item, "transfer depth points"))
+}
+
 /// Values of the experiments' results: `overhead.O2.statepoint.median`, `transfer.lazy.ns`, ...
 fn experiment_value(name: &str, r: &Results) -> Result<String> {
     let parts: Vec<&str> = name.split('.').collect();
@@ -1017,6 +1025,16 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
                 _ => return Err(unknown("value", name)),
             };
             Ok(pct(v))
+        }
+        ["transfer", "deepest"] => Ok(count(deepest_transfer(r, name)?)),
+        ["transfer", mode, "ns", "deepest"] => {
+            let depth = deepest_transfer(r, name)?;
+            let points = transfer_points(r, "depth", mode)?;
+            let at = points
+                .iter()
+                .find(|p| p.0 == depth)
+                .ok_or_else(|| Error::missing(name, format!("depth {depth}")))?;
+            Ok(num(at.1))
         }
         ["transfer", mode, "ns", depth] => {
             let depth: f64 = depth.parse().map_err(|_| unknown("value", name))?;
@@ -1049,9 +1067,8 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
                 .filter_map(|row| row.get("kept_pct"))
                 .collect();
             if values.is_empty() {
-                return Ok(
-                    "not measured (O2 gains less than 10% over O0 in this configuration)".into(),
-                );
+                // Every kernel's kept share was left out (see the template's note on it).
+                return Ok("n/a".into());
             }
             let v = match *stat {
                 "median" => median(&values),
