@@ -143,3 +143,21 @@ fn no_run_renders_and_check_exits_by_outcome() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("moved beyond their tolerance"), "{stdout}");
 }
+
+/// The template also renders from a quick run's results (smaller sweeps, fewer kernels with a
+/// measurable O2 gain): what CI's `scripts/reproduce --quick` renders.
+#[test]
+fn template_renders_from_quick_results() {
+    let dir = papers_dir();
+    let results = Results::read(&dir.join("results-quick")).unwrap();
+    assert!(
+        results.reports().all(|r| r.quick),
+        "results-quick holds a quick run"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let template = paper::read_template(&dir.join("paper.md.in")).unwrap();
+    paper::render(&template, &results, out.path()).unwrap();
+    let text = std::fs::read_to_string(out.path().join("paper.md")).unwrap();
+    assert!(text.contains("the quick configuration"));
+    assert!(!text.contains("{{"), "a placeholder was left unexpanded");
+}
