@@ -21,48 +21,15 @@
 
 use std::time::Duration;
 
-/// `struct timespec` of x86-64 Linux.
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-/// `struct timeval` of x86-64 Linux.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Timeval {
-    tv_sec: i64,
-    tv_usec: i64,
-}
-
-/// `struct rusage` of x86-64 Linux: the two times, then fourteen `long` counters.
-#[repr(C)]
-struct Rusage {
-    ru_utime: Timeval,
-    ru_stime: Timeval,
-    counters: [i64; 14],
-}
-
-/// `CLOCK_THREAD_CPUTIME_ID` of Linux.
-const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-/// `RUSAGE_CHILDREN` of Linux.
-const RUSAGE_CHILDREN: i32 = -1;
-
-unsafe extern "C" {
-    fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
-    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
-}
-
 /// The CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero if the clock
 /// cannot be read.
 pub fn thread() -> Duration {
-    let mut t = Timespec {
+    let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `t` is a valid, writable `struct timespec`; the call writes only it.
-    let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
     if !ok {
         return Duration::ZERO;
     }
@@ -72,26 +39,21 @@ pub fn thread() -> Duration {
     )
 }
 
+/// `getrusage(RUSAGE_CHILDREN)`: the resources of every child process this process has waited
+/// for, threads included; `None` if it cannot be read.
+fn children_usage() -> Option<libc::rusage> {
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable `struct rusage`; the call writes only it.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } == 0;
+    ok.then_some(usage)
+}
+
 /// Context switches (voluntary and involuntary) of every child process this process has
 /// waited for (`getrusage(RUSAGE_CHILDREN)`, threads included); zero if it cannot be read.
 /// As with [`children`], the difference across one child's run is that child's.
 pub fn children_context_switches() -> u64 {
-    let zero = Timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut usage = Rusage {
-        ru_utime: zero,
-        ru_stime: zero,
-        counters: [0; 14],
-    };
-    // SAFETY: `usage` is a valid, writable `struct rusage`; the call writes only it.
-    let ok = unsafe { getrusage(RUSAGE_CHILDREN, &mut usage) } == 0;
-    if !ok {
-        return 0;
-    }
-    // `ru_nvcsw` and `ru_nivcsw`, the last two counters.
-    (usage.counters[12].max(0) + usage.counters[13].max(0)) as u64
+    children_usage().map_or(0, |u| (u.ru_nvcsw.max(0) + u.ru_nivcsw.max(0)) as u64)
 }
 
 /// The user and system CPU time of every child process this process has waited for
@@ -99,23 +61,9 @@ pub fn children_context_switches() -> u64 {
 /// across a run of one child (started and waited for while no other child ends) is that
 /// child's CPU time.
 pub fn children() -> Duration {
-    let zero = Timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut usage = Rusage {
-        ru_utime: zero,
-        ru_stime: zero,
-        counters: [0; 14],
-    };
-    // SAFETY: `usage` is a valid, writable `struct rusage`; the call writes only it.
-    let ok = unsafe { getrusage(RUSAGE_CHILDREN, &mut usage) } == 0;
-    if !ok {
-        return Duration::ZERO;
-    }
-    let time = |t: Timeval| {
+    let time = |t: libc::timeval| {
         Duration::new(t.tv_sec.max(0) as u64, 0)
             + Duration::from_micros(t.tv_usec.clamp(0, 999_999) as u64)
     };
-    time(usage.ru_utime) + time(usage.ru_stime)
+    children_usage().map_or(Duration::ZERO, |u| time(u.ru_utime) + time(u.ru_stime))
 }

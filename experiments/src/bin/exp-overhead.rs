@@ -703,13 +703,6 @@ fn native_stdout(exe: &Path, args: &[String]) -> Result<String> {
     Ok(t.stdout)
 }
 
-unsafe extern "C" {
-    fn dup(fd: i32) -> i32;
-    fn dup2(old: i32, new: i32) -> i32;
-    fn close(fd: i32) -> i32;
-    fn fflush(stream: *mut c_void) -> i32;
-}
-
 /// Standard output (file descriptor 1) pointed at a temporary file while a guest runs.
 struct Capture {
     file: File,
@@ -735,18 +728,18 @@ impl Capture {
         // descriptor this process owns (or fails, checked). No other thread of this process
         // writes to stdout while a guest runs (the progress bar writes to stderr).
         let saved = unsafe {
-            fflush(std::ptr::null_mut());
-            dup(1)
+            libc::fflush(std::ptr::null_mut());
+            libc::dup(1)
         };
         if saved < 0 {
             return Err(io("duplicating stdout", std::io::Error::last_os_error()));
         }
         // SAFETY: both descriptors are open (the capture file is owned by `self`); descriptor 1
         // now refers to the capture file until it is restored below.
-        if unsafe { dup2(self.file.as_raw_fd(), 1) } < 0 {
+        if unsafe { libc::dup2(self.file.as_raw_fd(), 1) } < 0 {
             let e = std::io::Error::last_os_error();
             // SAFETY: `saved` is the descriptor `dup` returned above, closed once.
-            unsafe { close(saved) };
+            unsafe { libc::close(saved) };
             return Err(io("redirecting stdout", e));
         }
         let result = f();
@@ -754,9 +747,9 @@ impl Capture {
         // descriptor 1 back at the original stdout and closes the duplicate, which was opened
         // above and is used nowhere else.
         let restored = unsafe {
-            fflush(std::ptr::null_mut());
-            let r = dup2(saved, 1);
-            close(saved);
+            libc::fflush(std::ptr::null_mut());
+            let r = libc::dup2(saved, 1);
+            libc::close(saved);
             r
         };
         if restored < 0 {
