@@ -19,17 +19,7 @@ use uppercut_core::{Engine, EngineOptions, Hypercall, Instrumentation, OptLevel}
 use uppercut_osr::policy::TierUp;
 use uppercut_osr::{Osr, OsrStats, Transfers};
 
-const GUEST: &str = r#"
-void *PerformCustomCallback(const char *name, void *args);
-unsigned long spin(unsigned long seed) {
-  unsigned long h = seed;
-  for (unsigned long i = 1;; i++) {
-    h = h * 6364136223846793005ul + (i ^ (h >> 31));
-    if ((i & 0xffff) == 0 && PerformCustomCallback("stop", (void *)i))
-      return h;
-  }
-}
-"#;
+const GUEST: &str = include_str!("kernels/spin.c");
 
 fn round(ir: &str, background: bool) -> OsrStats {
     let options = EngineOptions {
