@@ -61,6 +61,7 @@ use std::time::Duration;
 
 use uppercut_core::OptLevel;
 use uppercut_experiments::harness::{self, Args, Progress};
+use uppercut_experiments::osr_stats::OsrCounts;
 use uppercut_experiments::report::{Report, Row};
 use uppercut_experiments::{Clang, Error, Result, Size, cputime, kernels};
 
@@ -150,7 +151,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
                 expected.stderr.trim()
             )));
         }
-        let mut stats: Vec<Vec<(String, u64)>> = Vec::new();
+        let mut stats: Vec<OsrCounts> = Vec::new();
         let mut wall_ms: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
         let mut switches: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
         let indices: Vec<usize> = (0..CONFIGS.len()).collect();
@@ -176,7 +177,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
                 )));
             }
             if i == TIER {
-                stats.push(osr_stats(&t.stderr).ok_or_else(|| {
+                stats.push(OsrCounts::parse(&t.stderr).ok_or_else(|| {
                     measurement(format!(
                         "{}: no --osr-stats line in {:?}",
                         k.name,
@@ -226,7 +227,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
                 MIN_GAIN * 100.0
             ));
         }
-        if stats.iter().any(|s| stat(s, "frames") == Some(0)) {
+        if stats.iter().any(|s| s.get("frames") == Some(0)) {
             report.note(format!(
                 "{}: a tier run moved no frame (its hot loops finished before firing, or \
                  their frames could not move)",
@@ -265,29 +266,11 @@ fn kernel_args(k: &kernels::Kernel, quick: bool) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// The counts of an `--osr-stats` line (`uppercut: osr name=value ...`) in `stderr`.
-fn osr_stats(stderr: &str) -> Option<Vec<(String, u64)>> {
-    let line = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("uppercut: osr "))?;
-    line.split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// One count of a parsed stats line.
-fn stat(stats: &[(String, u64)], name: &str) -> Option<u64> {
-    stats.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
-}
-
 /// The median of one count over the runs (NaN if no run had it).
-fn stat_median(runs: &[Vec<(String, u64)>], name: &str) -> f64 {
+fn stat_median(runs: &[OsrCounts], name: &str) -> f64 {
     let values: Vec<f64> = runs
         .iter()
-        .filter_map(|s| stat(s, name))
+        .filter_map(|s| s.get(name))
         .map(|v| v as f64)
         .collect();
     harness::median(&values)

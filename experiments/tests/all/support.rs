@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use uppercut_experiments::Clang;
+use uppercut_experiments::osr_stats::OsrCounts;
 
 /// Environment variable naming an `uppercut` binary to use instead of building one.
 pub(crate) const UPPERCUT_BIN_ENV: &str = "UPPERCUT_BIN";
@@ -148,26 +149,12 @@ pub(crate) fn run(mut command: Command) -> Outcome {
     }
 }
 
-/// The counts of an `--osr-stats` line (`uppercut: osr transitions=N frames=M ...`), by name.
-pub(crate) fn osr_stats(stderr: &str) -> Option<Vec<(String, u64)>> {
-    let line = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("uppercut: osr "))?;
-    line.split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 /// One count of an `--osr-stats` line; panics if the line or the count is missing.
 pub(crate) fn osr_stat(stderr: &str, name: &str) -> u64 {
-    let stats = osr_stats(stderr).unwrap_or_else(|| panic!("no --osr-stats line in {stderr:?}"));
+    let stats =
+        OsrCounts::parse(stderr).unwrap_or_else(|| panic!("no --osr-stats line in {stderr:?}"));
     stats
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|&(_, v)| v)
+        .get(name)
         .unwrap_or_else(|| panic!("no `{name}` in the --osr-stats line {stats:?}"))
 }
 
