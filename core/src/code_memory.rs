@@ -616,6 +616,11 @@ impl ArenaConfig {
         self.dual_mapping = on;
         self
     }
+
+    /// Whether [`ArenaConfig::dual_mapping`] is on.
+    pub fn is_dual_mapped(&self) -> bool {
+        self.dual_mapping
+    }
 }
 
 /// What a region holds, which decides the states it may enter.

@@ -66,6 +66,24 @@ pub struct EngineOptions {
     /// every version is then built from the instrumented module. `None` compiles the guest as
     /// it is.
     pub instrument: Option<Instrumentation>,
+    /// When guest functions are compiled: on their first call (the default) or all at once
+    /// before the guest starts.
+    pub compile: CompileMode,
+}
+
+/// When the engine compiles the guest's functions ([`EngineOptions::compile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompileMode {
+    /// Each function on its first call, in a unit of its own (see `crate::lazy`): loading
+    /// compiles only the guest's global variables (and the few functions that must share their
+    /// unit, [`Engine::grouped_with_globals`]), so startup is proportional to the code that
+    /// runs. Bitcode is also read lazily, each body when its function is first compiled.
+    /// Needs the arena's dual mapping (stubs are relinked while they run); without it the
+    /// engine compiles eagerly.
+    #[default]
+    Lazy,
+    /// The whole program in one unit before the guest starts, as `lli` does.
+    Eager,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +93,7 @@ impl Default for EngineOptions {
             arena: ArenaConfig::default(),
             builtins: true,
             instrument: None,
+            compile: CompileMode::Lazy,
         }
     }
 }
@@ -97,6 +116,9 @@ pub(crate) struct EngineInner {
     state: Mutex<State>,
     pub(crate) callbacks: Callbacks,
     options: EngineOptions,
+    /// Serialises lazy compilation, so that a function first called by several threads at
+    /// once is compiled once.
+    lazy: Mutex<()>,
 }
 
 /// An engine handle that does not keep it alive ([`Engine::downgrade`]).
@@ -283,6 +305,13 @@ struct State {
     /// Retired units, not freed yet, and what pins them.
     retired: HashSet<UnitId>,
     pins: HashMap<UnitId, usize>,
+    /// Lazy compilation's stubs, the never-freed base entries of the functions compiled on
+    /// first call.
+    stubs: Option<crate::lazy::Stubs>,
+    /// The unit that holds the stubs (never retired).
+    stub_unit: Option<UnitId>,
+    /// Functions compiled with the guest's globals when loading, and why.
+    grouped: Vec<(String, String)>,
 
     /// Where the function currently lives when the host redirected it with `bind`.
     redirected: HashMap<String, u64>,
@@ -322,7 +351,8 @@ impl Engine {
 
     /// Loads a guest from IR text or bitcode in memory; `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str, options: EngineOptions) -> Result<Engine> {
-        let ir = Ir::load(bytes, origin, options.instrument.as_ref())?;
+        let lazy = options.compile == CompileMode::Lazy && options.arena.is_dual_mapped();
+        let ir = Ir::load(bytes, origin, options.instrument.as_ref(), lazy)?;
         let facts = ir.facts();
         let osr = ir.osr().cloned().map(Arc::new);
         let arena = CodeArena::with_config(options.arena.clone())?;
@@ -337,6 +367,7 @@ impl Engine {
                 state: Mutex::new(State::default()),
                 callbacks: Callbacks::new(weak.clone()),
                 options,
+                lazy: Mutex::new(()),
             }),
         };
         if engine.inner.options.builtins {
@@ -389,7 +420,7 @@ impl Engine {
             return Err(Error::NullBinding(name.to_owned()));
         }
         let mut state = self.state();
-        if state.functions.contains_key(name) {
+        if is_known(&state, name) {
             let entries = entries_of(&state, name);
             redirect(&mut state, name, &entries, address)?;
             state.redirected.insert(name.to_owned(), address);
@@ -409,16 +440,125 @@ impl Engine {
             return Ok(());
         }
         let name = format!("{}#base", ir.origin());
+        if !self.is_lazy() {
+            let spec = UnitSpec {
+                name: &name,
+                functions: None,
+                opt: self.inner.options.opt_level,
+                continuation: None,
+                specialise: &[],
+                data: true,
+                inline: &[],
+            };
+            self.compile_unit(&ir, &spec)?;
+            self.state().compiled = true;
+            return Ok(());
+        }
+        // Lazily: stubs for every function, then the guest's globals (with the functions that
+        // must share their unit) as the base unit, then a check that every declaration
+        // resolves, so that a missing symbol fails now and not at some first call.
+        let grouped = ir.grouped_with_globals()?;
+        let stubbed: Vec<String> = self
+            .inner
+            .facts
+            .functions
+            .iter()
+            .filter(|f| !grouped.iter().any(|(g, _)| g == *f))
+            .cloned()
+            .collect();
+        let (stubs, region) = crate::lazy::Stubs::new(
+            &self.inner.arena,
+            Arc::downgrade(&self.inner),
+            &stubbed,
+        )?;
+        let stub_range = region.range();
+        self.state().stubs = Some(stubs);
+        let keep: Vec<String> = grouped.iter().map(|(f, _)| f.clone()).collect();
         let spec = UnitSpec {
             name: &name,
-            functions: None,
+            functions: Some(&keep),
             opt: self.inner.options.opt_level,
             continuation: None,
             specialise: &[],
+            data: true,
+            inline: &[],
         };
-        self.compile_unit(&ir, &spec)?;
-        self.state().compiled = true;
+        let linked = self
+            .compile_unit(&ir, &spec)
+            .and_then(|_| ir.check_declarations(&mut self.linker()));
+        let mut state = self.state();
+        if let Err(e) = linked {
+            state.stubs = None;
+            return Err(e);
+        }
+        let unit = UnitId(state.next_unit);
+        state.next_unit += 1;
+        state.units.insert(
+            unit,
+            Unit {
+                id: unit,
+                name: format!("{}#stubs", ir.origin()),
+                memory: ir::UnitMemory {
+                    code: vec![region],
+                    data: Vec::new(),
+                },
+                fast_hypercalls: 0,
+                detached: false,
+            },
+        );
+        state
+            .by_section
+            .insert(stub_range.start as u64, (stub_range.end as u64, unit));
+        state.stub_unit = Some(unit);
+        state.grouped = grouped;
+        state.compiled = true;
         Ok(())
+    }
+
+    /// Whether functions are compiled on their first call ([`CompileMode::Lazy`]).
+    pub fn is_lazy(&self) -> bool {
+        self.inner.options.compile == CompileMode::Lazy && self.inner.options.arena.is_dual_mapped()
+    }
+
+    /// The functions compiled with the guest's globals when a lazy engine starts, rather than
+    /// on their first call, with the reason (their labels' addresses escape into a global; they
+    /// use a thread-local variable). Empty for an eager engine.
+    pub fn grouped_with_globals(&self) -> Vec<(String, String)> {
+        self.state().grouped.clone()
+    }
+
+    /// Whether `function` has been compiled (lazily compiled functions are not until their
+    /// first call).
+    pub fn is_compiled(&self, function: &str) -> bool {
+        self.state()
+            .functions
+            .get(function)
+            .is_some_and(|v| !v.is_empty())
+    }
+
+    /// Compiles `function` on its first call (from its stub, through the resolver): once,
+    /// whichever thread gets here first; returns where the call goes on.
+    pub(crate) fn compile_lazily(&self, function: &str) -> Result<u64> {
+        let _serial = self.inner.lazy.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let state = self.state();
+            let done = state.functions.get(function).is_some_and(|v| !v.is_empty())
+                || state.redirected.contains_key(function);
+            if done {
+                return current_entry(&state, function)
+                    .ok_or_else(|| Error::NoSuchFunction(function.to_owned()));
+            }
+        }
+        self.compile_version(&VersionRequest::new(function, self.inner.options.opt_level))?;
+        current_entry(&self.state(), function)
+            .ok_or_else(|| Error::NoSuchFunction(function.to_owned()))
+    }
+
+    fn linker(&self) -> EngineLinker<'_> {
+        EngineLinker {
+            engine: &self.inner,
+            snapshot: self.symbol_snapshot(),
+        }
     }
 
     /// Compiles a new version of `function` from the pristine module at `opt`, and makes every
@@ -432,7 +572,7 @@ impl Engine {
     pub fn compile_version(&self, request: &VersionRequest) -> Result<Recompiled> {
         self.compile()?;
         let function = request.function.as_str();
-        if !self.state().functions.contains_key(function) {
+        if !is_known(&self.state(), function) {
             return Err(Error::NoSuchFunction(function.to_owned()));
         }
         self.check_specialisation(&request.specialisation)?;
@@ -446,6 +586,8 @@ impl Engine {
             opt: request.opt_level,
             continuation: None,
             specialise: &request.specialisation,
+            data: false,
+            inline: &[],
         };
         let (versions, mut times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -531,6 +673,8 @@ impl Engine {
             opt,
             continuation: Some(Resume::Site(site, &symbol)),
             specialise: specialisation,
+            data: false,
+            inline: &[],
         };
         let (versions, times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -600,6 +744,8 @@ impl Engine {
                 entries: &entries,
             }),
             specialise: specialisation,
+            data: false,
+            inline: &[],
         };
         let (versions, times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -636,7 +782,7 @@ impl Engine {
         let osr = self.osr().ok_or_else(|| {
             Error::Osr("the engine was created without OSR instrumentation".to_owned())
         })?;
-        if !self.state().functions.contains_key(function) {
+        if !is_known(&self.state(), function) {
             return Err(Error::NoSuchFunction(function.to_owned()));
         }
         Ok(osr)
@@ -802,6 +948,9 @@ impl Engine {
                 .ok_or_else(|| refused("no such live unit"))?;
             if unit == BASE_UNIT {
                 return Err(refused("the base unit lives as long as the engine"));
+            }
+            if state.stub_unit == Some(unit) {
+                return Err(refused("lazy compilation's stubs live as long as the engine"));
             }
             if entry.detached {
                 return Err(refused("its memory was handed over"));
@@ -1070,7 +1219,7 @@ impl Engine {
     }
 
     /// The pristine guest module as LLVM IR text.
-    pub fn pristine_ir(&self) -> String {
+    pub fn pristine_ir(&self) -> Result<String> {
         self.ir().pristine_text()
     }
 
@@ -1079,10 +1228,7 @@ impl Engine {
         ir: &Ir,
         spec: &UnitSpec<'_>,
     ) -> Result<(Vec<VersionInfo>, CompileTimes)> {
-        let mut linker = EngineLinker {
-            engine: &self.inner,
-            snapshot: self.symbol_snapshot(),
-        };
+        let mut linker = self.linker();
         let started = Instant::now();
         let name = spec.name;
         let opt = spec.opt;
@@ -1199,6 +1345,17 @@ impl Engine {
         for name in state.functions.keys() {
             if let Some(entry) = base_entry(&state, name) {
                 out.insert(name.clone(), entry);
+            }
+        }
+        if let Some(stubs) = &state.stubs {
+            for (name, &stub) in &stubs.entries {
+                let entry = state.redirected.get(name).copied().unwrap_or(stub);
+                out.insert(name.clone(), entry);
+            }
+        }
+        for (alias, function) in &self.inner.facts.function_aliases {
+            if let Some(&entry) = out.get(function) {
+                out.entry(alias.clone()).or_insert(entry);
             }
         }
         out
@@ -1328,8 +1485,26 @@ fn current_entry(state: &State, function: &str) -> Option<u64> {
     if let Some(&a) = state.redirected.get(function) {
         return Some(a);
     }
-    let id = state.functions.get(function)?.last()?;
-    Some(state.versions[id].entry)
+    let newest = state
+        .current
+        .get(function)
+        .or_else(|| state.functions.get(function)?.last())
+        .and_then(|id| state.versions.get(id));
+    match newest {
+        Some(v) => Some(v.entry),
+        None => stub(state, function),
+    }
+}
+
+/// The stub of a function compiled lazily.
+fn stub(state: &State, function: &str) -> Option<u64> {
+    state.stubs.as_ref()?.entries.get(function).copied()
+}
+
+/// Whether `function` is a guest function the engine compiles (compiled already, or waiting
+/// for its first call).
+fn is_known(state: &State, function: &str) -> bool {
+    state.functions.contains_key(function) || stub(state, function).is_some()
 }
 
 /// Where calls to `function` from guest data and later units go: its base entry, never freed,
@@ -1338,16 +1513,25 @@ fn base_entry(state: &State, function: &str) -> Option<u64> {
     if let Some(&a) = state.redirected.get(function) {
         return Some(a);
     }
+    if let Some(stub) = stub(state, function) {
+        return Some(stub);
+    }
     let id = state.functions.get(function)?.first()?;
     Some(state.versions[id].entry)
 }
 
 fn entries_of(state: &State, function: &str) -> Vec<u64> {
-    state
-        .functions
-        .get(function)
-        .map(|ids| ids.iter().map(|id| state.versions[id].entry).collect())
-        .unwrap_or_default()
+    stub(state, function)
+        .into_iter()
+        .chain(
+            state
+                .functions
+                .get(function)
+                .into_iter()
+                .flatten()
+                .map(|id| state.versions[id].entry),
+        )
+        .collect()
 }
 
 /// The version whose code holds `address` strictly after its entry (a return address).

@@ -120,6 +120,14 @@ pub enum Error {
     /// The request needs OSR instrumentation, which the engine was created without, or a
     /// global that cannot be specialised on.
     Osr(String),
+    /// A function compiled lazily, on its first call, could not be compiled: the guest was
+    /// stopped at that call.
+    LazyCompile {
+        /// The function.
+        function: String,
+        /// Why.
+        source: Box<Error>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -160,6 +168,9 @@ impl fmt::Display for Error {
             }
             Error::CodeMemory(e) => write!(f, "code memory: {e}"),
             Error::StackMaps { unit, source } => write!(f, "stackmaps of {unit}: {source}"),
+            Error::LazyCompile { function, source } => {
+                write!(f, "compiling `{function}` on its first call: {source}")
+            }
             Error::Relink { function, reason } => write!(f, "cannot relink `{function}`: {reason}"),
             Error::Retire { unit, reason } => write!(f, "cannot retire {unit}: {reason}"),
             Error::UnknownCallback(name) => write!(f, "unknown callback `{name}`"),
@@ -202,6 +213,7 @@ impl std::error::Error for Error {
             Error::Read { source, .. } => Some(source),
             Error::CodeMemory(e) => Some(e),
             Error::StackMaps { source, .. } => Some(source),
+            Error::LazyCompile { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

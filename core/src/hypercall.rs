@@ -496,6 +496,12 @@ fn dispatch(
     }
 }
 
+/// Stops the guest running on this thread with `error`, from host code the guest called (not a
+/// hypercall): see [`fail`].
+pub(crate) fn stop_guest(error: Error) -> ! {
+    fail(RUNNING.with(Cell::get), error)
+}
+
 /// Stops the guest with `error`: back to the innermost `call_guest` of this thread, or, on a
 /// thread the engine never entered, out of the process with the error on stderr.
 #[cold]

@@ -37,6 +37,7 @@ mod engine;
 mod error;
 mod hypercall;
 mod ir;
+mod lazy;
 mod maps;
 mod plugin;
 pub mod reclaim;
@@ -47,7 +48,7 @@ mod threads;
 mod types;
 
 pub use engine::{
-    CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation, Recompiled,
+    CompileMode, CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation, Recompiled,
     UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest, WeakEngine,
 };
 pub use error::{Error, Result};

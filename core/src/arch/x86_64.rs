@@ -147,7 +147,92 @@ std::arch::global_asm!(
     fast = sym dispatch_fast,
 );
 
+// The lazy-compilation resolver. A function's stub (`crate::lazy`) loads its record into r11
+// and jumps here: every argument register is kept (rdi..r9, rax for a variadic call's vector
+// count, r10, xmm0-7; stack arguments are untouched above the return address), the record's
+// function is compiled, and the call goes on into its code as if it had called it directly.
+std::arch::global_asm!(
+    ".pushsection .text.uppercut_primitives,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl uppercut_lazy_resolver",
+    ".hidden uppercut_lazy_resolver",
+    ".type uppercut_lazy_resolver,@function",
+    "uppercut_lazy_resolver:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_def_cfa_offset 16",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push rcx",
+    "push r8",
+    "push r9",
+    "push rax",
+    "push r10",
+    // 64 bytes of registers and 128 of vectors keep rsp 16-aligned for the call.
+    "sub rsp, 128",
+    "movdqu [rsp], xmm0",
+    "movdqu [rsp + 16], xmm1",
+    "movdqu [rsp + 32], xmm2",
+    "movdqu [rsp + 48], xmm3",
+    "movdqu [rsp + 64], xmm4",
+    "movdqu [rsp + 80], xmm5",
+    "movdqu [rsp + 96], xmm6",
+    "movdqu [rsp + 112], xmm7",
+    "mov rdi, r11",
+    "call {compile}",
+    "mov r11, rax",
+    "movdqu xmm0, [rsp]",
+    "movdqu xmm1, [rsp + 16]",
+    "movdqu xmm2, [rsp + 32]",
+    "movdqu xmm3, [rsp + 48]",
+    "movdqu xmm4, [rsp + 64]",
+    "movdqu xmm5, [rsp + 80]",
+    "movdqu xmm6, [rsp + 96]",
+    "movdqu xmm7, [rsp + 112]",
+    "add rsp, 128",
+    "pop r10",
+    "pop rax",
+    "pop r9",
+    "pop r8",
+    "pop rcx",
+    "pop rdx",
+    "pop rsi",
+    "pop rdi",
+    "pop rbp",
+    ".cfi_def_cfa rsp, 8",
+    "jmp r11",
+    ".cfi_endproc",
+    ".size uppercut_lazy_resolver, . - uppercut_lazy_resolver",
+    ".popsection",
+    compile = sym crate::lazy::compile_on_first_call,
+);
+
+/// Bytes of one lazy-compilation stub ([`lazy_stub`]).
+pub(crate) const LAZY_STUB_BYTES: usize = 32;
+
+/// A function's stub before its first call: the patchable 5-byte no-op (what a relink turns
+/// into `jmp <code>`), `movabs r11, record`, then `jmp [rip]` to the resolver through the
+/// absolute address that follows, padded with `int3`.
+pub(crate) fn lazy_stub(record: u64) -> [u8; LAZY_STUB_BYTES] {
+    let mut out = [0xCC; LAZY_STUB_BYTES];
+    out[..5].copy_from_slice(&NOP5);
+    out[5..7].copy_from_slice(&[0x49, 0xBB]);
+    out[7..15].copy_from_slice(&record.to_le_bytes());
+    out[15..21].copy_from_slice(&[0xFF, 0x25, 0, 0, 0, 0]);
+    out[21..29].copy_from_slice(&(uppercut_lazy_resolver as *const () as u64).to_le_bytes());
+    out
+}
+
+/// The 5-byte no-op LLVM places at a patchable function entry (`nopl 0x0(%rax,%rax,1)`).
+pub(crate) const NOP5: [u8; 5] = [0x0F, 0x1F, 0x44, 0x00, 0x00];
+
 unsafe extern "C" {
+    /// The lazy-compilation resolver the stubs jump to (never called from Rust).
+    fn uppercut_lazy_resolver();
     /// Calls `call.target` with `call.args`; returns 0 when it returned (result in
     /// `call.result`) and 1 when a hypercall aborted it with [`guest_abort`].
     fn uppercut_guest_call(call: *mut GuestCall) -> u64;

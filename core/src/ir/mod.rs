@@ -31,6 +31,7 @@ use crate::sites::{Instrumentation, OsrModule};
 use crate::types::{OptLevel, SiteId};
 
 mod continuation;
+mod extract;
 pub(crate) mod instrument;
 mod llvm;
 
@@ -62,18 +63,22 @@ pub fn llvm_version() -> String {
     format!("{major}.{minor}.{patch}")
 }
 
-/// The LLVM context, the pristine guest module and its prepared copy.
+/// The LLVM context and the prepared guest module, from which every unit is extracted.
 pub(crate) struct Ir {
-    // Field order is drop order: both modules borrow `_context` and go first.
+    // Field order is drop order: the module borrows `_context` and goes first.
+    /// The guest module, prepared (and instrumented, when asked): every unit extracts its
+    /// functions from it. Loaded lazily from bitcode when [`Ir::lazy`]: a body is read the first
+    /// time a unit needs it.
     prepared: Module<'static>,
-    /// The prepared module as bitcode: every unit starts as a copy of it.
-    prepared_bitcode: Vec<u8>,
-    pristine: Module<'static>,
+    /// The guest as it was given (text or bitcode): the pristine module, parsed again on demand.
+    source: Vec<u8>,
+    /// Whether function bodies are read on demand.
+    lazy: bool,
     target: TargetMachine,
     origin: String,
     /// What OSR instrumentation made of the prepared module, when it was instrumented.
     osr: Option<OsrModule>,
-    /// Owns what both modules borrow (units compile in contexts of their own).
+    /// Owns what the module borrows (units compile in contexts of their own).
     _context: Box<Context>,
 }
 
@@ -94,6 +99,9 @@ pub(crate) struct ModuleFacts {
     pub(crate) constructors: Vec<String>,
     /// Static destructors in the order they must run.
     pub(crate) destructors: Vec<String>,
+    /// Aliases of functions, with the function each stands for: a unit that does not define
+    /// the function links the alias to wherever the function's calls go.
+    pub(crate) function_aliases: Vec<(String, String)>,
 }
 
 /// How `main` is declared.
@@ -120,6 +128,12 @@ pub(crate) struct UnitSpec<'a> {
     pub(crate) continuation: Option<Resume<'a>>,
     /// Globals whose loads become these constants (their bits, zero-extended).
     pub(crate) specialise: &'a [(String, u64)],
+    /// The unit defines every global variable of the guest (the base unit of lazy
+    /// compilation), beside `functions`.
+    pub(crate) data: bool,
+    /// Functions whose bodies the unit carries as `available_externally`, for the optimiser to
+    /// inline into `functions` (never emitted: calls that stay go to the engine's entries).
+    pub(crate) inline: &'a [String],
 }
 
 /// Which continuation a unit builds of its function.
@@ -217,10 +231,16 @@ impl UnitMemory {
 
 impl Ir {
     /// Parses `.ll` text or `.bc` bitcode (LLVM tells them apart) and prepares it.
+    ///
+    /// With `lazy`, bitcode is loaded lazily: its module-level part (globals, declarations,
+    /// attributes) now, each function body when a unit first needs it, so loading costs what
+    /// the program's interface costs, not its size. The verifier then checks each body as its
+    /// unit is built. Text is parsed (and verified) whole, as is any module OSR instruments.
     pub(crate) fn load(
         bytes: &[u8],
         origin: &str,
         instrumentation: Option<&Instrumentation>,
+        lazy: bool,
     ) -> Result<Ir> {
         Target::initialize_native(&InitializationConfig::default()).map_err(|message| {
             Error::Codegen {
@@ -229,27 +249,22 @@ impl Ir {
             }
         })?;
         let context = Box::new(Context::create());
-        // SAFETY: the context is boxed, so its address is stable; `Ir` drops both modules before
+        // SAFETY: the context is boxed, so its address is stable; `Ir` drops the module before
         // the box (field order), and no `'static` borrow leaves this module: every method hands
         // out owned data only.
         let ctx: &'static Context = unsafe { &*(context.as_ref() as *const Context) };
-        let buffer = MemoryBuffer::create_from_memory_range_copy(bytes, origin);
-        let pristine = ctx
-            .create_module_from_ir(buffer)
-            .map_err(|e| Error::InvalidIr {
-                origin: origin.to_owned(),
+        let lazy = lazy && is_bitcode(bytes) && instrumentation.is_none();
+        let prepared = if lazy {
+            lazy_module(ctx, bytes, origin)?
+        } else {
+            let module = copy_module(ctx, bytes, origin)?;
+            module.verify().map_err(|e| Error::Verify {
+                module: origin.to_owned(),
                 message: e.to_string(),
             })?;
-        pristine.verify().map_err(|e| Error::Verify {
-            module: origin.to_owned(),
-            message: e.to_string(),
-        })?;
-        let prepared = copy_module(ctx, pristine.write_bitcode_to_memory().as_slice(), origin)?;
+            module
+        };
         prepare(prepared.as_mut_ptr());
-        prepared.verify().map_err(|e| Error::Verify {
-            module: format!("{origin} (prepared)"),
-            message: e.to_string(),
-        })?;
         let triple = TargetMachine::get_default_triple();
         let target = Target::from_triple(&triple).map_err(|e| Error::Codegen {
             unit: origin.to_owned(),
@@ -290,16 +305,93 @@ impl Ir {
             }
             None => None,
         };
-        let prepared_bitcode = prepared.write_bitcode_to_memory().as_slice().to_vec();
         Ok(Ir {
             prepared,
-            prepared_bitcode,
-            pristine,
+            source: bytes.to_vec(),
+            lazy,
             target,
             origin: origin.to_owned(),
             osr,
             _context: context,
         })
+    }
+
+    /// Checks that every declaration of the guest resolves (or is an undefined weak symbol),
+    /// as compiling the whole program would: with lazy compilation a missing symbol must fail
+    /// when the guest loads, not at the first call of a function that uses it. A declaration
+    /// that nothing uses is let through; with bodies not yet read, whether one is used is
+    /// known only once they are, so they are read when something does not resolve.
+    pub(crate) fn check_declarations(&self, linker: &mut dyn Linker) -> Result<()> {
+        let m = self.prepared.as_mut_ptr();
+        let mut unresolved = Vec::new();
+        for v in functions(m).chain(globals(m)) {
+            // SAFETY: `v` is a global value of the live module.
+            let (declaration, weak) = unsafe {
+                (
+                    llc::LLVMIsDeclaration(v) != 0,
+                    llc::LLVMGetLinkage(v) == LLVMLinkage::LLVMExternalWeakLinkage,
+                )
+            };
+            let intrinsic = !unsafe { llc::LLVMIsAFunction(v) }.is_null()
+                // SAFETY: `v` is a function here.
+                && unsafe { llc::LLVMGetIntrinsicID(v) } != 0;
+            if !declaration || weak || intrinsic {
+                continue;
+            }
+            let name = value_name(v);
+            if name.starts_with("llvm.") || linker.resolve(&name).is_some() {
+                continue;
+            }
+            unresolved.push(v);
+        }
+        if unresolved.is_empty() {
+            return Ok(());
+        }
+        self.materialized()?;
+        // SAFETY: each `v` is a declaration of the live module.
+        match unresolved.into_iter().find(|&v| !unsafe { llc::LLVMGetFirstUse(v) }.is_null()) {
+            Some(v) => Err(Error::UnresolvedSymbol(value_name(v))),
+            None => Ok(()),
+        }
+    }
+
+    /// Functions that cannot be compiled in a unit of their own, with the reason: they belong
+    /// in the unit that defines the guest's globals. A function whose labels' addresses escape
+    /// into a global (a computed-goto table) must be compiled with that table; one that uses a
+    /// thread-local variable must be in the unit that defines it (units cannot reach each
+    /// other's thread-local storage).
+    pub(crate) fn grouped_with_globals(&self) -> Result<Vec<(String, String)>> {
+        let m = self.prepared.as_mut_ptr();
+        let thread_locals: Vec<LLVMValueRef> = globals(m)
+            // SAFETY: `g` is a global variable of the live module.
+            .filter(|&g| unsafe { llc::LLVMIsThreadLocal(g) } != 0)
+            .collect();
+        if !thread_locals.is_empty() && self.lazy {
+            // Their uses are in bodies: read them all (rare: C programs seldom have any).
+            extract::materialize_all(m).map_err(|message| Error::InvalidIr {
+                origin: self.origin.clone(),
+                message,
+            })?;
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        for f in functions(m) {
+            // SAFETY: `f` is a function of the live module.
+            if unsafe { llc::LLVMIsDeclaration(f) } == 0 && labels_escape(f) {
+                let reason = "the addresses of its labels escape into a global (a computed-goto \
+                              table)";
+                out.push((value_name(f), reason.to_owned()));
+            }
+        }
+        for g in thread_locals {
+            for f in using_functions(g) {
+                let name = value_name(f);
+                if !out.iter().any(|(n, _)| *n == name) {
+                    let reason = format!("it uses the thread-local variable `{}`", value_name(g));
+                    out.push((name, reason));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// What OSR instrumentation made of the module, if it was instrumented.
@@ -309,6 +401,9 @@ impl Ir {
 
     /// The instrumented (or prepared) module as LLVM prints it.
     pub(crate) fn prepared_text(&self) -> String {
+        if let Err(e) = self.materialized() {
+            return format!("; {e}");
+        }
         self.prepared.print_to_string().to_string()
     }
 
@@ -322,9 +417,22 @@ impl Ir {
         let m = self.prepared.as_mut_ptr();
         let mut facts = ModuleFacts::default();
         for f in functions(m) {
-            // SAFETY: `f` is a function of the live module `m`.
-            if unsafe { llc::LLVMIsDeclaration(f) } == 0 {
+            // SAFETY: `f` is a function of the live module `m`. An `available_externally`
+            // body is a copy of a function defined elsewhere (the process's), never emitted.
+            let defined = unsafe {
+                llc::LLVMIsDeclaration(f) == 0
+                    && llc::LLVMGetLinkage(f) != LLVMLinkage::LLVMAvailableExternallyLinkage
+            };
+            if defined {
                 facts.functions.push(value_name(f));
+            }
+        }
+        for a in aliases(m) {
+            // SAFETY: `a` is an alias of the live module; its aliasee is a constant.
+            let target = unsafe { llc::LLVMAliasGetAliasee(a) };
+            // SAFETY: as above.
+            if !unsafe { llc::LLVMIsAFunction(target) }.is_null() {
+                facts.function_aliases.push((value_name(a), value_name(target)));
             }
         }
         for g in globals(m) {
@@ -388,38 +496,19 @@ impl Ir {
         // constants such as each specialisation's values), so one shared context would grow
         // with every compilation, and a long run recompiles without end.
         let ctx = Context::create();
-        let module = copy_module(&ctx, &self.prepared_bitcode, spec.name)?;
-        module.set_name(spec.name);
+        let module = self.extract(&ctx, spec)?;
         let m = module.as_mut_ptr();
         if let Some(keep) = spec.functions {
-            for name in keep {
-                let c =
-                    CString::new(name.as_str()).map_err(|_| Error::NoSuchFunction(name.clone()))?;
-                // SAFETY: `m` is live and `c` NUL-terminated.
-                let f = unsafe { llc::LLVMGetNamedFunction(m, c.as_ptr()) };
-                // SAFETY: `f` is checked for null first; then it is a function of `m`.
-                if f.is_null() || unsafe { llc::LLVMIsDeclaration(f) } != 0 {
-                    return Err(Error::NoSuchFunction(name.clone()));
-                }
-                if labels_escape(f) {
-                    return Err(Error::Relink {
-                        function: name.clone(),
-                        reason: "the addresses of its labels escape it (a computed-goto table): \
-                                 a new version would keep jumping into the old one"
-                            .to_owned(),
-                    });
-                }
-            }
-            keep_only(m, keep);
-            if spec.continuation.is_none() {
+            if spec.continuation.is_none() && !spec.data {
                 for name in keep {
                     address_through_base(m, name);
                 }
             }
-            if let Some(tls) = globals(m).find(|&g| {
+            let thread_local = globals(m).find(|&g| {
                 // SAFETY: `g` is a global variable of `m`.
                 unsafe { llc::LLVMIsThreadLocal(g) != 0 && !llc::LLVMGetFirstUse(g).is_null() }
-            }) {
+            });
+            if let Some(tls) = thread_local.filter(|_| !spec.data) {
                 // A unit of its own cannot reach another unit's thread-local storage by address.
                 return Err(Error::Relink {
                     function: keep.join(", "),
@@ -463,7 +552,7 @@ impl Ir {
                 message: e.to_string(),
             })?;
         let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
-        if spec.functions.is_some() {
+        if spec.functions.is_some() && !spec.data {
             share_constants(m, linker);
         }
         if self.osr.is_some() {
@@ -625,9 +714,98 @@ impl Ir {
         Ok((unit, ir_time))
     }
 
+    /// The unit's module, in `ctx`: its functions extracted from the prepared module (bodies
+    /// read on demand), everything else declared, then carried into the unit's own context as
+    /// bitcode. A whole-program unit (`functions: None`) defines every function and global.
+    fn extract<'c>(&self, ctx: &'c Context, spec: &UnitSpec<'_>) -> Result<Module<'c>> {
+        let m = self.prepared.as_mut_ptr();
+        let whole;
+        let (keep, inline, data) = match spec.functions {
+            Some(keep) => {
+                for name in keep {
+                    let f = self.function(name)?;
+                    if !spec.data && labels_escape(f) {
+                        return Err(Error::Relink {
+                            function: name.clone(),
+                            reason: "the addresses of its labels escape it (a computed-goto \
+                                     table): a new version would keep jumping into the old one"
+                                .to_owned(),
+                        });
+                    }
+                }
+                (keep, spec.inline, spec.data)
+            }
+            None => {
+                self.materialized()?;
+                let (mut defined, mut copies) = (Vec::new(), Vec::new());
+                for f in functions(m) {
+                    // SAFETY: `f` is a function of the live module.
+                    let (declaration, linkage) =
+                        unsafe { (llc::LLVMIsDeclaration(f) != 0, llc::LLVMGetLinkage(f)) };
+                    if declaration {
+                        continue;
+                    }
+                    if linkage == LLVMLinkage::LLVMAvailableExternallyLinkage {
+                        copies.push(value_name(f));
+                    } else {
+                        defined.push(value_name(f));
+                    }
+                }
+                whole = (defined, copies);
+                (whole.0.as_slice(), whole.1.as_slice(), true)
+            }
+        };
+        let extracted = extract::extract(m, spec.name, keep, inline, data).map_err(|message| {
+            Error::InvalidIr {
+                origin: format!("{} ({})", self.origin, spec.name),
+                message,
+            }
+        })?;
+        // SAFETY: `extracted` is a module the caller owns: written to memory, then disposed of.
+        let bitcode = unsafe {
+            let buffer = llvm_sys::bit_writer::LLVMWriteBitcodeToMemoryBuffer(extracted);
+            llc::LLVMDisposeModule(extracted);
+            let start = llc::LLVMGetBufferStart(buffer).cast::<u8>();
+            let bytes = std::slice::from_raw_parts(start, llc::LLVMGetBufferSize(buffer)).to_vec();
+            llc::LLVMDisposeMemoryBuffer(buffer);
+            bytes
+        };
+        let module = copy_module(ctx, &bitcode, spec.name)?;
+        module.set_name(spec.name);
+        Ok(module)
+    }
+
+    /// The prepared module's definition of `name`.
+    fn function(&self, name: &str) -> Result<LLVMValueRef> {
+        let c = CString::new(name).map_err(|_| Error::NoSuchFunction(name.to_owned()))?;
+        // SAFETY: the module is live and `c` NUL-terminated.
+        let f = unsafe { llc::LLVMGetNamedFunction(self.prepared.as_mut_ptr(), c.as_ptr()) };
+        // SAFETY: `f` is checked for null first; then it is a function of the module.
+        if f.is_null() || unsafe { llc::LLVMIsDeclaration(f) } != 0 {
+            return Err(Error::NoSuchFunction(name.to_owned()));
+        }
+        Ok(f)
+    }
+
     /// The pristine module as LLVM prints it (for debugging and for later instrumentation).
-    pub(crate) fn pristine_text(&self) -> String {
-        self.pristine.print_to_string().to_string()
+    pub(crate) fn pristine_text(&self) -> Result<String> {
+        let ctx = Context::create();
+        let module = copy_module(&ctx, &self.source, &self.origin)?;
+        Ok(module.print_to_string().to_string())
+    }
+
+    /// The prepared module as bitcode, its bodies read first: what eager whole-program units
+    /// and tools that need the complete module start from.
+    fn materialized(&self) -> Result<()> {
+        if self.lazy {
+            extract::materialize_all(self.prepared.as_mut_ptr()).map_err(|message| {
+                Error::InvalidIr {
+                    origin: self.origin.clone(),
+                    message,
+                }
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -644,6 +822,48 @@ fn copy_module<'c>(ctx: &'c Context, bitcode: &[u8], name: &str) -> Result<Modul
             origin: name.to_owned(),
             message: e.to_string(),
         })
+}
+
+/// Whether `bytes` are LLVM bitcode (raw, or in the wrapper Apple's tools write).
+fn is_bitcode(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
+}
+
+/// A module of `ctx` loaded lazily from `bitcode`: globals, declarations and attributes now,
+/// each function body when it is first materialised. The module owns a copy of the bytes.
+fn lazy_module<'c>(ctx: &'c Context, bitcode: &[u8], name: &str) -> Result<Module<'c>> {
+    let c = CString::new(name.replace('\0', "")).expect("NULs removed");
+    let mut module = std::ptr::null_mut();
+    // SAFETY: the buffer is a copy of `bitcode`; `LLVMGetBitcodeModuleInContext2` hands its
+    // ownership to the module it makes (which reads bodies from it later), and leaves it to the
+    // caller on failure. The context outlives the module (the caller's borrow).
+    let failed = unsafe {
+        let buffer = llc::LLVMCreateMemoryBufferWithMemoryRangeCopy(
+            bitcode.as_ptr().cast(),
+            bitcode.len(),
+            c.as_ptr(),
+        );
+        let failed = llvm_sys::bit_reader::LLVMGetBitcodeModuleInContext2(
+            ctx.raw(),
+            buffer,
+            &mut module,
+        ) != 0;
+        if failed {
+            llc::LLVMDisposeMemoryBuffer(buffer);
+        }
+        failed
+    };
+    if failed || module.is_null() {
+        // The lazy reader reports no message through the C API: read it eagerly for one.
+        return copy_module(ctx, bitcode, name).and_then(|_| {
+            Err(Error::InvalidIr {
+                origin: name.to_owned(),
+                message: "the bitcode could not be loaded lazily".to_owned(),
+            })
+        });
+    }
+    // SAFETY: `module` is a fresh module of `ctx`, owned from here by the returned value.
+    Ok(unsafe { Module::new(module) })
 }
 
 /// Makes the guest module fit for unit-by-unit compilation, once, right after parsing:
@@ -732,85 +952,6 @@ fn release_optnone(m: LLVMModuleRef) {
     }
 }
 
-/// Turns every function and global the unit does not compile into a declaration that the linker
-/// resolves to the engine's current address for it.
-fn keep_only(m: LLVMModuleRef, keep: &[String]) {
-    for f in functions(m).collect::<Vec<_>>() {
-        let name = value_name(f);
-        // SAFETY: `f` is a function of `m`.
-        if unsafe { llc::LLVMIsDeclaration(f) } != 0 || keep.contains(&name) {
-            continue;
-        }
-        // SAFETY: `f` is a definition of `m`. A declaration of the same type and calling
-        // convention takes over all its uses; then the definition is deleted and the declaration
-        // takes its name.
-        unsafe {
-            let ty = llc::LLVMGlobalGetValueType(f);
-            let tmp = format!("{name}.uppercut.decl");
-            let c = CString::new(tmp).expect("no NUL");
-            let decl = llc::LLVMAddFunction(m, c.as_ptr(), ty);
-            llc::LLVMSetFunctionCallConv(decl, llc::LLVMGetFunctionCallConv(f));
-            llc::LLVMReplaceAllUsesWith(f, decl);
-            llc::LLVMDeleteFunction(f);
-            llc::LLVMSetValueName2(decl, name.as_ptr().cast(), name.len());
-        }
-    }
-    for g in globals(m).collect::<Vec<_>>() {
-        let name = value_name(g);
-        // SAFETY: `g` is a global variable of `m`.
-        if unsafe { llc::LLVMIsDeclaration(g) } != 0 {
-            continue;
-        }
-        if matches!(
-            name.as_str(),
-            "llvm.global_ctors" | "llvm.global_dtors" | "llvm.used" | "llvm.compiler.used"
-        ) {
-            // SAFETY: these appending globals are only read by code generation; a unit that
-            // does not own the module's functions must not register them again.
-            unsafe { llc::LLVMDeleteGlobal(g) };
-            continue;
-        }
-        // SAFETY: `g` is a definition of `m`.
-        let (constant, unnamed) = unsafe {
-            (
-                llc::LLVMIsGlobalConstant(g) != 0,
-                llc::LLVMGetUnnamedAddress(g) != llvm_sys::LLVMUnnamedAddr::LLVMNoUnnamedAddr,
-            )
-        };
-        if constant && unnamed {
-            // Its address means nothing: the unit keeps its own copy (strings, the names of
-            // constant-name hypercalls, which then link to the fast path).
-            // SAFETY: `g` is a definition of `m`; internal linkage is valid for it.
-            unsafe { llc::LLVMSetLinkage(g, LLVMLinkage::LLVMInternalLinkage) };
-            continue;
-        }
-        // SAFETY: `g` is a definition of `m`; without an initializer it becomes a declaration,
-        // which must have external linkage.
-        unsafe {
-            llc::LLVMSetInitializer(g, std::ptr::null_mut());
-            llc::LLVMSetLinkage(g, LLVMLinkage::LLVMExternalLinkage);
-            llvm_sys::comdat::LLVMSetComdat(g, std::ptr::null_mut());
-        }
-    }
-    for a in aliases(m).collect::<Vec<_>>() {
-        let name = value_name(a);
-        // SAFETY: `a` is an alias of `m`; a declaration of its value type replaces it, as for
-        // functions above (aliases are resolved to the base unit's address like any symbol).
-        unsafe {
-            let ty = llc::LLVMGlobalGetValueType(a);
-            let tmp = CString::new(format!("{name}.uppercut.decl")).expect("no NUL");
-            let decl = if llc::LLVMGetTypeKind(ty) == llvm_sys::LLVMTypeKind::LLVMFunctionTypeKind {
-                llc::LLVMAddFunction(m, tmp.as_ptr(), ty)
-            } else {
-                llc::LLVMAddGlobal(m, ty, tmp.as_ptr())
-            };
-            llc::LLVMReplaceAllUsesWith(a, decl);
-            llc::LLVMDeleteGlobal(a);
-            llc::LLVMSetValueName2(decl, name.as_ptr().cast(), name.len());
-        }
-    }
-}
-
 /// Makes every use of function `name` but a direct call take its base entry instead of this
 /// unit's copy: a function pointer the guest takes inside a new version (and keeps in its data,
 /// hands to `qsort` or `atexit`) must outlive the version, which may be freed. Direct calls
@@ -878,6 +1019,30 @@ fn share_constants(m: LLVMModuleRef, linker: &mut dyn Linker) {
             llvm_sys::comdat::LLVMSetComdat(g, std::ptr::null_mut());
         }
     }
+}
+
+/// The functions whose instructions use `v`, directly or through constant expressions.
+fn using_functions(v: LLVMValueRef) -> Vec<LLVMValueRef> {
+    let mut out = Vec::new();
+    let mut work = users(v);
+    let mut seen = std::collections::HashSet::new();
+    while let Some(user) = work.pop() {
+        if !seen.insert(user) {
+            continue;
+        }
+        // SAFETY: `user` is a live value; an instruction has a parent block and function.
+        unsafe {
+            if !llc::LLVMIsAInstruction(user).is_null() {
+                let f = llc::LLVMGetBasicBlockParent(llc::LLVMGetInstructionParent(user));
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            } else if !llc::LLVMIsAConstantExpr(user).is_null() {
+                work.extend(users(user));
+            }
+        }
+    }
+    out
 }
 
 /// Whether a `blockaddress` of `f` is used anywhere but in `f`'s own instructions.
