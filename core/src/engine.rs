@@ -69,6 +69,12 @@ pub struct EngineOptions {
     /// When guest functions are compiled: on their first call (the default) or all at once
     /// before the guest starts.
     pub compile: CompileMode,
+    /// How many relinked versions that a later relink superseded stay compiled, so that asking
+    /// for one of them again (a specialised global flipping back to a value seen before, a
+    /// deoptimisation back to the first tier) relinks it instead of compiling it again. The
+    /// oldest beyond this many is retired (and freed once no thread reaches it). 0 retires
+    /// every superseded version at once.
+    pub version_cache: usize,
 }
 
 /// When the engine compiles the guest's functions ([`EngineOptions::compile`]).
@@ -94,6 +100,7 @@ impl Default for EngineOptions {
             builtins: true,
             instrument: None,
             compile: CompileMode::Lazy,
+            version_cache: 64,
         }
     }
 }
@@ -270,6 +277,9 @@ pub struct Recompiled {
     pub redirected: usize,
     /// Where the time went.
     pub times: CompileTimes,
+    /// Whether the version was not compiled but taken from the engine's version cache (a
+    /// relink to a version compiled before, [`EngineOptions::version_cache`]).
+    pub reused: bool,
 }
 
 /// A JIT frame found on the stack.
@@ -312,6 +322,10 @@ struct State {
     stub_unit: Option<UnitId>,
     /// Functions compiled with the guest's globals when loading, and why.
     grouped: Vec<(String, String)>,
+    /// Relinked versions a later relink superseded, kept for reuse, oldest first.
+    cached: std::collections::VecDeque<VersionId>,
+    /// Versions linked before a host binding changed: never reused.
+    stale: HashSet<VersionId>,
 
     /// Where the function currently lives when the host redirected it with `bind`.
     redirected: HashMap<String, u64>,
@@ -426,6 +440,19 @@ impl Engine {
             state.redirected.insert(name.to_owned(), address);
         }
         state.bindings.insert(name.to_owned(), address);
+        // Compiled versions link the name as it was bound: none is reused from now on.
+        let linked: Vec<VersionId> = state.current.values().copied().collect();
+        state.stale.extend(linked);
+        let dropped: Vec<UnitId> = std::mem::take(&mut state.cached)
+            .into_iter()
+            .filter_map(|id| state.versions.get(&id).map(|v| v.unit))
+            .collect();
+        drop(state);
+        for unit in dropped {
+            if unit != BASE_UNIT {
+                let _ = self.retire_unit(unit);
+            }
+        }
         Ok(())
     }
 
@@ -576,6 +603,11 @@ impl Engine {
             return Err(Error::NoSuchFunction(function.to_owned()));
         }
         self.check_specialisation(&request.specialisation)?;
+        if request.relink {
+            if let Some(done) = self.relink_cached(request)? {
+                return Ok(done);
+            }
+        }
         let ir = self.ir();
         let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.{unit_index}", ir.origin());
@@ -603,39 +635,119 @@ impl Engine {
                 redirected: 0,
                 version,
                 times,
+                reused: false,
             });
         }
         let link_start = Instant::now();
+        let redirected = self.relink_to(&version)?;
+        times.link = link_start.elapsed();
+        Ok(Recompiled {
+            redirected,
+            version,
+            times,
+            reused: false,
+        })
+    }
+
+    /// Relinks `request`'s function to a version built as asked that is still compiled (the
+    /// current one, or one a later relink superseded and the cache kept), if there is one.
+    fn relink_cached(&self, request: &VersionRequest) -> Result<Option<Recompiled>> {
+        let started = Instant::now();
+        let found = {
+            let state = self.state();
+            let matches = |id: &VersionId| {
+                state.versions.get(id).is_some_and(|v| {
+                    v.function == request.function
+                        && v.kind == VersionKind::Function
+                        && v.opt_level == request.opt_level
+                        && v.specialisation == request.specialisation
+                        && !state.retired.contains(&v.unit)
+                        && !state.stale.contains(id)
+                })
+            };
+            let current = state.current.get(&request.function).filter(|id| matches(id));
+            if let Some(id) = current {
+                return Ok(Some(Recompiled {
+                    version: state.versions[id].clone(),
+                    redirected: 0,
+                    times: CompileTimes::default(),
+                    reused: true,
+                }));
+            }
+            state
+                .cached
+                .iter()
+                .find(|id| matches(id))
+                .map(|id| state.versions[id].clone())
+        };
+        let Some(version) = found else {
+            return Ok(None);
+        };
+        let redirected = self.relink_to(&version)?;
+        Ok(Some(Recompiled {
+            version,
+            redirected,
+            times: CompileTimes {
+                link: started.elapsed(),
+                ..CompileTimes::default()
+            },
+            reused: true,
+        }))
+    }
+
+    /// Makes every entry of `version`'s function lead to it: its own entry runs its body
+    /// again (it may have jumped to a newer version), every other jumps to it. The version
+    /// it supersedes is kept in the version cache; the oldest the cache no longer holds is
+    /// retired. Returns how many entries now jump to it.
+    fn relink_to(&self, version: &VersionInfo) -> Result<usize> {
+        let function = version.function.as_str();
         let mut state = self.state();
+        let redirected_by_host = state.redirected.get(function).copied();
+        if redirected_by_host.is_none() {
+            restore_entry(&mut state, function, version.entry)?;
+        }
         let older: Vec<u64> = entries_of(&state, function)
             .into_iter()
             .filter(|&e| e != version.entry)
             .collect();
-        let target = state
-            .redirected
-            .get(function)
-            .copied()
-            .unwrap_or(version.entry);
+        let target = redirected_by_host.unwrap_or(version.entry);
         redirect(&mut state, function, &older, target)?;
-        // The version the entries led to before is superseded: once no thread is inside it,
-        // nothing can reach it (calls go through the entries, which now jump past it).
+        state.cached.retain(|id| *id != version.id);
+        // The version the entries led to before is superseded: nothing enters it anew (calls go
+        // through the entries, which now jump past it), and threads inside it run on.
         let superseded = state
             .current
             .insert(function.to_owned(), version.id)
-            .and_then(|id| state.versions.get(&id))
-            .map(|v| v.unit)
-            .filter(|&unit| unit != BASE_UNIT && unit != version.unit);
-        drop(state);
-        if let Some(unit) = superseded {
-            // A unit handed over or retired by the caller already is the caller's business.
-            let _ = self.retire_unit(unit);
+            .filter(|&id| id != version.id);
+        let mut retire = Vec::new();
+        if let Some(id) = superseded {
+            state.cached.push_back(id);
         }
-        times.link = link_start.elapsed();
-        Ok(Recompiled {
-            redirected: older.len(),
-            version,
-            times,
-        })
+        while state.cached.len() > self.inner.options.version_cache {
+            if let Some(id) = state.cached.pop_front() {
+                retire.extend(state.versions.get(&id).map(|v| v.unit));
+            }
+        }
+        drop(state);
+        for unit in retire {
+            if unit != BASE_UNIT && unit != version.unit {
+                // A unit handed over or retired by the caller already is the caller's business.
+                let _ = self.retire_unit(unit);
+            }
+        }
+        Ok(older.len())
+    }
+
+    /// The version `function`'s entries lead to now (the newest relinked one, or the first
+    /// compiled), if it is compiled.
+    pub fn current_version(&self, function: &str) -> Option<VersionInfo> {
+        let state = self.state();
+        state
+            .current
+            .get(function)
+            .or_else(|| state.functions.get(function)?.first())
+            .and_then(|id| state.versions.get(id))
+            .cloned()
     }
 
     /// Compiles a continuation of `function` that resumes right after `site`, at `opt`,
@@ -1129,6 +1241,14 @@ impl Engine {
             self.check_main()?;
             self.compile()?;
             if !self.inner.facts.destructors.is_empty() {
+                // Compiled now, not on their first call from the exit handler: LLVM registers
+                // destructors of its own function-local statics with `atexit` during its first
+                // compilations, and those registered after this handler run before it.
+                for dtor in &self.inner.facts.destructors {
+                    if self.is_lazy() {
+                        self.compile_lazily(dtor)?;
+                    }
+                }
                 let mut slot = EXIT_DESTRUCTORS.lock().unwrap_or_else(|e| e.into_inner());
                 let first = slot.is_none();
                 *slot = Some(self.clone());
@@ -1705,6 +1825,34 @@ fn redirect(state: &mut State, function: &str, entries: &[u64], target: u64) -> 
         }
         region.patch_live(offset, &jump)?;
     }
+    Ok(())
+}
+
+/// Makes `entry` (a version's own entry, which may jump to a newer version) run its body again:
+/// the 5-byte no-op back in place, with the same one-word atomic store as a redirection.
+fn restore_entry(state: &mut State, function: &str, entry: u64) -> Result<()> {
+    let region = find_code_region(state, entry).ok_or_else(|| Error::Relink {
+        function: function.to_owned(),
+        reason: format!("the entry at {entry:#x} is not in the engine's code memory"),
+    })?;
+    let offset = entry as usize - region.addr();
+    let current = region
+        .as_slice()
+        .get(offset..offset + ir::PATCHABLE_ENTRY_BYTES)
+        .ok_or_else(|| Error::Relink {
+            function: function.to_owned(),
+            reason: format!("the entry at {entry:#x} ends past its code section"),
+        })?;
+    if current == arch::NOP5 {
+        return Ok(());
+    }
+    if !is_patchable_entry(current, entry) {
+        return Err(Error::Relink {
+            function: function.to_owned(),
+            reason: format!("the entry at {entry:#x} holds {current:02x?}, not a patchable entry"),
+        });
+    }
+    region.patch_live(offset, &arch::NOP5)?;
     Ok(())
 }
 

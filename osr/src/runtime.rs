@@ -858,8 +858,7 @@ impl Cx<'_> {
 
     /// The newest version of `function` that its entries lead to.
     pub fn newest(&self, function: &str) -> Option<VersionInfo> {
-        // Continuations are versions too, but never among a function's entries.
-        self.engine.versions(function).pop()
+        self.engine.current_version(function)
     }
 
     /// Sets frame `index` to move into the continuation of its site built as `spec` (compiled

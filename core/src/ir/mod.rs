@@ -10,7 +10,7 @@
 //!                                             declaration ──MCJIT──> CompiledUnit (addresses)
 //! ```
 
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::sync::{Arc, Mutex};
 
 use inkwell::OptimizationLevel;
@@ -650,6 +650,22 @@ impl Ir {
             .map(|(v, is_fn)| (value_name(v), is_fn))
             .filter(|(n, _)| !n.starts_with("llvm."))
             .collect();
+        if std::env::var_os("UPPERCUT_DEBUG_UNITS").is_some() {
+            eprintln!("{}", module.print_to_string());
+        }
+        if defined.is_empty() {
+            // Nothing to emit (a lazy engine's base unit when the guest has no globals): MCJIT
+            // would never finalise an object nobody looks into.
+            return Ok((
+                CompiledUnit {
+                    functions: Vec::new(),
+                    globals: Vec::new(),
+                    memory: UnitMemory::default(),
+                    fast_hypercalls,
+                },
+                ir_time,
+            ));
+        }
         let engine = module
             .create_mcjit_execution_engine_with_memory_manager(
                 manager,
@@ -834,36 +850,55 @@ fn is_bitcode(bytes: &[u8]) -> bool {
 fn lazy_module<'c>(ctx: &'c Context, bitcode: &[u8], name: &str) -> Result<Module<'c>> {
     let c = CString::new(name.replace('\0', "")).expect("NULs removed");
     let mut module = std::ptr::null_mut();
+    let mut diagnostic: Option<String> = None;
     // SAFETY: the buffer is a copy of `bitcode`; `LLVMGetBitcodeModuleInContext2` hands its
-    // ownership to the module it makes (which reads bodies from it later), and leaves it to the
-    // caller on failure. The context outlives the module (the caller's borrow).
+    // ownership to the module it makes (which reads bodies from it later). On failure the
+    // reader reports through the context's diagnostic handler (by default: print and exit the
+    // process), so a handler that records the message is installed for the call, with a
+    // pointer to a local that outlives it, and removed after.
     let failed = unsafe {
         let buffer = llc::LLVMCreateMemoryBufferWithMemoryRangeCopy(
             bitcode.as_ptr().cast(),
             bitcode.len(),
             c.as_ptr(),
         );
+        llc::LLVMContextSetDiagnosticHandler(
+            ctx.raw(),
+            Some(record_diagnostic),
+            (&mut diagnostic as *mut Option<String>).cast(),
+        );
         let failed = llvm_sys::bit_reader::LLVMGetBitcodeModuleInContext2(
             ctx.raw(),
             buffer,
             &mut module,
         ) != 0;
-        if failed {
-            llc::LLVMDisposeMemoryBuffer(buffer);
-        }
+        llc::LLVMContextSetDiagnosticHandler(ctx.raw(), None, std::ptr::null_mut());
         failed
     };
     if failed || module.is_null() {
-        // The lazy reader reports no message through the C API: read it eagerly for one.
-        return copy_module(ctx, bitcode, name).and_then(|_| {
-            Err(Error::InvalidIr {
-                origin: name.to_owned(),
-                message: "the bitcode could not be loaded lazily".to_owned(),
-            })
+        return Err(Error::InvalidIr {
+            origin: name.to_owned(),
+            message: diagnostic.unwrap_or_else(|| "the bitcode could not be read".to_owned()),
         });
     }
     // SAFETY: `module` is a fresh module of `ctx`, owned from here by the returned value.
     Ok(unsafe { Module::new(module) })
+}
+
+/// A diagnostic handler that keeps the first error's text in the `Option<String>` it is given.
+extern "C" fn record_diagnostic(info: llvm_sys::prelude::LLVMDiagnosticInfoRef, out: *mut c_void) {
+    // SAFETY: `out` is the `Option<String>` `lazy_module` passed, live for the call that reports;
+    // `info` is the diagnostic being reported, whose description LLVM allocates for the caller.
+    unsafe {
+        let slot = &mut *out.cast::<Option<String>>();
+        let text = llc::LLVMGetDiagInfoDescription(info);
+        if slot.is_none() && !text.is_null() {
+            *slot = Some(CStr::from_ptr(text).to_string_lossy().into_owned());
+        }
+        if !text.is_null() {
+            llc::LLVMDisposeMessage(text);
+        }
+    }
 }
 
 /// Makes the guest module fit for unit-by-unit compilation, once, right after parsing:

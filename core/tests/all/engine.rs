@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use uppercut_core::{
+    CompileMode,
     CallbackError, Engine, EngineOptions, Error, Hypercall, OptLevel, VersionRequest,
 };
 
@@ -15,6 +16,17 @@ fn engine(ir: &str) -> Engine {
 fn engine_at(ir: &str, opt_level: OptLevel) -> Engine {
     let options = EngineOptions {
         opt_level,
+        ..EngineOptions::default()
+    };
+    Engine::from_bytes(ir.as_bytes(), "test.ll", options).expect("loads")
+}
+
+/// An engine that compiles the whole guest before it starts: for tests of the base unit's own
+/// shape (every function's first version in it, relinks counted from its entries).
+fn eager_at(ir: &str, opt_level: OptLevel) -> Engine {
+    let options = EngineOptions {
+        opt_level,
+        compile: CompileMode::Eager,
         ..EngineOptions::default()
     };
     Engine::from_bytes(ir.as_bytes(), "test.ll", options).expect("loads")
@@ -151,7 +163,7 @@ fn bindings_resolve_declarations() {
 #[test]
 fn recompile_reaches_old_callers_new_callers_and_old_function_pointers() {
     for opt in [OptLevel::O0, OptLevel::O2] {
-        let e = engine_at(USES_HOST, opt);
+        let e = eager_at(USES_HOST, opt);
         e.bind("host_value", host_seven as *const () as u64)
             .unwrap();
         let old_pointer = e.call("f_address", &[]).unwrap();
@@ -433,7 +445,7 @@ fn no_page_is_writable_and_executable_while_guest_code_runs() {
 
 #[test]
 fn constant_names_take_the_fast_path() {
-    let e = engine(HYPERCALLS);
+    let e = eager_at(HYPERCALLS, OptLevel::O2);
     e.compile().unwrap();
     let fast: usize = e.units().iter().map(|u| u.fast_hypercalls).sum();
     // `constant_name` and `unknown` name a constant; `dynamic_name` does not.
@@ -711,7 +723,7 @@ fn relinking_while_other_threads_run_the_old_code() {
     const THREADS: usize = 3;
     const RECOMPILES: usize = 300;
 
-    let e = engine_at(RELINKED_WHILE_RUNNING, OptLevel::O0);
+    let e = eager_at(RELINKED_WHILE_RUNNING, OptLevel::O0);
     e.bind("host_value", host_seven as *const () as u64)
         .unwrap();
     let old_pointer = e.call("f_address", &[]).unwrap();
@@ -810,7 +822,7 @@ define i64 @c(i64 %x) optsize {
   ret i64 %r
 }
 "#;
-    let e = engine_at(ir, OptLevel::O2);
+    let e = eager_at(ir, OptLevel::O2);
     assert_eq!(e.call("c", &[5]).unwrap(), 15);
     for f in ["a", "b", "c"] {
         let done = e.recompile(f, OptLevel::O0).unwrap();

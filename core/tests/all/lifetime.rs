@@ -6,12 +6,17 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 use uppercut_core::{
+    CompileMode,
     CallbackError, Engine, EngineOptions, Hypercall, OptLevel, UnitId, VersionRequest,
 };
 
+/// An eager engine without a version cache: every superseded version is retired at once, and
+/// the base unit holds every function's first version.
 fn engine(ir: &str) -> Engine {
     let options = EngineOptions {
         opt_level: OptLevel::O0,
+        compile: CompileMode::Eager,
+        version_cache: 0,
         ..EngineOptions::default()
     };
     Engine::from_bytes(ir.as_bytes(), "lifetime.ll", options).expect("loads")

@@ -1,7 +1,7 @@
 //! The `uppercut` command line, as a library so that tests and embedders can drive it.
 //!
 //! ```text
-//! uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
+//! uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
 //!              [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
 //!              [--osr-continuations=per-site|multi] [--osr-threshold=N]
 //!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
+usage: uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|stress=SEED]
+                    [--osr-specialize=GLOBAL]...
                     [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
                     [--osr-continuations=per-site|multi] [--osr-threshold=N]
                     [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
@@ -27,6 +28,8 @@ usage: uppercut run [-O0|-O1|-O2|-O3] [--osr=off|tier|stress=SEED] [--osr-specia
 run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut's JIT and
            exits with its result, as lli does
   -O0..-O3                 level of the first compilation (default -O2)
+  --compile=lazy           each function is compiled on its first call (default)
+  --compile=eager          the whole program is compiled before main, as lli does
   --osr=off                no on-stack replacement (default)
   --osr=tier               loops of slower code move to O2 code mid-loop once hot
   --osr=stress=SEED        random frames move between O0 and O2 code at random sites (seeded)

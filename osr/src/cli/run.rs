@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use std::sync::Mutex;
 
-use uppercut_core::{Engine, EngineOptions, Instrumentation, OptLevel};
+use uppercut_core::{CompileMode, Engine, EngineOptions, Instrumentation, OptLevel};
 
 use super::CliError;
 use crate::policy::{Policies, Policy, Specialise, Stress, TierUp};
@@ -31,6 +31,7 @@ pub(crate) struct RunArgs {
     pub(crate) transfer: TransferMode,
     pub(crate) background: bool,
     pub(crate) continuations: ContinuationKind,
+    pub(crate) compile: CompileMode,
     pub(crate) file: PathBuf,
     pub(crate) guest_args: Vec<String>,
 }
@@ -65,6 +66,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let mut transfer = TransferMode::Lazy;
     let mut background = false;
     let mut continuations = ContinuationKind::PerSite;
+    let mut compile = CompileMode::Lazy;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -80,6 +82,14 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
                     ));
                 }
                 specialise.push(global.to_owned());
+            }
+            "--compile=lazy" => compile = CompileMode::Lazy,
+            "--compile=eager" => compile = CompileMode::Eager,
+            _ if arg.starts_with("--compile=") => {
+                return Err(CliError(format!(
+                    "unknown --compile mode `{}` (expected lazy or eager)",
+                    &arg["--compile=".len()..]
+                )));
             }
             "--osr-compile=sync" => background = false,
             "--osr-compile=background" => background = true,
@@ -143,6 +153,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
         transfer,
         background,
         continuations,
+        compile,
         file: PathBuf::from(file),
         guest_args: args[i + 1..].to_vec(),
     })
@@ -180,6 +191,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     let options = EngineOptions {
         opt_level: run.opt_level,
         instrument,
+        compile: run.compile,
         ..EngineOptions::default()
     };
     let engine = Engine::from_file(&run.file, options)?;
