@@ -723,7 +723,15 @@ fn relinking_while_other_threads_run_the_old_code() {
     const THREADS: usize = 3;
     const RECOMPILES: usize = 300;
 
-    let e = eager_at(RELINKED_WHILE_RUNNING, OptLevel::O0);
+    // Eager and without a version cache: superseded versions are freed once no thread is in
+    // them, and the base unit holds the first.
+    let options = EngineOptions {
+        opt_level: OptLevel::O0,
+        compile: CompileMode::Eager,
+        version_cache: 0,
+        ..EngineOptions::default()
+    };
+    let e = Engine::from_bytes(RELINKED_WHILE_RUNNING.as_bytes(), "test.ll", options).unwrap();
     e.bind("host_value", host_seven as *const () as u64)
         .unwrap();
     let old_pointer = e.call("f_address", &[]).unwrap();

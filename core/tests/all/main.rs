@@ -2,5 +2,6 @@
 
 mod continuations;
 mod engine;
+mod lazy;
 mod lifetime;
 mod shadow;

@@ -88,6 +88,22 @@ macro_rules! variant {
 }
 
 variant!(plain, &[]);
+// The whole program compiled before `main`, as lli does (the others compile each function on
+// its first call).
+variant!(eager_compile, &["--compile=eager"]);
+variant!(
+    eager_compile_stress_1,
+    &["--compile=eager", "--osr=stress=1", "--osr-stats"]
+);
+variant!(
+    eager_compile_tier,
+    &[
+        "--compile=eager",
+        "--osr=tier",
+        "--osr-threshold=50",
+        "--osr-stats"
+    ]
+);
 // OSR forced at random sites: same output, same end, and frames really moved (the runs give
 // `--osr-stats`, whose line is checked and taken off stderr before comparing).
 variant!(osr_stress_1, &["--osr=stress=1", "--osr-stats"]);

@@ -253,11 +253,18 @@ fn recompile_live_function(test: &str, n: u64, modes: u64, cache: u64, rss_slack
     assert!(total(&totals, "recompiles") >= n, "{totals}");
     assert!(total(&totals, "frames") >= n, "{totals}");
     let (retired, freed) = (total(&totals, "retired"), total(&totals, "freed"));
-    assert!(retired >= n && freed + 64 >= retired, "{totals}");
+    if modes <= 64 {
+        // As many versions as values, kept by the engine's version cache (64 by default) and
+        // relinked again at each flip: nothing to retire but evicted continuations.
+        assert!(freed <= retired, "{totals}");
+    } else {
+        assert!(retired >= n && freed + 64 >= retired, "{totals}");
+    }
     assert_flat(&probes, rss_slack, test);
 }
 
-/// Four values in turn: a new version per iteration, continuations from the cache.
+/// Four values in turn: four versions, relinked again from the engine's version cache at each
+/// flip, and continuations from the runtime's cache.
 #[test]
 fn recompiling_a_live_function_a_thousand_times_keeps_memory_flat() {
     recompile_live_function(

@@ -622,7 +622,15 @@ fn frames_without_a_site_are_refused() {
     let expected = fnv(kinds_values(3));
     assert_eq!(engine.call("kinds", &[3, 8]).unwrap(), expected);
     let error = error.lock().unwrap().clone().unwrap();
-    assert!(matches!(error, Err(Error::NoRecord { .. })), "{error:?}");
+    // No record at that return address; compiled lazily, in a unit of its own, the function
+    // has no stack map at all: refused either way.
+    assert!(
+        matches!(
+            error,
+            Err(Error::NoRecord { .. } | Error::NoMetadata { .. })
+        ),
+        "{error:?}"
+    );
 }
 
 #[test]
