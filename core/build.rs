@@ -11,11 +11,17 @@ fn llvm_config() -> PathBuf {
         return PathBuf::from(prefix).join("bin").join("llvm-config");
     }
     for candidate in ["llvm-config-19", "llvm-config"] {
-        if Command::new(candidate).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return PathBuf::from(candidate);
         }
     }
-    panic!("uppercut-core: llvm-config-19 not found (install llvm-19-dev, or set LLVM_SYS_191_PREFIX)");
+    panic!(
+        "uppercut-core: llvm-config-19 not found (install llvm-19-dev, or set LLVM_SYS_191_PREFIX)"
+    );
 }
 
 fn query(config: &PathBuf, arg: &str) -> String {
@@ -23,7 +29,11 @@ fn query(config: &PathBuf, arg: &str) -> String {
         .arg(arg)
         .output()
         .unwrap_or_else(|e| panic!("uppercut-core: running {} {arg}: {e}", config.display()));
-    assert!(out.status.success(), "uppercut-core: {} {arg} failed", config.display());
+    assert!(
+        out.status.success(),
+        "uppercut-core: {} {arg} failed",
+        config.display()
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -43,7 +53,11 @@ fn main() {
     if query(&config, "--has-rtti") != "YES" {
         build.flag("-fno-rtti");
     }
-    for define in ["__STDC_CONSTANT_MACROS", "__STDC_FORMAT_MACROS", "__STDC_LIMIT_MACROS"] {
+    for define in [
+        "__STDC_CONSTANT_MACROS",
+        "__STDC_FORMAT_MACROS",
+        "__STDC_LIMIT_MACROS",
+    ] {
         build.define(define, None);
     }
     build.compile("uppercut_extract");

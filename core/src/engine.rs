@@ -493,11 +493,8 @@ impl Engine {
             .filter(|f| !grouped.iter().any(|(g, _)| g == *f))
             .cloned()
             .collect();
-        let (stubs, region) = crate::lazy::Stubs::new(
-            &self.inner.arena,
-            Arc::downgrade(&self.inner),
-            &stubbed,
-        )?;
+        let (stubs, region) =
+            crate::lazy::Stubs::new(&self.inner.arena, Arc::downgrade(&self.inner), &stubbed)?;
         let stub_range = region.range();
         self.state().stubs = Some(stubs);
         let keep: Vec<String> = grouped.iter().map(|(f, _)| f.clone()).collect();
@@ -584,7 +581,6 @@ impl Engine {
     fn linker(&self) -> EngineLinker<'_> {
         EngineLinker {
             engine: &self.inner,
-            snapshot: self.symbol_snapshot(),
         }
     }
 
@@ -665,7 +661,10 @@ impl Engine {
                         && !state.stale.contains(id)
                 })
             };
-            let current = state.current.get(&request.function).filter(|id| matches(id));
+            let current = state
+                .current
+                .get(&request.function)
+                .filter(|id| matches(id));
             if let Some(id) = current {
                 return Ok(Some(Recompiled {
                     version: state.versions[id].clone(),
@@ -1062,7 +1061,9 @@ impl Engine {
                 return Err(refused("the base unit lives as long as the engine"));
             }
             if state.stub_unit == Some(unit) {
-                return Err(refused("lazy compilation's stubs live as long as the engine"));
+                return Err(refused(
+                    "lazy compilation's stubs live as long as the engine",
+                ));
             }
             if entry.detached {
                 return Err(refused("its memory was handed over"));
@@ -1454,33 +1455,6 @@ impl Engine {
         Ok((made, times))
     }
 
-    /// What a new unit links guest symbols to: globals, host bindings, and each guest
-    /// function's base entry (or where the host bound it), never a version that may be freed.
-    fn symbol_snapshot(&self) -> HashMap<String, u64> {
-        let state = self.state();
-        let mut out: HashMap<String, u64> = state.bindings.clone();
-        for (name, address) in &state.globals {
-            out.insert(name.clone(), *address);
-        }
-        for name in state.functions.keys() {
-            if let Some(entry) = base_entry(&state, name) {
-                out.insert(name.clone(), entry);
-            }
-        }
-        if let Some(stubs) = &state.stubs {
-            for (name, &stub) in &stubs.entries {
-                let entry = state.redirected.get(name).copied().unwrap_or(stub);
-                out.insert(name.clone(), entry);
-            }
-        }
-        for (alias, function) in &self.inner.facts.function_aliases {
-            if let Some(&entry) = out.get(function) {
-                out.entry(alias.clone()).or_insert(entry);
-            }
-        }
-        out
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1527,16 +1501,40 @@ extern "C" fn run_exit_destructors() {
 /// Resolves declarations while a unit links.
 struct EngineLinker<'a> {
     engine: &'a EngineInner,
-    snapshot: HashMap<String, u64>,
+}
+
+impl EngineLinker<'_> {
+    /// What a new unit links a guest symbol to: a guest function's base entry (its stub, or
+    /// where the host bound it), never a version that may be freed; a guest global; a host
+    /// binding; an alias of a guest function as the function.
+    fn guest_symbol(&self, name: &str) -> Option<u64> {
+        let state = self.engine.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = base_entry(&state, name) {
+            return Some(entry);
+        }
+        if let Some(&address) = state.globals.get(name) {
+            return Some(address);
+        }
+        if let Some(&address) = state.bindings.get(name) {
+            return Some(address);
+        }
+        let (_, function) = self
+            .engine
+            .facts
+            .function_aliases
+            .iter()
+            .find(|(alias, _)| alias == name)?;
+        base_entry(&state, function)
+    }
 }
 
 impl Linker for EngineLinker<'_> {
     fn resolve(&mut self, name: &str) -> Option<u64> {
-        if let Some(&a) = self.snapshot.get(name) {
+        if let Some(a) = self.guest_symbol(name) {
             return Some(a);
         }
         if let Some(function) = name.strip_suffix(ir::BASE_SUFFIX) {
-            return self.snapshot.get(function).copied();
+            return self.guest_symbol(function);
         }
         match name {
             "exit" => return Some(crate::threads::exit as *const () as u64),

@@ -85,9 +85,10 @@ pub(crate) extern "C" fn compile_on_first_call(record: *const LazyRecord) -> u64
     // engine keeps as long as its stubs, which run only while the engine lives.
     let record = unsafe { &*record };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let inner = record.engine.upgrade().ok_or_else(|| {
-            Error::Osr("the engine that owns this function is gone".to_owned())
-        })?;
+        let inner = record
+            .engine
+            .upgrade()
+            .ok_or_else(|| Error::Osr("the engine that owns this function is gone".to_owned()))?;
         Engine::from_inner(inner).compile_lazily(&record.function)
     }));
     let error = match outcome {

@@ -48,8 +48,8 @@ mod threads;
 mod types;
 
 pub use engine::{
-    CompileMode, CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation, Recompiled,
-    UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest, WeakEngine,
+    CompileMode, CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation,
+    Recompiled, UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest, WeakEngine,
 };
 pub use error::{Error, Result};
 pub use hypercall::{

@@ -332,9 +332,10 @@ impl Ir {
                     llc::LLVMGetLinkage(v) == LLVMLinkage::LLVMExternalWeakLinkage,
                 )
             };
-            let intrinsic = !unsafe { llc::LLVMIsAFunction(v) }.is_null()
-                // SAFETY: `v` is a function here.
-                && unsafe { llc::LLVMGetIntrinsicID(v) } != 0;
+            // SAFETY: `v` is a global value of the live module; the intrinsic id is read only
+            // from a function.
+            let intrinsic =
+                unsafe { !llc::LLVMIsAFunction(v).is_null() && llc::LLVMGetIntrinsicID(v) != 0 };
             if !declaration || weak || intrinsic {
                 continue;
             }
@@ -348,8 +349,11 @@ impl Ir {
             return Ok(());
         }
         self.materialized()?;
-        // SAFETY: each `v` is a declaration of the live module.
-        match unresolved.into_iter().find(|&v| !unsafe { llc::LLVMGetFirstUse(v) }.is_null()) {
+        let used = |v: LLVMValueRef| {
+            // SAFETY: `v` is a declaration of the live module, whose bodies are all read now.
+            !unsafe { llc::LLVMGetFirstUse(v) }.is_null()
+        };
+        match unresolved.into_iter().find(|&v| used(v)) {
             Some(v) => Err(Error::UnresolvedSymbol(value_name(v))),
             None => Ok(()),
         }
@@ -432,7 +436,9 @@ impl Ir {
             let target = unsafe { llc::LLVMAliasGetAliasee(a) };
             // SAFETY: as above.
             if !unsafe { llc::LLVMIsAFunction(target) }.is_null() {
-                facts.function_aliases.push((value_name(a), value_name(target)));
+                facts
+                    .function_aliases
+                    .push((value_name(a), value_name(target)));
             }
         }
         for g in globals(m) {
@@ -650,9 +656,6 @@ impl Ir {
             .map(|(v, is_fn)| (value_name(v), is_fn))
             .filter(|(n, _)| !n.starts_with("llvm."))
             .collect();
-        if std::env::var_os("UPPERCUT_DEBUG_UNITS").is_some() {
-            eprintln!("{}", module.print_to_string());
-        }
         if defined.is_empty() {
             // Nothing to emit (a lazy engine's base unit when the guest has no globals): MCJIT
             // would never finalise an object nobody looks into.
@@ -867,11 +870,9 @@ fn lazy_module<'c>(ctx: &'c Context, bitcode: &[u8], name: &str) -> Result<Modul
             Some(record_diagnostic),
             (&mut diagnostic as *mut Option<String>).cast(),
         );
-        let failed = llvm_sys::bit_reader::LLVMGetBitcodeModuleInContext2(
-            ctx.raw(),
-            buffer,
-            &mut module,
-        ) != 0;
+        let failed =
+            llvm_sys::bit_reader::LLVMGetBitcodeModuleInContext2(ctx.raw(), buffer, &mut module)
+                != 0;
         llc::LLVMContextSetDiagnosticHandler(ctx.raw(), None, std::ptr::null_mut());
         failed
     };

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use uppercut_core::{
-    CompileMode,
-    CallbackError, Engine, EngineOptions, Error, Hypercall, OptLevel, VersionRequest,
+    CallbackError, CompileMode, Engine, EngineOptions, Error, Hypercall, OptLevel, VersionRequest,
 };
 
 fn engine(ir: &str) -> Engine {

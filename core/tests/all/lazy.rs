@@ -57,7 +57,13 @@ define i64 @never_called() {
 fn loading_compiles_no_function_and_first_calls_compile_each_once() {
     let e = lazy(CALLS, OptLevel::O0);
     e.compile().unwrap();
-    for f in ["square", "through_pointer", "many", "calls_many", "never_called"] {
+    for f in [
+        "square",
+        "through_pointer",
+        "many",
+        "calls_many",
+        "never_called",
+    ] {
         assert!(!e.is_compiled(f), "{f} compiled before its first call");
     }
     // A pointer the guest's data took before anything was compiled (the stub) works.
@@ -119,7 +125,8 @@ define i32 @main() {
         other => panic!("expected an unresolved symbol, got {other:?}"),
     }
     // Declared and never used: let through, as compiling the whole program would.
-    let unused = "declare i64 @uppercut_no_such_symbol(i64)\ndefine i32 @main() {\n  ret i32 0\n}\n";
+    let unused =
+        "declare i64 @uppercut_no_such_symbol(i64)\ndefine i32 @main() {\n  ret i32 0\n}\n";
     lazy(unused, OptLevel::O0).compile().unwrap();
 }
 
@@ -205,7 +212,10 @@ fn a_flip_back_to_a_version_compiled_before_reuses_it() {
     assert_eq!(e.call("square", &[6]).unwrap(), 36);
     // And forth: the O2 version again, which now runs its own body (its entry no longer jumps).
     let again = e.recompile("square", OptLevel::O2).unwrap();
-    assert!(again.reused && again.version.id == o2.version.id, "{again:?}");
+    assert!(
+        again.reused && again.version.id == o2.version.id,
+        "{again:?}"
+    );
     assert_eq!(e.call("through_pointer", &[7]).unwrap(), 49);
     assert_eq!(e.entry("square").unwrap(), o2.version.entry);
     // Asking for the current one is free.

@@ -6,8 +6,7 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 use uppercut_core::{
-    CompileMode,
-    CallbackError, Engine, EngineOptions, Hypercall, OptLevel, UnitId, VersionRequest,
+    CallbackError, CompileMode, Engine, EngineOptions, Hypercall, OptLevel, UnitId, VersionRequest,
 };
 
 /// An eager engine without a version cache: every superseded version is retired at once, and
