@@ -1,8 +1,11 @@
 //! The engine: a guest module, its compiled versions, its callbacks.
 //!
 //! ```text
-//!   Engine::from_file ──> pristine module (kept) ──compile()──> base unit: every function, v0 each
-//!   recompile(f, O2) ──> unit with f only, built from the pristine module ──> f's new version
+//!   Engine::from_file ──> prepared module (bitcode bodies read on demand)
+//!        └─compile(), lazy (default): stubs (each function's base entry) + base unit: the
+//!          globals ──first call of f──> unit with f only ──> stub becomes `jmp <f's code>`
+//!        └─compile(), eager: base unit: every function, v0 each, and the globals
+//!   recompile(f, O2) ──> unit with f only, extracted from the prepared module ──> f's new version
 //!        └─ relink: every older entry of f becomes `jmp <new entry>` (5 bytes that LLVM left as
 //!           a no-op for this), so calls from old code, from new code and through function
 //!           pointers the guest took earlier all reach the new version. Units compiled later
@@ -12,7 +15,8 @@
 //!           reach it (`crate::reclaim`).
 //! ```
 //!
-//! Code lifetime: only base entries ever escape into guest data (function pointers, callbacks
+//! Base entries are the stubs of lazy compilation ([`CompileMode::Lazy`]), or the eager base
+//! unit's own functions. Code lifetime: only base entries ever escape into guest data (function pointers, callbacks
 //! handed to libc, `atexit` handlers) or into other units, and the base unit is never freed. A
 //! newer version is reached only through those entries, by its own recursive calls, and by
 //! frames (return addresses, and the thunks and eager records of frame transfers); the last are

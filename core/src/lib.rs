@@ -2,7 +2,11 @@
 //!
 //! A guest program (LLVM IR or bitcode) is loaded once and kept pristine; every compiled version
 //! of a function is built from it by MCJIT into the engine's own code memory, with each unit's
-//! `.llvm_stackmaps` and `.eh_frame` captured. The guest calls the host by name with
+//! `.llvm_stackmaps` and `.eh_frame` captured. By default ([`CompileMode::Lazy`]) loading
+//! compiles only the guest's globals: each function starts as a stub that compiles it on its
+//! first call (bitcode bodies are even read on demand), and every unit holds the functions
+//! extracted for it, not a copy of the program. A relink to a version built the same way as one
+//! still compiled reuses it ([`EngineOptions::version_cache`]). The guest calls the host by name with
 //! `PerformCustomCallback(name, args)` (a *hypercall*); a callback can recompile a function,
 //! and every later call reaches the new version.
 //!
