@@ -70,7 +70,9 @@ libsqlite3-sys = { version = "=$LIBSQLITE3_SYS_VERSION", default-features = fals
 [workspace]
 EOF
   : >"$fetch/src/lib.rs"
-  run cargo fetch --manifest-path "$fetch/Cargo.toml"
+  # --offline: the crate may already be in cargo's cache with no network.
+  run cargo fetch --manifest-path "$fetch/Cargo.toml" ||
+    run cargo fetch --offline --manifest-path "$fetch/Cargo.toml"
   cargo_home=${CARGO_HOME:-$HOME/.cargo}
   crate=
   for dir in "$cargo_home"/registry/src/*/libsqlite3-sys-"$LIBSQLITE3_SYS_VERSION"; do
