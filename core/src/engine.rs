@@ -612,6 +612,24 @@ impl Engine {
         let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.{unit_index}", ir.origin());
         let keep = [function.to_owned()];
+        // Above O0 the unit carries its small callees' bodies, so that the optimiser can
+        // inline them as it would in the whole program.
+        let inline = if request.opt_level == OptLevel::O0 {
+            Vec::new()
+        } else {
+            let grouped: Vec<String> = self
+                .state()
+                .grouped
+                .iter()
+                .map(|(f, _)| f.clone())
+                .collect();
+            ir.inline_candidates(
+                function,
+                &grouped,
+                INLINE_MAX_INSTRUCTIONS,
+                INLINE_MAX_CALLEES,
+            )?
+        };
         let spec = UnitSpec {
             name: &name,
             functions: Some(&keep),
@@ -619,7 +637,7 @@ impl Engine {
             continuation: None,
             specialise: &request.specialisation,
             data: false,
-            inline: &[],
+            inline: &inline,
         };
         let (versions, mut times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -1600,6 +1618,11 @@ pub(crate) fn process_symbol(name: &str) -> Option<u64> {
 /// Numbers engines.
 static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The largest callee (in instructions) whose body a version above O0 carries for inlining.
+const INLINE_MAX_INSTRUCTIONS: usize = 300;
+/// How many callees' bodies a version above O0 carries at most.
+const INLINE_MAX_CALLEES: usize = 32;
+
 /// The unit every guest function is first compiled in: never retired.
 const BASE_UNIT: UnitId = UnitId(0);
 
@@ -1868,9 +1891,16 @@ fn is_patchable_entry(bytes: &[u8], address: u64) -> bool {
 }
 
 fn find_code_region(state: &mut State, address: u64) -> Option<&mut CodeRegion> {
+    // The section index says which unit (a program compiled lazily has a unit per function).
+    let (_, &(end, unit)) = state.by_section.range(..=address).next_back()?;
+    if address >= end {
+        return None;
+    }
     state
         .units
-        .values_mut()
-        .flat_map(|u| u.memory.code.iter_mut())
+        .get_mut(&unit)?
+        .memory
+        .code
+        .iter_mut()
         .find(|r| r.contains(address as usize))
 }

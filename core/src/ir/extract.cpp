@@ -145,6 +145,12 @@ Function *clone_into(Function &f, Module &dst, ValueToValueMapTy &map) {
 
 extern "C" {
 
+// Reads the body of a lazily loaded function. Null, or an error message (LLVMDisposeMessage).
+char *uppercut_materialize(LLVMValueRef v) {
+  if (Error e = unwrap<GlobalValue>(v)->materialize()) return error_message(std::move(e));
+  return nullptr;
+}
+
 // Reads every body of a lazily loaded module. Null, or an error message.
 char *uppercut_materialize_all(LLVMModuleRef m) {
   if (Error e = unwrap(m)->materializeAll()) return error_message(std::move(e));

@@ -4,9 +4,10 @@
 use std::ffi::{CStr, CString, c_char, c_int};
 
 use llvm_sys::core as llc;
-use llvm_sys::prelude::LLVMModuleRef;
+use llvm_sys::prelude::{LLVMModuleRef, LLVMValueRef};
 
 unsafe extern "C" {
+    fn uppercut_materialize(v: LLVMValueRef) -> *mut c_char;
     fn uppercut_materialize_all(m: LLVMModuleRef) -> *mut c_char;
     fn uppercut_extract(
         src: LLVMModuleRef,
@@ -32,6 +33,13 @@ fn take_message(message: *mut c_char) -> Option<String> {
         llc::LLVMDisposeMessage(message);
         Some(out)
     }
+}
+
+/// Reads the body of `f` if its module was loaded lazily and has not read it yet.
+pub(crate) fn materialize(f: LLVMValueRef) -> Result<(), String> {
+    // SAFETY: `f` is a live global value of a module that owns its bitcode buffer (or was not
+    // loaded lazily: then there is nothing to read).
+    take_message(unsafe { uppercut_materialize(f) }).map_or(Ok(()), Err)
 }
 
 /// Reads every body of a lazily loaded module.

@@ -74,6 +74,10 @@ pub(crate) struct Ir {
     source: Vec<u8>,
     /// Whether function bodies are read on demand.
     lazy: bool,
+    /// Whether every function the guest defines is `noinline` (what clang `-O0 -Xclang
+    /// -disable-O0-optnone` writes): then the marks are clang's, not the programmer's, and
+    /// units above O0 drop them so that the optimiser may inline.
+    blanket_noinline: bool,
     target: TargetMachine,
     origin: String,
     /// What OSR instrumentation made of the prepared module, when it was instrumented.
@@ -265,6 +269,7 @@ impl Ir {
             module
         };
         prepare(prepared.as_mut_ptr());
+        let blanket_noinline = every_definition_noinline(prepared.as_mut_ptr());
         let triple = TargetMachine::get_default_triple();
         let target = Target::from_triple(&triple).map_err(|e| Error::Codegen {
             unit: origin.to_owned(),
@@ -309,6 +314,7 @@ impl Ir {
             prepared,
             source: bytes.to_vec(),
             lazy,
+            blanket_noinline,
             target,
             origin: origin.to_owned(),
             osr,
@@ -525,7 +531,7 @@ impl Ir {
         // Before a continuation is built: its functions copy the function's attributes, and
         // the attributes they add (a multi-entry body's `noinline`) must stay.
         if spec.opt != OptLevel::O0 {
-            release_optnone(m);
+            release_optnone(m, self.blanket_noinline);
         }
         if let Some(resume) = spec.continuation {
             let [function] = spec.functions.unwrap_or_default() else {
@@ -557,6 +563,7 @@ impl Ir {
                 pipeline: pipeline.clone(),
                 message: e.to_string(),
             })?;
+        drop_available_externally(m);
         let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
         if spec.functions.is_some() && !spec.data {
             share_constants(m, linker);
@@ -794,6 +801,74 @@ impl Ir {
         Ok(module)
     }
 
+    /// The direct callees of `function` whose bodies a unit may carry for the optimiser to
+    /// inline: defined, small (at most `max_instructions`), not `function` itself, not in
+    /// `excluded`, and, in an instrumented module, without OSR sites of their own (inlining a
+    /// site would give its records the state of two frames, which transfers do not rebuild).
+    pub(crate) fn inline_candidates(
+        &self,
+        function: &str,
+        excluded: &[String],
+        max_instructions: usize,
+        max_callees: usize,
+    ) -> Result<Vec<String>> {
+        let f = self.function(function)?;
+        let read = |v: LLVMValueRef| {
+            extract::materialize(v).map_err(|message| Error::InvalidIr {
+                origin: self.origin.clone(),
+                message,
+            })
+        };
+        read(f)?;
+        let mut out: Vec<String> = Vec::new();
+        for b in llvm::blocks(f) {
+            for i in llvm::instructions(b) {
+                let Some(callee) = llvm::is_call(i).then(|| llvm::called_function(i)).flatten()
+                else {
+                    continue;
+                };
+                let name = value_name(callee);
+                // SAFETY: `callee` is a function of the live module.
+                let (declaration, linkage) = unsafe {
+                    (
+                        llc::LLVMIsDeclaration(callee) != 0,
+                        llc::LLVMGetLinkage(callee),
+                    )
+                };
+                if declaration
+                    || callee == f
+                    || linkage == LLVMLinkage::LLVMAvailableExternallyLinkage
+                    || excluded.contains(&name)
+                    || out.contains(&name)
+                    || labels_escape(callee)
+                {
+                    continue;
+                }
+                read(callee)?;
+                let mut count = 0usize;
+                let mut has_site = false;
+                for cb in llvm::blocks(callee) {
+                    for ci in llvm::instructions(cb) {
+                        count += 1;
+                        has_site |= self.osr.is_some()
+                            && llvm::is_call(ci)
+                            && llvm::deopt_operands(ci).is_some();
+                        // A unit cannot reach another's thread-local storage: such a callee
+                        // stays a call.
+                        has_site |= uses_thread_local(ci);
+                    }
+                }
+                if count <= max_instructions && !has_site {
+                    out.push(name);
+                    if out.len() == max_callees {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The prepared module's definition of `name`.
     fn function(&self, name: &str) -> Result<LLVMValueRef> {
         let c = CString::new(name).map_err(|_| Error::NoSuchFunction(name.to_owned()))?;
@@ -961,8 +1036,10 @@ fn prepare(m: LLVMModuleRef) {
 
 /// Lets the optimiser at a function that `clang -O0` marked `optnone` (with the `noinline` it
 /// always pairs with it): a version asked for at O1 and above is optimised, whatever level the
-/// guest was compiled at. `noinline` without `optnone` is the programmer's and stays.
-fn release_optnone(m: LLVMModuleRef) {
+/// guest was compiled at. `noinline` without `optnone` is the programmer's and stays, unless
+/// every function of the guest has it (`blanket_noinline`: clang `-O0 -Xclang
+/// -disable-O0-optnone` marks them all).
+fn release_optnone(m: LLVMModuleRef, blanket_noinline: bool) {
     let kind = |name: &str| {
         // SAFETY: looks up an attribute kind by name (with its length).
         unsafe { llc::LLVMGetEnumAttributeKindForName(name.as_ptr().cast(), name.len()) }
@@ -983,7 +1060,85 @@ fn release_optnone(m: LLVMModuleRef) {
             if lifted || !llc::LLVMGetEnumAttributeAtIndex(f, index, optnone).is_null() {
                 llc::LLVMRemoveEnumAttributeAtIndex(f, index, optnone);
                 llc::LLVMRemoveEnumAttributeAtIndex(f, index, noinline);
+            } else if blanket_noinline {
+                llc::LLVMRemoveEnumAttributeAtIndex(f, index, noinline);
             }
+        }
+    }
+}
+
+/// Whether every function the module defines (but `alwaysinline` ones) is `noinline`, and
+/// there is at least one.
+fn every_definition_noinline(m: LLVMModuleRef) -> bool {
+    let kind = |name: &str| {
+        // SAFETY: looks up an attribute kind by name (with its length).
+        unsafe { llc::LLVMGetEnumAttributeKindForName(name.as_ptr().cast(), name.len()) }
+    };
+    let (noinline, always) = (kind("noinline"), kind("alwaysinline"));
+    let index = llvm_sys::LLVMAttributeFunctionIndex;
+    let mut any = false;
+    for f in functions(m) {
+        // SAFETY: `f` is a function of `m`; its attributes are read at the function index.
+        let (declaration, has_noinline, has_always) = unsafe {
+            (
+                llc::LLVMIsDeclaration(f) != 0,
+                !llc::LLVMGetEnumAttributeAtIndex(f, index, noinline).is_null(),
+                !llc::LLVMGetEnumAttributeAtIndex(f, index, always).is_null(),
+            )
+        };
+        if declaration || has_always {
+            continue;
+        }
+        if !has_noinline {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// Whether an operand of `i` is a thread-local variable, directly or inside a constant
+/// expression.
+fn uses_thread_local(i: LLVMValueRef) -> bool {
+    // SAFETY: `i` is a live instruction; its operands, and theirs, are live values.
+    unsafe {
+        let operands = |v: LLVMValueRef| {
+            (0..llc::LLVMGetNumOperands(v).max(0) as u32).map(move |k| llc::LLVMGetOperand(v, k))
+        };
+        operands(i).any(|op| {
+            let tls = |v: LLVMValueRef| {
+                !llc::LLVMIsAGlobalVariable(v).is_null() && llc::LLVMIsThreadLocal(v) != 0
+            };
+            tls(op) || (!llc::LLVMIsAConstantExpr(op).is_null() && operands(op).any(tls))
+        })
+    }
+}
+
+/// Turns the `available_externally` bodies the optimiser left (callees it did not inline, and
+/// the guest's own) into declarations, which the engine links: MCJIT never emits them and would
+/// resolve them to a process symbol, or to nothing.
+fn drop_available_externally(m: LLVMModuleRef) {
+    for f in functions(m).collect::<Vec<_>>() {
+        // SAFETY: `f` is a function of `m`.
+        let copy = unsafe {
+            llc::LLVMIsDeclaration(f) == 0
+                && llc::LLVMGetLinkage(f) == LLVMLinkage::LLVMAvailableExternallyLinkage
+        };
+        if !copy {
+            continue;
+        }
+        let name = value_name(f);
+        // SAFETY: `f` is a definition of `m`. A declaration of the same type and calling
+        // convention takes over all its uses; then the definition is deleted and the declaration
+        // takes its name.
+        unsafe {
+            let ty = llc::LLVMGlobalGetValueType(f);
+            let tmp = CString::new(format!("{name}.uppercut.decl")).expect("no NUL");
+            let decl = llc::LLVMAddFunction(m, tmp.as_ptr(), ty);
+            llc::LLVMSetFunctionCallConv(decl, llc::LLVMGetFunctionCallConv(f));
+            llc::LLVMReplaceAllUsesWith(f, decl);
+            llc::LLVMDeleteFunction(f);
+            llc::LLVMSetValueName2(decl, name.as_ptr().cast(), name.len());
         }
     }
 }
