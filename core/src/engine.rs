@@ -1619,9 +1619,9 @@ pub(crate) fn process_symbol(name: &str) -> Option<u64> {
 static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The largest callee (in instructions) whose body a version above O0 carries for inlining.
-const INLINE_MAX_INSTRUCTIONS: usize = 300;
+const INLINE_MAX_INSTRUCTIONS: usize = 120;
 /// How many callees' bodies a version above O0 carries at most.
-const INLINE_MAX_CALLEES: usize = 32;
+const INLINE_MAX_CALLEES: usize = 16;
 
 /// The unit every guest function is first compiled in: never retired.
 const BASE_UNIT: UnitId = UnitId(0);

@@ -28,6 +28,9 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "httpd-transitions" => httpd_transitions(r),
         "httpd-kept" => httpd_kept(r),
         "deopt" => deopt_table(r),
+        "startup" => startup_table(r),
+        "startup-reuse" => startup_reuse_table(r),
+        "startup-steady" => startup_steady_table(r),
         "published" => published(r),
         _ => Err(unknown("table", name)),
     }
@@ -883,6 +886,103 @@ const DEOPT_COLUMNS: [(&str, &str); 7] = [
     ("frames_moved", "frames moved"),
 ];
 
+fn startup_row<'a>(r: &'a Results, input: &str, runner: &str, item: &str) -> Result<&'a Row> {
+    rows(r, "startup", &[("input", input), ("runner", runner)], item)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::missing(item, format!("runner `{runner}` on `{input}`")))
+}
+
+fn startup_table(r: &Results) -> Result<Table> {
+    let mut t = Table::new([
+        "input",
+        "runner",
+        "first line (ms)",
+        "whole run (ms)",
+        "× faster than lli (MCJIT, same level)",
+    ]);
+    for row in rows(r, "startup", &[], "startup")? {
+        let (Some(input), Some(runner)) = (row.key_of("input"), row.key_of("runner")) else {
+            continue;
+        };
+        let v = |n: &str| row.get(n).map_or("–".into(), num);
+        t.row([
+            input.to_owned(),
+            runner.to_owned(),
+            v("first_line_ms"),
+            v("whole_ms"),
+            row.get("lli_ratio")
+                .map_or("–".into(), |x| format!("{x:.2}")),
+        ]);
+    }
+    if t.rows.is_empty() {
+        return Err(Error::missing("startup", "startup rows"));
+    }
+    Ok(t)
+}
+
+fn startup_reuse_table(r: &Results) -> Result<Table> {
+    let mut t = Table::new([
+        "what",
+        "configuration",
+        "IR (µs)",
+        "codegen (µs)",
+        "total (µs)",
+    ]);
+    for row in rows(r, "startup", &[], "startup-reuse")? {
+        let v = |n: &str| row.get(n).map_or("–".into(), num);
+        match row.key_of("what") {
+            Some("flip") => {
+                let cache = row.key_of("cache").unwrap_or("");
+                let label = if cache == "on" {
+                    format!("version cache on ({} flips reused)", v("reused"))
+                } else {
+                    "version cache off (each flip compiles)".to_owned()
+                };
+                t.row([
+                    "flip between two specialisations".to_owned(),
+                    label,
+                    "–".into(),
+                    "–".into(),
+                    v("flip_us"),
+                ]);
+            }
+            Some("tier") => t.row([
+                "compile `work` (about 100 instructions)".to_owned(),
+                format!("tier {}", row.key_of("opt").unwrap_or("")),
+                v("ir_us"),
+                v("codegen_us"),
+                v("total_us"),
+            ]),
+            _ => {}
+        }
+    }
+    if t.rows.is_empty() {
+        return Err(Error::missing("startup-reuse", "flip and tier rows"));
+    }
+    Ok(t)
+}
+
+fn startup_steady_table(r: &Results) -> Result<Table> {
+    let mut t = Table::new(["kernel", "lazy (s)", "eager (s)", "lazy / eager"]);
+    for row in rows(r, "startup", &[], "startup-steady")? {
+        let Some(kernel) = row.key_of("kernel") else {
+            continue;
+        };
+        let v = |n: &str| row.get(n).map_or("–".into(), num);
+        t.row([
+            kernel.to_owned(),
+            v("lazy_s"),
+            v("eager_s"),
+            row.get("ratio").map_or("–".into(), |x| format!("{x:.2}")),
+        ]);
+    }
+    if t.rows.is_empty() {
+        return Err(Error::missing("startup-steady", "kernel rows"));
+    }
+    Ok(t)
+}
+
 fn deopt_table(r: &Results) -> Result<Table> {
     let all = rows(r, "deopt", &[], "deopt")?;
     let mut header = vec!["depth".to_owned(), "config".to_owned()];
@@ -1087,6 +1187,39 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
                 return Err(Error::missing(name, "`kept_ratio` in `httpd`"));
             }
             Ok(format!("{:.1}%", worst * 100.0))
+        }
+        ["startup", "first", runner] => {
+            let row = startup_row(r, "O0.bc", runner, name)?;
+            Ok(row.get("first_line_ms").map_or("–".into(), num))
+        }
+        ["startup", "whole", runner] => {
+            let row = startup_row(r, "O0.bc", runner, name)?;
+            Ok(row.get("whole_ms").map_or("–".into(), num))
+        }
+        ["startup", "lli", runner] => {
+            let row = startup_row(r, "O0.bc", runner, name)?;
+            Ok(row
+                .get("lli_ratio")
+                .map_or("–".into(), |v| format!("{v:.2}×")))
+        }
+        ["startup", "flip", cache] => {
+            let row = rows(r, "startup", &[("what", "flip"), ("cache", cache)], name)?;
+            Ok(row
+                .first()
+                .and_then(|row| row.get("flip_us"))
+                .map_or("–".into(), num))
+        }
+        ["startup", "steady", "worst"] => {
+            let ratios: Vec<f64> = rows(r, "startup", &[], name)?
+                .iter()
+                .filter(|row| row.key_of("kernel").is_some())
+                .filter_map(|row| row.get("ratio"))
+                .collect();
+            let worst = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !worst.is_finite() {
+                return Err(Error::missing(name, "kernel rows in `startup`"));
+            }
+            Ok(format!("{worst:.2}"))
         }
         ["httpd", "failed"] => {
             let total: f64 = r

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// The experiments of the paper, in the order `reproduce` runs them: `(name, what it measures)`.
 /// Experiment `NAME` is the binary `exp-NAME` and writes `results/NAME.json`.
-pub const EXPERIMENTS: [(&str, &str); 7] = [
+pub const EXPERIMENTS: [(&str, &str); 8] = [
     ("kernels", "the kernel suite natively and under the JIT"),
     (
         "overhead",
@@ -28,6 +28,10 @@ pub const EXPERIMENTS: [(&str, &str); 7] = [
     (
         "deopt",
         "deoptimisation on redefinition, by recursion depth",
+    ),
+    (
+        "startup",
+        "lazy compilation's startup, version reuse and steady state",
     ),
 ];
 
