@@ -1267,8 +1267,8 @@ impl Engine {
                 // Compiled now, not on their first call from the exit handler: LLVM registers
                 // destructors of its own function-local statics with `atexit` during its first
                 // compilations, and those registered after this handler run before it.
-                for dtor in &self.inner.facts.destructors {
-                    if self.is_lazy() {
+                if self.is_lazy() {
+                    for dtor in &self.inner.facts.destructors {
                         self.compile_lazily(dtor)?;
                     }
                 }
@@ -1828,56 +1828,55 @@ fn redirect(state: &mut State, function: &str, entries: &[u64], target: u64) -> 
             function: function.to_owned(),
             reason: format!("{target:#x} is out of jmp rel32 reach of the entry at {entry:#x}"),
         })?;
-        let region = find_code_region(state, entry).ok_or_else(|| Error::Relink {
-            function: function.to_owned(),
-            reason: format!("the entry at {entry:#x} is not in the engine's code memory"),
-        })?;
-        let offset = entry as usize - region.addr();
-        let current = region
-            .as_slice()
-            .get(offset..offset + ir::PATCHABLE_ENTRY_BYTES)
-            .ok_or_else(|| Error::Relink {
-                function: function.to_owned(),
-                reason: format!("the entry at {entry:#x} ends past its code section"),
-            })?;
-        if !is_patchable_entry(current, entry) {
-            return Err(Error::Relink {
-                function: function.to_owned(),
-                reason: format!(
-                    "the entry at {entry:#x} holds {current:02x?}, not the reserved 5-byte no-op or an earlier jump"
-                ),
-            });
-        }
+        let (region, offset, _) = patchable_entry(state, function, entry)?;
         region.patch_live(offset, &jump)?;
     }
     Ok(())
 }
 
+/// The code region holding `entry`, its offset there, and its 5 bytes, which must still be the
+/// no-op LLVM placed there or a jump an earlier redirection wrote: anything else means the
+/// entry is not ours to patch.
+fn patchable_entry<'s>(
+    state: &'s mut State,
+    function: &str,
+    entry: u64,
+) -> Result<(&'s mut CodeRegion, usize, [u8; ir::PATCHABLE_ENTRY_BYTES])> {
+    let refused = |reason: String| Error::Relink {
+        function: function.to_owned(),
+        reason,
+    };
+    let region = find_code_region(state, entry).ok_or_else(|| {
+        refused(format!(
+            "the entry at {entry:#x} is not in the engine's code memory"
+        ))
+    })?;
+    let offset = entry as usize - region.addr();
+    let current: [u8; ir::PATCHABLE_ENTRY_BYTES] = region
+        .as_slice()
+        .get(offset..offset + ir::PATCHABLE_ENTRY_BYTES)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            refused(format!(
+                "the entry at {entry:#x} ends past its code section"
+            ))
+        })?;
+    if !is_patchable_entry(&current, entry) {
+        return Err(refused(format!(
+            "the entry at {entry:#x} holds {current:02x?}, not the reserved 5-byte no-op or an \
+             earlier jump"
+        )));
+    }
+    Ok((region, offset, current))
+}
+
 /// Makes `entry` (a version's own entry, which may jump to a newer version) run its body again:
 /// the 5-byte no-op back in place, with the same one-word atomic store as a redirection.
 fn restore_entry(state: &mut State, function: &str, entry: u64) -> Result<()> {
-    let region = find_code_region(state, entry).ok_or_else(|| Error::Relink {
-        function: function.to_owned(),
-        reason: format!("the entry at {entry:#x} is not in the engine's code memory"),
-    })?;
-    let offset = entry as usize - region.addr();
-    let current = region
-        .as_slice()
-        .get(offset..offset + ir::PATCHABLE_ENTRY_BYTES)
-        .ok_or_else(|| Error::Relink {
-            function: function.to_owned(),
-            reason: format!("the entry at {entry:#x} ends past its code section"),
-        })?;
-    if current == arch::NOP5 {
-        return Ok(());
+    let (region, offset, current) = patchable_entry(state, function, entry)?;
+    if current != arch::NOP5 {
+        region.patch_live(offset, &arch::NOP5)?;
     }
-    if !is_patchable_entry(current, entry) {
-        return Err(Error::Relink {
-            function: function.to_owned(),
-            reason: format!("the entry at {entry:#x} holds {current:02x?}, not a patchable entry"),
-        });
-    }
-    region.patch_live(offset, &arch::NOP5)?;
     Ok(())
 }
 

@@ -479,11 +479,7 @@ fn dispatch(
             },
         ),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(a non-string panic payload)".to_owned());
+            let message = panic_message(panic.as_ref());
             drop(panic);
             fail(
                 running,
@@ -494,6 +490,15 @@ fn dispatch(
             )
         }
     }
+}
+
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a non-string panic payload)".to_owned())
 }
 
 /// Stops the guest running on this thread with `error`, from host code the guest called (not a

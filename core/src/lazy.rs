@@ -94,17 +94,13 @@ pub(crate) extern "C" fn compile_on_first_call(record: *const LazyRecord) -> u64
     let error = match outcome {
         Ok(Ok(entry)) => return entry,
         Ok(Err(e)) => e,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(a non-string panic payload)".to_owned());
-            Error::Codegen {
-                unit: record.function.clone(),
-                message: format!("the compiler panicked: {message}"),
-            }
-        }
+        Err(panic) => Error::Codegen {
+            unit: record.function.clone(),
+            message: format!(
+                "the compiler panicked: {}",
+                crate::hypercall::panic_message(panic.as_ref())
+            ),
+        },
     };
     crate::hypercall::stop_guest(Error::LazyCompile {
         function: record.function.clone(),

@@ -29,9 +29,9 @@
 //! }
 //! ```
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -170,26 +170,14 @@ pub struct Timed {
 
 /// Runs `command` with stdin closed, capturing its output, killing it after `timeout`.
 pub fn run_timed(command: &mut Command, timeout: Duration) -> Result<Timed> {
-    let what = format!("{command:?}");
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {what}"), e))?;
+    let (what, started, mut child) = spawn_piped(command)?;
     let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
     let out = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = stdout.read_to_end(&mut s);
         s
     });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
+    let err = read_stderr(&mut child);
     let status = loop {
         if let Some(status) = child
             .try_wait()
@@ -215,6 +203,74 @@ pub fn run_timed(command: &mut Command, timeout: Duration) -> Result<Timed> {
         stdout,
         stderr,
         wall,
+    })
+}
+
+/// What a child run under [`run_to_first_line`] did.
+#[derive(Debug, Clone)]
+pub struct FirstLine {
+    /// Wall time from spawn to the end of the first line on its stdout.
+    pub first_line: Duration,
+    /// Wall time from spawn to exit.
+    pub wall: Duration,
+    /// All it printed on stdout.
+    pub stdout: String,
+}
+
+/// Runs `command` with stdin closed to its exit, timing when its first stdout line arrived (a
+/// program's start-up, when it prints first thing); a run that fails is an error with its
+/// stderr.
+pub fn run_to_first_line(command: &mut Command) -> Result<FirstLine> {
+    let (what, started, mut child) = spawn_piped(command)?;
+    let err = read_stderr(&mut child);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut out = String::new();
+    stdout
+        .read_line(&mut out)
+        .map_err(|e| Error::io(format!("reading {what}"), e))?;
+    let first_line = started.elapsed();
+    stdout
+        .read_to_string(&mut out)
+        .map_err(|e| Error::io(format!("reading {what}"), e))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::io(format!("waiting for {what}"), e))?;
+    let wall = started.elapsed();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+        return Err(Error::Measurement {
+            reason: format!("{what} failed ({status}): {stderr}"),
+        });
+    }
+    Ok(FirstLine {
+        first_line,
+        wall,
+        stdout: out,
+    })
+}
+
+/// Starts `command` with stdin closed and stdout and stderr piped: its description for errors,
+/// when it started, and the child.
+fn spawn_piped(command: &mut Command) -> Result<(String, Instant, Child)> {
+    let what = format!("{command:?}");
+    let started = Instant::now();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {what}"), e))?;
+    Ok((what, started, child))
+}
+
+/// Reads a piped child's stderr to its end on a thread of its own (so that a full pipe never
+/// blocks the child).
+fn read_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
+    let mut stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
     })
 }
 

@@ -514,9 +514,9 @@ fn units_register_their_stackmaps_and_cfi() {
     }
 }
 
-#[test]
-fn functions_whose_label_addresses_escape_are_not_recompiled() {
-    let ir = r#"
+/// `run(n)` sums 0..n in a loop whose branches go through a table of its labels' addresses in
+/// a global (a computed goto).
+pub(super) const COMPUTED_GOTO: &str = r#"
 @table = internal constant [2 x ptr] [ptr blockaddress(@run, %a), ptr blockaddress(@run, %b)]
 define i32 @run(i32 %n) {
 entry:
@@ -537,7 +537,10 @@ b:
   ret i32 %r
 }
 "#;
-    let e = engine(ir);
+
+#[test]
+fn functions_whose_label_addresses_escape_are_not_recompiled() {
+    let e = engine(COMPUTED_GOTO);
     assert_eq!(e.call("run", &[10]).unwrap(), 45);
     assert!(matches!(
         e.recompile("run", OptLevel::O0),

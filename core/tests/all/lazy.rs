@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::engine::COMPUTED_GOTO;
 use uppercut_core::{CompileMode, Engine, EngineOptions, Error, OptLevel, VersionRequest};
 
 fn lazy(ir: &str, opt_level: OptLevel) -> Engine {
@@ -132,32 +133,15 @@ define i32 @main() {
 
 #[test]
 fn a_computed_goto_function_is_compiled_with_the_globals_and_still_works() {
-    let ir = r#"
-@table = internal constant [2 x ptr] [ptr blockaddress(@run, %a), ptr blockaddress(@run, %b)]
-define i32 @run(i32 %n) {
-entry:
-  %first = load ptr, ptr @table
-  indirectbr ptr %first, [label %a, label %b]
-a:
-  %x = phi i32 [ 0, %entry ], [ %x1, %a ]
-  %i = phi i32 [ 0, %entry ], [ %i1, %a ]
-  %x1 = add i32 %x, %i
-  %i1 = add i32 %i, 1
-  %done = icmp sge i32 %i1, %n
-  %idx = zext i1 %done to i64
-  %p = getelementptr [2 x ptr], ptr @table, i64 0, i64 %idx
-  %next = load ptr, ptr %p
-  indirectbr ptr %next, [label %a, label %b]
-b:
-  %r = phi i32 [ 0, %entry ], [ %x1, %a ]
-  ret i32 %r
-}
-define i32 @caller(i32 %n) {
+    let ir = format!(
+        "{COMPUTED_GOTO}
+define i32 @caller(i32 %n) {{
   %r = call i32 @run(i32 %n)
   ret i32 %r
-}
-"#;
-    let e = lazy(ir, OptLevel::O2);
+}}
+"
+    );
+    let e = lazy(&ir, OptLevel::O2);
     e.compile().unwrap();
     let grouped = e.grouped_with_globals();
     assert_eq!(grouped.len(), 1, "{grouped:?}");

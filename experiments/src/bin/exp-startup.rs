@@ -39,9 +39,8 @@
 //!
 //! `cargo run --release -p uppercut-experiments --bin exp-startup -- [--quick] [--out FILE]`
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use uppercut_core::{Engine, EngineOptions, Instrumentation, OptLevel, VersionRequest};
@@ -184,42 +183,6 @@ fn corpus() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Runs `command`; the time to its first stdout line, to its exit, and all it printed.
-fn first_line(command: &mut Command) -> Result<(Duration, Duration, String)> {
-    let what = format!("{command:?}");
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| measurement(format!("starting {what}: {e}")))?;
-    let mut stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut out = String::new();
-    stdout
-        .read_line(&mut out)
-        .map_err(|e| measurement(format!("reading {what}: {e}")))?;
-    let first = started.elapsed();
-    stdout
-        .read_to_string(&mut out)
-        .map_err(|e| measurement(format!("reading {what}: {e}")))?;
-    let status = child
-        .wait()
-        .map_err(|e| measurement(format!("waiting for {what}: {e}")))?;
-    let whole = started.elapsed();
-    let errors = errors.join().unwrap_or_default();
-    if !status.success() {
-        return Err(measurement(format!("{what} failed ({status}): {errors}")));
-    }
-    Ok((first, whole, out))
-}
-
 fn startup(args: &Args, report: &mut Report) -> Result<()> {
     let dir = corpus()?;
     let uppercut = harness::uppercut()?;
@@ -244,7 +207,7 @@ fn startup(args: &Args, report: &mut Report) -> Result<()> {
         "SQLite (libsqlite3-sys 0.40.0's amalgamation) + experiments/corpus/sqlite/driver.c, \
          trivial run, built by experiments/corpus/build.sh",
     );
-    let native = first_line(&mut Command::new(dir.join("sqlite-native")))?.2;
+    let native = harness::run_to_first_line(&mut Command::new(dir.join("sqlite-native")))?.stdout;
     let progress = Progress::new(args, "startup", inputs.len() * runners.len() * reps);
     for input in inputs {
         let file = dir.join(format!("sqlite-{input}"));
@@ -257,7 +220,8 @@ fn startup(args: &Args, report: &mut Report) -> Result<()> {
                 Program::Lli => Command::new("lli-19"),
             };
             command.args(runner.args).arg(&file);
-            let (first, whole, out) = first_line(&mut command)?;
+            let run = harness::run_to_first_line(&mut command)?;
+            let (first, whole, out) = (run.first_line, run.wall, run.stdout);
             if out != native {
                 return Err(measurement(format!(
                     "{} on {input} printed {out:?}, natively {native:?}",
