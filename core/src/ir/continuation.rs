@@ -299,6 +299,19 @@ fn rebuild(
             llc::LLVMAppendExistingBasicBlock(cont, b);
         }
     }
+    // Debug info goes with the body: the declaration must have no subprogram, and what
+    // describes `f`'s parameters (debug intrinsics refer to them) now describes nothing.
+    // SAFETY: `f` and `cont` are live functions of `m`; the subprogram moves from one to the
+    // other; an argument's remaining uses are debug metadata and code that no resume point
+    // reaches (the uses the continuation keeps read slots, made below).
+    unsafe {
+        use llvm_sys::debuginfo::{LLVMGetSubprogram, LLVMSetSubprogram};
+        let subprogram = LLVMGetSubprogram(f);
+        if !subprogram.is_null() {
+            LLVMSetSubprogram(f, std::ptr::null_mut());
+            LLVMSetSubprogram(cont, subprogram);
+        }
+    }
     let first = l::blocks(cont)[0];
     let entry = l::insert_block_before(ctx, first, "osr.entry");
     let at_entry = Builder::new(ctx);
@@ -360,11 +373,10 @@ fn rebuild(
         }
         writer.store(v, slot_of[&v]);
     }
-    // Arguments that are not live at any site are only used where the continuation never goes.
+    // Arguments that are not live at any site are only used where the continuation never goes;
+    // those that are now have their slots, and only debug metadata still names them.
     for p in l::params(f) {
-        if !slot_of.contains_key(&p) {
-            l::replace_all_uses(p, l::poison(l::type_of(p)));
-        }
+        l::replace_all_uses(p, l::poison(l::type_of(p)));
     }
 
     let resumes = sites
