@@ -1,6 +1,7 @@
-//! Builds the small C++ part of the IR layer (`src/ir/extract.cpp`): what LLVM's C API lacks
-//! for compiling function by function (materializing lazily loaded bodies, extracting a few
-//! functions into a module of their own). It is compiled against the same LLVM 19 that
+//! Builds the small C++ part of the IR layer (`src/ir/extract.cpp`, `src/ir/debug.cpp`): what
+//! LLVM's C API lacks for compiling function by function (materializing lazily loaded bodies,
+//! extracting a few functions into a module of their own) and for keeping units visible to
+//! debuggers and profilers. It is compiled against the same LLVM 19 that
 //! `llvm-sys` links, found the way `llvm-sys` finds it.
 
 use std::path::PathBuf;
@@ -38,14 +39,16 @@ fn query(config: &PathBuf, arg: &str) -> String {
 }
 
 fn main() {
-    let source = "src/ir/extract.cpp";
-    println!("cargo:rerun-if-changed={source}");
+    let sources = ["src/ir/extract.cpp", "src/ir/debug.cpp"];
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
     println!("cargo:rerun-if-env-changed=LLVM_SYS_191_PREFIX");
     let config = llvm_config();
     let mut build = cc::Build::new();
     build
         .cpp(true)
-        .file(source)
+        .files(sources)
         .include(query(&config, "--includedir"))
         .flag("-std=c++17")
         .flag("-fno-exceptions")

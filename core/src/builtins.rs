@@ -152,10 +152,9 @@ fn print_frames(h: &mut Hypercall<'_>) -> Result<*mut c_void, CallbackError> {
     for (i, f) in frames.iter().enumerate() {
         let _ = writeln!(
             out,
-            "#{i} {} {} ({}) return={:#x} fp={:#x}",
-            f.version.function,
+            "#{i} {} {} return={:#x} fp={:#x}",
+            f.version.label(),
             f.version.id,
-            f.version.opt_level,
             f.return_address,
             f.frame_pointer
         );

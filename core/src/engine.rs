@@ -47,6 +47,7 @@ use crate::code_memory::{ArenaConfig, CodeArena, CodeRegion};
 use crate::error::{Error, Result};
 use crate::hypercall::{self, Callback, Callbacks};
 use crate::ir::{self, Ir, Linker, ModuleFacts, Resume, ResumePart, UnitSpec};
+use crate::perf::{self, PerfMode};
 use crate::sites::{Instrumentation, OsrModule};
 use crate::types::{OptLevel, SiteId, UnitId, VersionId};
 
@@ -79,6 +80,12 @@ pub struct EngineOptions {
     /// oldest beyond this many is retired (and freed once no thread reaches it). 0 retires
     /// every superseded version at once.
     pub version_cache: usize,
+    /// Whether every unit is registered with GDB's JIT interface while it lives (the default):
+    /// `bt` in guest code then names its functions, with file:line when the IR has debug info,
+    /// and a continuation's frames say which function and site they continue.
+    pub debugger: bool,
+    /// What `perf` is shown of guest code: nothing (the default), a perf map, or a jitdump.
+    pub perf: PerfMode,
 }
 
 /// When the engine compiles the guest's functions ([`EngineOptions::compile`]).
@@ -105,6 +112,8 @@ impl Default for EngineOptions {
             instrument: None,
             compile: CompileMode::Lazy,
             version_cache: 64,
+            debugger: true,
+            perf: PerfMode::Off,
         }
     }
 }
@@ -162,6 +171,40 @@ pub struct VersionInfo {
     pub kind: VersionKind,
     /// The globals it was specialised on, with the values it assumes (their bits).
     pub specialisation: Vec<(String, u64)>,
+}
+
+impl VersionInfo {
+    /// How debuggers, profilers and frame dumps name this code ([`version_label`]).
+    pub fn label(&self) -> String {
+        version_label(
+            &self.function,
+            self.opt_level,
+            &self.specialisation,
+            self.kind,
+        )
+    }
+}
+
+/// How debuggers, profilers and frame dumps name a version's code: its function, then its level,
+/// the values it was specialised on, and which part of a continuation it is, e.g.
+/// `hot_loop [O2]`, `hot_loop [O2, mode=1]`, `hot_loop [O2, continuation of site7]`.
+pub fn version_label(
+    function: &str,
+    opt_level: OptLevel,
+    specialisation: &[(String, u64)],
+    kind: VersionKind,
+) -> String {
+    let mut label = format!("{function} [{opt_level}");
+    for (global, bits) in specialisation {
+        label.push_str(&format!(", {global}={}", *bits as i64));
+    }
+    match kind {
+        VersionKind::Function => {}
+        VersionKind::Continuation(site) => label.push_str(&format!(", continuation of {site}")),
+        VersionKind::MultiContinuation => label.push_str(", continuation"),
+    }
+    label.push(']');
+    label
 }
 
 /// What a version's code is.
@@ -340,6 +383,8 @@ struct State {
 struct Unit {
     id: UnitId,
     name: String,
+    /// The unit's registration with GDB: before `memory`, so that it goes first.
+    debug: ir::Registration,
     /// Empty once the unit's memory was handed to the caller ([`Engine::take_unit_memory`]).
     memory: ir::UnitMemory,
     fast_hypercalls: usize,
@@ -370,7 +415,23 @@ impl Engine {
     /// Loads a guest from IR text or bitcode in memory; `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str, options: EngineOptions) -> Result<Engine> {
         let lazy = options.compile == CompileMode::Lazy && options.arena.is_dual_mapped();
-        let ir = Ir::load(bytes, origin, options.instrument.as_ref(), lazy)?;
+        match options.perf {
+            PerfMode::Off => {}
+            PerfMode::Map => perf::enable_map().map_err(|e| {
+                Error::Profiler(format!("cannot write {}: {e}", perf::map_path().display()))
+            })?,
+            PerfMode::Jitdump if !ir::has_perf_listener() => {
+                return Err(Error::Profiler(
+                    "this LLVM was built without its perf listener (no jitdump)".to_owned(),
+                ));
+            }
+            PerfMode::Jitdump => {}
+        }
+        let debug = ir::DebugTargets {
+            gdb: options.debugger,
+            jitdump: options.perf == PerfMode::Jitdump,
+        };
+        let ir = Ir::load(bytes, origin, options.instrument.as_ref(), lazy, debug)?;
         let facts = ir.facts();
         let osr = ir.osr().cloned().map(Arc::new);
         let arena = CodeArena::with_config(options.arena.clone())?;
@@ -526,6 +587,7 @@ impl Engine {
             Unit {
                 id: unit,
                 name: format!("{}#stubs", ir.origin()),
+                debug: ir::Registration::default(),
                 memory: ir::UnitMemory {
                     code: vec![region],
                     data: Vec::new(),
@@ -733,6 +795,14 @@ impl Engine {
             .collect();
         let target = redirected_by_host.unwrap_or(version.entry);
         redirect(&mut state, function, &older, target)?;
+        tracing::info!(
+            target: "uppercut::code",
+            function,
+            version = %version.label(),
+            unit = version.unit.0,
+            entries = older.len() as u64,
+            "relink"
+        );
         state.cached.retain(|id| *id != version.id);
         // The version the entries led to before is superseded: nothing enters it anew (calls go
         // through the entries, which now jump past it), and threads inside it run on.
@@ -982,6 +1052,8 @@ impl Engine {
                 reason: "no such unit, or its memory was already handed over".to_owned(),
             })?;
         entry.detached = true;
+        // GDB must not read memory the engine no longer owns.
+        drop(std::mem::take(&mut entry.debug));
         let memory = std::mem::take(&mut entry.memory);
         // Its versions are no longer entries the engine patches.
         let handed: Vec<(VersionId, String)> = state
@@ -1069,6 +1141,7 @@ impl Engine {
     /// retired (function pointers the guest holds lead into it), nor a unit whose memory was
     /// handed over ([`Engine::take_unit_memory`]). Retiring twice is retiring once.
     pub fn retire_unit(&self, unit: UnitId) -> Result<()> {
+        tracing::info!(target: "uppercut::code", unit = unit.0, "retire");
         let ranges = {
             let mut state = self.state();
             let refused = |reason: &str| Error::Retire {
@@ -1375,9 +1448,31 @@ impl Engine {
         let started = Instant::now();
         let name = spec.name;
         let opt = spec.opt;
+        let span = tracing::info_span!(
+            target: "uppercut::compile",
+            "compile",
+            unit = name,
+            function = spec.functions.and_then(|f| f.first()).map_or("", |f| f.as_str()),
+            tier = %opt,
+            specialisation = %spec
+                .specialise
+                .iter()
+                .map(|(global, bits)| format!("{global}={}", *bits as i64))
+                .collect::<Vec<_>>()
+                .join(","),
+            continuation = spec.continuation.is_some(),
+            code_bytes = tracing::field::Empty,
+            ir_us = tracing::field::Empty,
+            codegen_us = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let (compiled, split) = ir.compile(spec, &self.inner.arena, &mut linker)?;
         check_metadata(name, &compiled.memory)?;
         let total = started.elapsed();
+        let code_bytes: usize = compiled.memory.code.iter().map(|r| r.len()).sum();
+        span.record("code_bytes", code_bytes as u64);
+        span.record("ir_us", split.as_micros() as u64);
+        span.record("codegen_us", total.saturating_sub(split).as_micros() as u64);
         let times = CompileTimes {
             ir: split,
             codegen: total.saturating_sub(split),
@@ -1463,9 +1558,13 @@ impl Engine {
                 state.globals.entry(global.clone()).or_insert(*address);
             }
         }
+        if self.inner.options.perf == PerfMode::Map {
+            perf::published_versions(&made);
+        }
         let entry = Unit {
             id: unit,
             name: name.to_owned(),
+            debug: compiled.registration,
             memory: compiled.memory,
             fast_hypercalls: compiled.fast_hypercalls,
             detached: false,
@@ -1724,8 +1823,10 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
             .filter(|(_, v)| v.unit == unit)
             .map(|(id, _)| *id)
             .collect();
+        let mut gone_entries = Vec::new();
         for id in &gone {
             if let Some(v) = state.versions.remove(id) {
+                gone_entries.push(v.entry);
                 state.by_entry.remove(&v.entry);
                 if let Some(ids) = state.functions.get_mut(&v.function) {
                     ids.retain(|i| i != id);
@@ -1735,9 +1836,14 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
         for (start, _) in unit_ranges(&freed) {
             state.by_section.remove(&start);
         }
+        if engine.options.perf == PerfMode::Map {
+            let starts: Vec<u64> = gone_entries;
+            perf::freed(&starts);
+        }
         freed
     };
     // Unmapping takes the arena's lock: outside the registry's.
+    tracing::info!(target: "uppercut::code", unit = unit.0, unit_name = %freed.name, "free");
     drop(freed);
     true
 }

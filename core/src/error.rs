@@ -128,6 +128,8 @@ pub enum Error {
         /// Why.
         source: Box<Error>,
     },
+    /// What [`EngineOptions::perf`](crate::EngineOptions::perf) asks for cannot be had.
+    Profiler(String),
 }
 
 impl fmt::Display for Error {
@@ -171,6 +173,7 @@ impl fmt::Display for Error {
             Error::LazyCompile { function, source } => {
                 write!(f, "compiling `{function}` on its first call: {source}")
             }
+            Error::Profiler(why) => write!(f, "cannot show the guest to perf: {why}"),
             Error::Relink { function, reason } => write!(f, "cannot relink `{function}`: {reason}"),
             Error::Retire { unit, reason } => write!(f, "cannot retire {unit}: {reason}"),
             Error::UnknownCallback(name) => write!(f, "unknown callback `{name}`"),

@@ -43,6 +43,7 @@ mod hypercall;
 mod ir;
 mod lazy;
 mod maps;
+pub mod perf;
 mod plugin;
 pub mod reclaim;
 pub mod shadow;
@@ -54,12 +55,14 @@ mod types;
 pub use engine::{
     CompileMode, CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation,
     Recompiled, UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest, WeakEngine,
+    version_label,
 };
 pub use error::{Error, Result};
 pub use hypercall::{
     CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
 };
 pub use ir::llvm_version;
+pub use perf::PerfMode;
 pub use plugin::load_plugin;
 pub use sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! uppercut: osr transitions=N frames=M recompiles=K caught_up=C background=B max_stall_us=S
+//! uppercut: osr {"transitions":N,"frames":M,...}      (--osr-stats=json, which the experiments use)
 //! ```
 //!
 //! ```
@@ -29,6 +30,16 @@ impl OsrCounts {
     /// does not parse.
     pub fn parse(stderr: &str) -> Option<OsrCounts> {
         let line = stderr.lines().rev().find_map(|l| l.strip_prefix(PREFIX))?;
+        if line.starts_with('{') {
+            // `--osr-stats=json`: one object of counts.
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(line).ok()?;
+            let counts = object
+                .into_iter()
+                .map(|(k, v)| Some((k, v.as_u64()?)))
+                .collect::<Option<BTreeMap<String, u64>>>()?;
+            return Some(OsrCounts { counts });
+        }
         let counts = line
             .split_whitespace()
             .map(|kv| {
@@ -53,6 +64,15 @@ impl OsrCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_statistics_count_the_same() {
+        let text = "uppercut: osr {\"frames\":3,\"patched\":4}\n";
+        let c = OsrCounts::parse(text).unwrap();
+        assert_eq!(c.get("frames"), Some(3));
+        assert_eq!(c.get("patched"), Some(4));
+        assert!(OsrCounts::parse("uppercut: osr {\"frames\":-1}\n").is_none());
+    }
 
     #[test]
     fn the_last_stats_line_counts() {

@@ -94,6 +94,7 @@ mod discovery;
 mod eager;
 mod error;
 mod frames;
+pub mod log;
 pub mod policy;
 mod runtime;
 mod transfer;

@@ -220,6 +220,17 @@ impl Policy for Specialise {
                     .specialisation
                     .iter()
                     .any(|(g, v)| *g == global && *v != value);
+            if stale {
+                tracing::info!(
+                    target: "uppercut::osr",
+                    function = %frame.version.function,
+                    cause = %format!(
+                        "`{global}` is now {value:#x}; the frame assumed {}",
+                        assumed.map_or_else(|| "nothing".to_owned(), |v| format!("{v:#x}"))
+                    ),
+                    "deoptimise"
+                );
+            }
             if let Err(why) = cx.transfer(i, &spec)
                 && stale
             {

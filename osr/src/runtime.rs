@@ -38,6 +38,17 @@ pub struct VersionSpec {
     pub specialisation: Vec<(String, u64)>,
 }
 
+impl std::fmt::Display for VersionSpec {
+    /// `O2`, or `O2, mode=1` when specialised.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.opt_level)?;
+        for (global, bits) in &self.specialisation {
+            write!(f, ", {global}={}", *bits as i64)?;
+        }
+        Ok(())
+    }
+}
+
 impl VersionSpec {
     /// An unspecialised version at `opt_level`.
     pub fn at(opt_level: OptLevel) -> VersionSpec {
@@ -864,13 +875,26 @@ impl Cx<'_> {
     /// Sets frame `index` to move into the continuation of its site built as `spec` (compiled
     /// on first use, then cached). On `Err` the frame keeps running its old code.
     pub fn transfer(&mut self, index: usize, spec: &VersionSpec) -> Result<(), String> {
+        let frame = self.frames.get(index);
+        let span = tracing::info_span!(
+            target: "uppercut::osr",
+            "transfer",
+            function = frame.map_or("", |f| f.version.function.as_str()),
+            site = %frame.and_then(|f| f.site).map(|s| s.to_string()).unwrap_or_default(),
+            from = %frame.map(|f| f.version.label()).unwrap_or_default(),
+            to = %spec,
+            mode = ?self.shared.options.transfer,
+            refused = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let result = self.try_transfer(index, spec);
         match &result {
             Ok(()) => {
                 self.patched += 1;
                 self.shared.patched.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(why) => {
+                span.record("refused", why.as_str());
                 self.shared.refused.fetch_add(1, Ordering::Relaxed);
             }
         }

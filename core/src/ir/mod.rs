@@ -26,11 +26,15 @@ use llvm_sys::execution_engine as llee;
 use llvm_sys::prelude::{LLVMModuleRef, LLVMValueRef};
 
 use crate::code_memory::{CodeArena, CodeRegion, RegionRequest};
+use crate::engine::{VersionKind, version_label};
 use crate::error::{Error, Result};
 use crate::sites::{Instrumentation, OsrModule};
 use crate::types::{OptLevel, SiteId};
 
+pub(crate) use debug::{DebugTargets, Registration, has_perf_listener};
+
 mod continuation;
+mod debug;
 mod extract;
 pub(crate) mod instrument;
 mod llvm;
@@ -82,6 +86,8 @@ pub(crate) struct Ir {
     origin: String,
     /// What OSR instrumentation made of the prepared module, when it was instrumented.
     osr: Option<OsrModule>,
+    /// Who sees each unit's object.
+    debug: DebugTargets,
     /// Owns what the module borrows (units compile in contexts of their own).
     _context: Box<Context>,
 }
@@ -193,6 +199,8 @@ pub(crate) trait Linker {
 /// A unit after MCJIT: where everything landed.
 #[derive(Debug)]
 pub(crate) struct CompiledUnit {
+    /// The unit's registration with debuggers (first: dropped before the memory).
+    pub(crate) registration: Registration,
     /// `(function, entry address)` for every function the unit defines.
     pub(crate) functions: Vec<(String, u64)>,
     /// `(global, address)` for every global variable the unit defines.
@@ -245,6 +253,7 @@ impl Ir {
         origin: &str,
         instrumentation: Option<&Instrumentation>,
         lazy: bool,
+        debug: DebugTargets,
     ) -> Result<Ir> {
         Target::initialize_native(&InitializationConfig::default()).map_err(|message| {
             Error::Codegen {
@@ -318,6 +327,7 @@ impl Ir {
             target,
             origin: origin.to_owned(),
             osr,
+            debug,
             _context: context,
         })
     }
@@ -649,6 +659,22 @@ impl Ir {
             }
         }
 
+        if let Some(resume) = spec.continuation {
+            // A continuation's frames say in a debugger what they continue.
+            let function = spec
+                .functions
+                .and_then(|f| f.first())
+                .map_or("", |f| f.as_str());
+            for f in functions(m) {
+                let kind = match resume.part(&value_name(f)) {
+                    Some(ResumePart::Site(site)) => VersionKind::Continuation(site),
+                    Some(ResumePart::Body) => VersionKind::MultiContinuation,
+                    None => continue,
+                };
+                debug::rename(f, &version_label(function, spec.opt, spec.specialise, kind));
+            }
+        }
+
         let ir_time = started.elapsed();
         let captured = Arc::new(Mutex::new(Captured::default()));
         let manager = MemoryManager {
@@ -668,6 +694,7 @@ impl Ir {
             // would never finalise an object nobody looks into.
             return Ok((
                 CompiledUnit {
+                    registration: Registration::default(),
                     functions: Vec::new(),
                     globals: Vec::new(),
                     memory: UnitMemory::default(),
@@ -689,6 +716,7 @@ impl Ir {
                 message: e.to_string(),
             })?;
         let ee = engine.as_mut_ptr();
+        let listener = debug::attach(ee, self.debug);
         for (v, address) in mappings {
             // SAFETY: `ee` owns `m` now, and `v` is one of its declarations.
             unsafe { llee::LLVMAddGlobalMapping(ee, v, address as *mut _) };
@@ -718,6 +746,7 @@ impl Ir {
         // Dropping the engine destroys the module and the manager; the captured regions stay.
         drop(engine);
         drop(module);
+        let registration = listener.finish();
         let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(message) = captured.error.take() {
             return Err(Error::Codegen {
@@ -732,6 +761,7 @@ impl Ir {
             });
         }
         let unit = CompiledUnit {
+            registration,
             functions: functions_out,
             globals: globals_out,
             memory: std::mem::take(&mut captured.memory),

@@ -230,7 +230,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
             if let Some(transfer) = config.transfer {
                 command
                     .arg(format!("--osr-specialize={GLOBAL}"))
-                    .arg("--osr-stats")
+                    .arg("--osr-stats=json")
                     .arg(format!("--osr-transfer={transfer}"));
             }
             command.arg(ir.path()).args([

@@ -308,8 +308,12 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
     let command = |kind: Kind| match kind {
         Kind::Osr => {
             let mut c = Command::new(&uppercut);
-            c.args(["run", "--osr-specialize=extended_status", "--osr-stats"])
-                .arg(ir.path());
+            c.args([
+                "run",
+                "--osr-specialize=extended_status",
+                "--osr-stats=json",
+            ])
+            .arg(ir.path());
             c
         }
         Kind::Plain => {

@@ -81,7 +81,7 @@ const CONFIGS: [(&str, &[&str]); 4] = [
         "O0+sites",
         &["-O0", "--osr=tier", "--osr-threshold=9223372036854775807"],
     ),
-    ("tier", &["-O0", "--osr=tier", "--osr-stats"]),
+    ("tier", &["-O0", "--osr=tier", "--osr-stats=json"]),
     ("O2", &["-O2"]),
 ];
 

@@ -4,6 +4,8 @@
 //! uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
 //!              [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
 //!              [--osr-continuations=per-site|multi] [--osr-threshold=N]
+//!              [--osr-log=FILE] [--osr-log-format=json|chrome] [--osr-stats=text|json]
+//!              [--perf=off|map|jitdump] [--gdb=on|off]
 //!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
 //! uppercut stackmaps FILE.o
 //! ```
@@ -22,6 +24,8 @@ usage: uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|str
                     [--osr-specialize=GLOBAL]...
                     [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
                     [--osr-continuations=per-site|multi] [--osr-threshold=N]
+                    [--osr-log=FILE] [--osr-log-format=json|chrome] [--osr-stats=text|json]
+                    [--perf=off|map|jitdump] [--gdb=on|off]
                     [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
        uppercut stackmaps FILE.o
 
@@ -47,6 +51,14 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
                            ... in one multi-entry continuation per function and spec
   --osr-threshold=N        passes of a loop header before its site fires (tier: 1000)
   --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K ...` at exit
+  --osr-stats=json         ... as one JSON object: `uppercut: osr {\"transitions\":N,...}`
+  --osr-log=FILE           write every compilation, relink, retirement, transfer and
+                           deoptimisation to FILE, one JSON object per line, with timestamps
+  --osr-log-format=chrome  ... as Chrome trace events instead (open in Perfetto)
+  --perf=map               write /tmp/perf-PID.map, naming every version's code for perf
+  --perf=jitdump           write a jitdump (with source lines) for `perf inject --jit`
+                           (default: $UPPERCUT_PERF, else off)
+  --gdb=off                do not register units with GDB's JIT interface (default on)
   --load PLUGIN.so         load a shared library that registers callbacks
 stackmaps  prints the .llvm_stackmaps section of an object file as llvm-readobj --stackmap does";
 

@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use std::sync::Mutex;
 
-use uppercut_core::{CompileMode, Engine, EngineOptions, Instrumentation, OptLevel};
+use uppercut_core::{CompileMode, Engine, EngineOptions, Instrumentation, OptLevel, PerfMode};
 
 use super::CliError;
+use crate::log::{LogFormat, OsrLog};
 use crate::policy::{Policies, Policy, Specialise, Stress, TierUp};
-use crate::runtime::{ContinuationKind, Osr, OsrOptions, TransferMode};
+use crate::runtime::{ContinuationKind, Osr, OsrOptions, OsrStats, TransferMode};
+use tracing_subscriber::layer::SubscriberExt;
 
 /// `--osr=...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,14 @@ pub(crate) enum OsrMode {
     Stress(u64),
 }
 
+/// `--osr-stats[=text|json]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatsFormat {
+    Off,
+    Text,
+    Json,
+}
+
 /// What `uppercut run` was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RunArgs {
@@ -26,12 +36,16 @@ pub(crate) struct RunArgs {
     pub(crate) plugins: Vec<PathBuf>,
     pub(crate) osr: OsrMode,
     pub(crate) specialise: Vec<String>,
-    pub(crate) osr_stats: bool,
+    pub(crate) osr_stats: StatsFormat,
+    pub(crate) osr_log: Option<PathBuf>,
+    pub(crate) osr_log_format: LogFormat,
     pub(crate) threshold: Option<i64>,
     pub(crate) transfer: TransferMode,
     pub(crate) background: bool,
     pub(crate) continuations: ContinuationKind,
     pub(crate) compile: CompileMode,
+    pub(crate) perf: PerfMode,
+    pub(crate) gdb: bool,
     pub(crate) file: PathBuf,
     pub(crate) guest_args: Vec<String>,
 }
@@ -61,18 +75,41 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let mut plugins = Vec::new();
     let mut osr = OsrMode::Off;
     let mut specialise = Vec::new();
-    let mut osr_stats = false;
+    let mut osr_stats = StatsFormat::Off;
+    let mut osr_log = None;
+    let mut osr_log_format = LogFormat::JsonLines;
     let mut threshold = None;
     let mut transfer = TransferMode::Lazy;
     let mut background = false;
     let mut continuations = ContinuationKind::PerSite;
     let mut compile = CompileMode::Lazy;
+    let mut perf = None;
+    let mut gdb = true;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
         match arg {
             "-O0" | "-O1" | "-O2" | "-O3" => opt_level = arg.parse().map_err(CliError)?,
-            "--osr-stats" => osr_stats = true,
+            "--osr-stats" | "--osr-stats=text" => osr_stats = StatsFormat::Text,
+            "--osr-stats=json" => osr_stats = StatsFormat::Json,
+            _ if arg.starts_with("--osr-stats=") => {
+                return Err(CliError(format!(
+                    "unknown --osr-stats format `{}` (expected text or json)",
+                    &arg["--osr-stats=".len()..]
+                )));
+            }
+            _ if arg.starts_with("--osr-log=") => {
+                let path = &arg["--osr-log=".len()..];
+                if path.is_empty() {
+                    return Err(CliError("--osr-log needs a file".to_owned()));
+                }
+                osr_log = Some(PathBuf::from(path));
+            }
+            _ if arg.starts_with("--osr-log-format=") => {
+                osr_log_format = arg["--osr-log-format=".len()..]
+                    .parse()
+                    .map_err(|e| CliError(format!("--osr-log-format: {e}")))?;
+            }
             _ if arg.starts_with("--osr=") => osr = parse_osr(&arg["--osr=".len()..])?,
             _ if arg.starts_with("--osr-specialize=") => {
                 let global = &arg["--osr-specialize=".len()..];
@@ -89,6 +126,21 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
                 return Err(CliError(format!(
                     "unknown --compile mode `{}` (expected lazy or eager)",
                     &arg["--compile=".len()..]
+                )));
+            }
+            _ if arg.starts_with("--perf=") => {
+                perf = Some(
+                    arg["--perf=".len()..]
+                        .parse()
+                        .map_err(|e| CliError(format!("--perf: {e}")))?,
+                );
+            }
+            "--gdb=on" => gdb = true,
+            "--gdb=off" => gdb = false,
+            _ if arg.starts_with("--gdb=") => {
+                return Err(CliError(format!(
+                    "unknown --gdb setting `{}` (expected on or off)",
+                    &arg["--gdb=".len()..]
                 )));
             }
             "--osr-compile=sync" => background = false,
@@ -143,17 +195,25 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let file = args
         .get(i)
         .ok_or_else(|| CliError("`uppercut run` needs a FILE.ll or FILE.bc".to_owned()))?;
+    let perf = match perf {
+        Some(mode) => mode,
+        None => PerfMode::from_env().map_err(CliError)?,
+    };
     Ok(RunArgs {
         opt_level,
         plugins,
         osr,
         specialise,
         osr_stats,
+        osr_log,
+        osr_log_format,
         threshold,
         transfer,
         background,
         continuations,
         compile,
+        perf,
+        gdb,
         file: PathBuf::from(file),
         guest_args: args[i + 1..].to_vec(),
     })
@@ -164,6 +224,19 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
     for plugin in &run.plugins {
         uppercut_core::load_plugin(plugin)?;
     }
+    // The log starts first: it sees the guest's load and every compilation.
+    let log = match &run.osr_log {
+        Some(path) => {
+            let log = OsrLog::create(path, run.osr_log_format).map_err(|e| {
+                CliError(format!("--osr-log: cannot create {}: {e}", path.display()))
+            })?;
+            let subscriber = tracing_subscriber::registry().with(log.layer());
+            tracing::subscriber::set_global_default(subscriber)
+                .map_err(|e| CliError(format!("--osr-log: cannot install the log: {e}")))?;
+            Some(log)
+        }
+        None => None,
+    };
     let instrument = match run.osr {
         OsrMode::Off if run.specialise.is_empty() => None,
         OsrMode::Off => Some(Instrumentation {
@@ -192,6 +265,8 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
         opt_level: run.opt_level,
         instrument,
         compile: run.compile,
+        perf: run.perf,
+        debugger: run.gdb,
         ..EngineOptions::default()
     };
     let engine = Engine::from_file(&run.file, options)?;
@@ -239,14 +314,18 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError(e.to_string()))?,
         )
     };
-    if run.osr_stats {
-        *STATS.lock().unwrap_or_else(|e| e.into_inner()) = Some(osr.clone());
+    if run.osr_stats != StatsFormat::Off || log.is_some() {
+        *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(ExitReport {
+            osr: osr.clone(),
+            stats: run.osr_stats,
+            log,
+        });
         // SAFETY: registers a plain function; exit handlers run in reverse order, so this one
         // (registered before any guest code) runs after the guest's own. `quick_exit` runs only
-        // the `at_quick_exit` list; whichever runs first prints.
+        // the `at_quick_exit` list; whichever runs first reports.
         unsafe {
-            libc::atexit(print_stats);
-            at_quick_exit(print_stats);
+            libc::atexit(report_at_exit);
+            at_quick_exit(report_at_exit);
         }
     }
     let program = run.file.display().to_string();
@@ -267,22 +346,61 @@ unsafe extern "C" {
 /// Loop iterations before `--osr=tier` moves a loop to O2.
 const TIER_THRESHOLD: i64 = 1000;
 
-/// The OSR runtime whose counts `--osr-stats` prints at exit (`Some(None)`: OSR is off).
-static STATS: Mutex<Option<Option<Osr>>> = Mutex::new(None);
+/// What is reported when the guest exits: `--osr-stats` and the end of `--osr-log`.
+struct ExitReport {
+    /// `None`: OSR is off (every count is 0).
+    osr: Option<Osr>,
+    stats: StatsFormat,
+    log: Option<OsrLog>,
+}
 
-extern "C" fn print_stats() {
-    let osr = STATS.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let stats = osr.flatten().map(|o| o.stats()).unwrap_or_default();
-    eprintln!(
-        "uppercut: osr transitions={} frames={} recompiles={} caught_up={} background={} \
-         max_stall_us={}",
-        stats.transitions,
-        stats.frames,
-        stats.recompiles,
-        stats.caught_up,
-        stats.background,
-        stats.max_stall.as_micros()
-    );
+static AT_EXIT: Mutex<Option<ExitReport>> = Mutex::new(None);
+
+extern "C" fn report_at_exit() {
+    let Some(report) = AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    let stats = report.osr.map(|o| o.stats()).unwrap_or_default();
+    let json = stats_json(&stats);
+    match report.stats {
+        StatsFormat::Off => {}
+        StatsFormat::Text => eprintln!(
+            "uppercut: osr transitions={} frames={} patched={} recompiles={} caught_up={} \
+             background={} max_stall_us={}",
+            stats.transitions,
+            stats.frames,
+            stats.patched,
+            stats.recompiles,
+            stats.caught_up,
+            stats.background,
+            stats.max_stall.as_micros()
+        ),
+        StatsFormat::Json => eprintln!("uppercut: osr {}", serde_json::Value::Object(json.clone())),
+    }
+    if let Some(log) = report.log {
+        log.write("stats", json);
+        log.finish();
+    }
+}
+
+/// Every count of `stats` as a JSON object.
+fn stats_json(stats: &OsrStats) -> serde_json::Map<String, serde_json::Value> {
+    let value = serde_json::json!({
+        "transitions": stats.transitions,
+        "frames": stats.frames,
+        "patched": stats.patched,
+        "refused": stats.refused,
+        "recompiles": stats.recompiles,
+        "sites": stats.sites,
+        "background": stats.background,
+        "caught_up": stats.caught_up,
+        "max_stall_us": stats.max_stall.as_micros() as u64,
+        "total_stall_us": stats.total_stall.as_micros() as u64,
+    });
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
+    }
 }
 
 #[cfg(test)]
@@ -313,7 +431,30 @@ mod tests {
         .unwrap();
         assert_eq!(run.osr, OsrMode::Stress(7));
         assert_eq!(run.specialise, strings(&["config"]));
-        assert!(run.osr_stats);
+        assert_eq!(run.osr_stats, StatsFormat::Text);
+        let run = parse(&strings(&[
+            "--osr-stats=json",
+            "--osr-log=log.json",
+            "--osr-log-format=chrome",
+            "--perf=map",
+            "--gdb=off",
+            "x.ll",
+        ]))
+        .unwrap();
+        assert_eq!(run.osr_stats, StatsFormat::Json);
+        assert_eq!(run.osr_log, Some(PathBuf::from("log.json")));
+        assert_eq!(run.osr_log_format, LogFormat::Chrome);
+        assert_eq!(run.perf, PerfMode::Map);
+        assert!(!run.gdb);
+        for bad in [
+            "--osr-stats=xml",
+            "--osr-log=",
+            "--osr-log-format=csv",
+            "--perf=yes",
+            "--gdb=maybe",
+        ] {
+            assert!(parse(&strings(&[bad, "x.ll"])).is_err(), "{bad}");
+        }
         assert_eq!(
             parse(&strings(&["--osr=tier", "x.ll"])).unwrap().osr,
             OsrMode::Tier

@@ -4,6 +4,7 @@
 mod cli;
 mod differential;
 mod discovery;
+mod introspect;
 mod lifetime;
 mod multi;
 mod policies;
