@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,10 @@ pub struct EngineOptions {
     pub debugger: bool,
     /// What `perf` is shown of guest code: nothing (the default), a perf map, or a jitdump.
     pub perf: PerfMode,
+    /// A folder to write each unit's machine code into as it is published, disassembled and
+    /// annotated with its versions' names and its stack-map records (`crate::dump`); created if
+    /// missing. `None` (the default) writes nothing.
+    pub dump_code: Option<PathBuf>,
 }
 
 /// When the engine compiles the guest's functions ([`EngineOptions::compile`]).
@@ -114,6 +118,7 @@ impl Default for EngineOptions {
             version_cache: 64,
             debugger: true,
             perf: PerfMode::Off,
+            dump_code: None,
         }
     }
 }
@@ -426,6 +431,12 @@ impl Engine {
                 ));
             }
             PerfMode::Jitdump => {}
+        }
+        if let Some(dir) = &options.dump_code {
+            std::fs::create_dir_all(dir).map_err(|source| Error::DumpCode {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let debug = ir::DebugTargets {
             gdb: options.debugger,
@@ -1569,6 +1580,16 @@ impl Engine {
             fast_hypercalls: compiled.fast_hypercalls,
             detached: false,
         };
+        if let Some(dir) = &self.inner.options.dump_code {
+            let text = crate::dump::unit_text(unit, name, &entry.memory, &made);
+            let path = crate::dump::unit_path(dir, unit, name);
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!(
+                    "uppercut: --dump-code: cannot write {}: {e}",
+                    path.display()
+                );
+            }
+        }
         for (start, end) in unit_ranges(&entry) {
             state.by_section.insert(start, (end, unit));
         }

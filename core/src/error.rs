@@ -130,6 +130,14 @@ pub enum Error {
     },
     /// What [`EngineOptions::perf`](crate::EngineOptions::perf) asks for cannot be had.
     Profiler(String),
+    /// The folder of [`EngineOptions::dump_code`](crate::EngineOptions::dump_code) cannot be
+    /// made.
+    DumpCode {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for Error {
@@ -174,6 +182,9 @@ impl fmt::Display for Error {
                 write!(f, "compiling `{function}` on its first call: {source}")
             }
             Error::Profiler(why) => write!(f, "cannot show the guest to perf: {why}"),
+            Error::DumpCode { path, source } => {
+                write!(f, "cannot dump code into {}: {source}", path.display())
+            }
             Error::Relink { function, reason } => write!(f, "cannot relink `{function}`: {reason}"),
             Error::Retire { unit, reason } => write!(f, "cannot retire {unit}: {reason}"),
             Error::UnknownCallback(name) => write!(f, "unknown callback `{name}`"),
@@ -213,7 +224,7 @@ fn one_line(message: &str) -> String {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Read { source, .. } => Some(source),
+            Error::Read { source, .. } | Error::DumpCode { source, .. } => Some(source),
             Error::CodeMemory(e) => Some(e),
             Error::StackMaps { source, .. } => Some(source),
             Error::LazyCompile { source, .. } => Some(source.as_ref()),

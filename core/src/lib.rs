@@ -37,6 +37,7 @@
 mod arch;
 pub mod builtins;
 pub mod code_memory;
+mod dump;
 mod engine;
 mod error;
 mod hypercall;

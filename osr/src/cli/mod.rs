@@ -5,7 +5,7 @@
 //!              [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
 //!              [--osr-continuations=per-site|multi] [--osr-threshold=N]
 //!              [--osr-log=FILE] [--osr-log-format=json|chrome] [--osr-stats=text|json]
-//!              [--perf=off|map|jitdump] [--gdb=on|off]
+//!              [--perf=off|map|jitdump] [--gdb=on|off] [--dump-code=DIR]
 //!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
 //! uppercut stackmaps FILE.o
 //! ```
@@ -25,7 +25,7 @@ usage: uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|str
                     [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
                     [--osr-continuations=per-site|multi] [--osr-threshold=N]
                     [--osr-log=FILE] [--osr-log-format=json|chrome] [--osr-stats=text|json]
-                    [--perf=off|map|jitdump] [--gdb=on|off]
+                    [--perf=off|map|jitdump] [--gdb=on|off] [--dump-code=DIR]
                     [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
        uppercut stackmaps FILE.o
 
@@ -59,6 +59,8 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
   --perf=jitdump           write a jitdump (with source lines) for `perf inject --jit`
                            (default: $UPPERCUT_PERF, else off)
   --gdb=off                do not register units with GDB's JIT interface (default on)
+  --dump-code=DIR          write each unit's machine code into DIR as it is compiled,
+                           disassembled, with its functions' names and stack-map records
   --load PLUGIN.so         load a shared library that registers callbacks
 stackmaps  prints the .llvm_stackmaps section of an object file as llvm-readobj --stackmap does";
 

@@ -46,6 +46,7 @@ pub(crate) struct RunArgs {
     pub(crate) compile: CompileMode,
     pub(crate) perf: PerfMode,
     pub(crate) gdb: bool,
+    pub(crate) dump_code: Option<PathBuf>,
     pub(crate) file: PathBuf,
     pub(crate) guest_args: Vec<String>,
 }
@@ -85,6 +86,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
     let mut compile = CompileMode::Lazy;
     let mut perf = None;
     let mut gdb = true;
+    let mut dump_code = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -134,6 +136,13 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
                         .parse()
                         .map_err(|e| CliError(format!("--perf: {e}")))?,
                 );
+            }
+            _ if arg.starts_with("--dump-code=") => {
+                let dir = &arg["--dump-code=".len()..];
+                if dir.is_empty() {
+                    return Err(CliError("--dump-code needs a folder".to_owned()));
+                }
+                dump_code = Some(PathBuf::from(dir));
             }
             "--gdb=on" => gdb = true,
             "--gdb=off" => gdb = false,
@@ -214,6 +223,7 @@ pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
         compile,
         perf,
         gdb,
+        dump_code,
         file: PathBuf::from(file),
         guest_args: args[i + 1..].to_vec(),
     })
@@ -267,6 +277,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
         compile: run.compile,
         perf: run.perf,
         debugger: run.gdb,
+        dump_code: run.dump_code.clone(),
         ..EngineOptions::default()
     };
     let engine = Engine::from_file(&run.file, options)?;
@@ -438,9 +449,11 @@ mod tests {
             "--osr-log-format=chrome",
             "--perf=map",
             "--gdb=off",
+            "--dump-code=code",
             "x.ll",
         ]))
         .unwrap();
+        assert_eq!(run.dump_code, Some(PathBuf::from("code")));
         assert_eq!(run.osr_stats, StatsFormat::Json);
         assert_eq!(run.osr_log, Some(PathBuf::from("log.json")));
         assert_eq!(run.osr_log_format, LogFormat::Chrome);
@@ -452,6 +465,7 @@ mod tests {
             "--osr-log-format=csv",
             "--perf=yes",
             "--gdb=maybe",
+            "--dump-code=",
         ] {
             assert!(parse(&strings(&[bad, "x.ll"])).is_err(), "{bad}");
         }

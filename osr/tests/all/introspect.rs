@@ -348,3 +348,74 @@ fn the_event_log_of_a_stress_run_counts_what_the_statistics_count() {
             .any(|e| e["name"] == "compile" && e["ph"] == "X")
     );
 }
+
+#[test]
+fn a_code_dump_lists_every_stack_map_record_after_its_call() {
+    let scratch = Scratch::new("dump-code");
+    let guest = guest_with_debug_info(&scratch, "fault", FAULT);
+    let dir = scratch.path().join("code");
+    let out = Command::new(env!("CARGO_BIN_EXE_uppercut"))
+        .args(["run", "-O0", "--osr=stress=3"])
+        .arg(format!("--dump-code={}", dir.display()))
+        .arg(&guest)
+        .arg("no-fault")
+        .output()
+        .expect("uppercut runs");
+    assert!(out.status.success(), "{out:?}");
+    let mut records = 0;
+    let mut labels = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        files += 1;
+        let header = text.lines().next().unwrap();
+        let declared: usize = header
+            .split(", ")
+            .find_map(|p| p.strip_suffix(" stack-map record(s)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("header: {header}"));
+        let lines: Vec<&str> = text.lines().collect();
+        let mut listed = 0;
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("; stack-map record ") {
+                listed += 1;
+                // At an instruction boundary: right after the call whose return address it is.
+                assert!(!line.contains("not where an instruction"), "{line}");
+                let at = line.rsplit_once("return address ").unwrap().1;
+                let at = u64::from_str_radix(at.split(':').next().unwrap(), 16).unwrap();
+                let call = lines[..i]
+                    .iter()
+                    .rev()
+                    .find(|l| !l.trim_start().starts_with(';'))
+                    .unwrap();
+                assert!(call.contains("call"), "{call} / {line}");
+                let call_ip = u64::from_str_radix(call.split_whitespace().next().unwrap(), 16);
+                let bytes = call.split_whitespace().nth(1).unwrap().len() as u64 / 2;
+                assert_eq!(call_ip.unwrap() + bytes, at, "{call} / {line}");
+            }
+            if let Some(label) = line.strip_suffix(':').or_else(|| {
+                line.split_once(':')
+                    .filter(|(l, rest)| !l.starts_with(' ') && rest.contains("bytes"))
+                    .map(|(l, _)| l)
+            }) && !line.starts_with(' ')
+                && !line.starts_with(';')
+            {
+                labels.push(label.to_owned());
+            }
+        }
+        assert_eq!(listed, declared, "{text}");
+        records += listed;
+    }
+    assert!(files > 3, "{files} units dumped");
+    assert!(records > 0, "no stack-map record in any unit");
+    for name in ["main [O0]", "mid [O0]", "leaf [O0]"] {
+        assert!(
+            labels.iter().any(|l| l == name),
+            "no `{name}` in {labels:?}"
+        );
+    }
+    assert!(
+        labels.iter().any(|l| l.contains("continuation of site")),
+        "no continuation among {labels:?}"
+    );
+}
