@@ -1152,7 +1152,6 @@ impl Engine {
     /// retired (function pointers the guest holds lead into it), nor a unit whose memory was
     /// handed over ([`Engine::take_unit_memory`]). Retiring twice is retiring once.
     pub fn retire_unit(&self, unit: UnitId) -> Result<()> {
-        tracing::info!(target: "uppercut::code", unit = unit.0, "retire");
         let ranges = {
             let mut state = self.state();
             let refused = |reason: &str| Error::Retire {
@@ -1183,6 +1182,7 @@ impl Engine {
                 .fetch_add(1, std::sync::atomic::Ordering::Release);
             ranges
         };
+        tracing::info!(target: "uppercut::code", unit = unit.0, "retire");
         let engine = Arc::downgrade(&self.inner);
         crate::reclaim::retire(
             self.inner.id,
@@ -1569,9 +1569,6 @@ impl Engine {
                 state.globals.entry(global.clone()).or_insert(*address);
             }
         }
-        if self.inner.options.perf == PerfMode::Map {
-            perf::published_versions(&made);
-        }
         let entry = Unit {
             id: unit,
             name: name.to_owned(),
@@ -1580,20 +1577,29 @@ impl Engine {
             fast_hypercalls: compiled.fast_hypercalls,
             detached: false,
         };
-        if let Some(dir) = &self.inner.options.dump_code {
-            let text = crate::dump::unit_text(unit, name, &entry.memory, &made);
-            let path = crate::dump::unit_path(dir, unit, name);
-            if let Err(e) = std::fs::write(&path, text) {
-                eprintln!(
-                    "uppercut: --dump-code: cannot write {}: {e}",
-                    path.display()
-                );
-            }
-        }
+        // Read while the unit cannot be freed; written once the registry is unlocked.
+        let dump = self.inner.options.dump_code.as_ref().map(|dir| {
+            (
+                crate::dump::unit_path(dir, unit, name),
+                crate::dump::unit_text(unit, name, &entry.memory, &made),
+            )
+        });
         for (start, end) in unit_ranges(&entry) {
             state.by_section.insert(start, (end, unit));
         }
         state.units.insert(unit, entry);
+        drop(state);
+        if self.inner.options.perf == PerfMode::Map {
+            perf::published_versions(&made);
+        }
+        if let Some((path, text)) = dump
+            && let Err(e) = std::fs::write(&path, text)
+        {
+            eprintln!(
+                "uppercut: --dump-code: cannot write {}: {e}",
+                path.display()
+            );
+        }
         Ok((made, times))
     }
 
@@ -1826,7 +1832,7 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
         // The engine, and with it the unit, is gone already.
         return true;
     };
-    let freed = {
+    let (freed, gone_entries) = {
         let mut state = engine.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.pins.get(&unit).is_some_and(|&p| p > 0) {
             return false;
@@ -1857,12 +1863,11 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
         for (start, _) in unit_ranges(&freed) {
             state.by_section.remove(&start);
         }
-        if engine.options.perf == PerfMode::Map {
-            let starts: Vec<u64> = gone_entries;
-            perf::freed(&starts);
-        }
-        freed
+        (freed, gone_entries)
     };
+    if engine.options.perf == PerfMode::Map {
+        perf::freed(&gone_entries);
+    }
     // Unmapping takes the arena's lock: outside the registry's.
     tracing::info!(target: "uppercut::code", unit = unit.0, unit_name = %freed.name, "free");
     drop(freed);

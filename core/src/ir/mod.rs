@@ -703,6 +703,9 @@ impl Ir {
                 ir_time,
             ));
         }
+        // Declared before the engine, so that even unwinding drops it after the engine (whose
+        // destruction still calls it).
+        let listener;
         let engine = module
             .create_mcjit_execution_engine_with_memory_manager(
                 manager,
@@ -716,7 +719,7 @@ impl Ir {
                 message: e.to_string(),
             })?;
         let ee = engine.as_mut_ptr();
-        let listener = debug::attach(ee, self.debug);
+        listener = debug::attach(ee, self.debug);
         for (v, address) in mappings {
             // SAFETY: `ee` owns `m` now, and `v` is one of its declarations.
             unsafe { llee::LLVMAddGlobalMapping(ee, v, address as *mut _) };
