@@ -376,15 +376,16 @@ extern "C" fn report_at_exit() {
     match report.stats {
         StatsFormat::Off => {}
         StatsFormat::Text => eprintln!(
-            "uppercut: osr transitions={} frames={} patched={} recompiles={} caught_up={} \
-             background={} max_stall_us={}",
+            // New counts go at the end: scripts read the first ones by position.
+            "uppercut: osr transitions={} frames={} recompiles={} caught_up={} background={} \
+             max_stall_us={} patched={}",
             stats.transitions,
             stats.frames,
-            stats.patched,
             stats.recompiles,
             stats.caught_up,
             stats.background,
-            stats.max_stall.as_micros()
+            stats.max_stall.as_micros(),
+            stats.patched
         ),
         StatsFormat::Json => eprintln!("uppercut: osr {}", serde_json::Value::Object(json.clone())),
     }

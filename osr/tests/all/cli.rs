@@ -412,7 +412,9 @@ fn osr_options_report_bad_use_in_one_line_and_count_what_moved() {
             .split_whitespace()
             .filter_map(|w| w.split_once('=')?.1.parse().ok())
             .collect();
-        assert_eq!(counts.len(), 6, "{line}");
+        // transitions, frames, recompiles, caught_up, background, max_stall_us, patched
+        assert_eq!(counts.len(), 7, "{line}");
+        assert!(counts[6] >= counts[1], "{mode}: patched < frames: {line}");
         assert!(
             counts[0] > 0 && counts[1] > 0 && counts[2] > 0,
             "{mode}: {line}"
