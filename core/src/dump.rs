@@ -1,16 +1,18 @@
 //! Code dumps ([`EngineOptions::dump_code`](crate::EngineOptions::dump_code)): each unit's
 //! machine code as text, disassembled with iced-x86, with its versions' names at their entries
-//! and its stack-map records (the call sites OSR can transfer at) after the calls they describe:
+//! and its stack-map records (the call sites OSR can transfer at, their locations printed as
+//! `llvm-readobj --stackmap` does) after the calls they describe:
 //!
 //! ```text
-//! ; unit 4 `prog.ll#mid.4` (O2): 1 code section, 3 stack-map records
+//! ; unit4 `prog.ll#mid.4` (O2): 1 code section(s), 3 stack-map record(s)
 //!
-//! mid [O2]:                                          ; v7, 257 bytes
-//!   7fffac40e000  55                      push rbp
+//! ; code 7fffac40e000..7fffac40e101 (257 bytes)
+//!
+//! mid [O2]:                                        ; v7, 257 bytes
+//!   7fffac40e000  55                      push    rbp
 //!   ...
-//!   7fffac40e029  e8d2ffffff              call 7fffac40e000h
-//!                 ; stack-map record 3 at return address 7fffac40e02e: 2 locations:
-//!                 ;   #1 Constant 3, size 8  #2 Indirect [R#6 - 24], size 8
+//!   7fffac40e029  e8d2ffffff              call    00007FFFAC40E000h
+//!                 ; stack-map record 3 at return address 7fffac40e02e: #1 Constant 3, size: 8  #2 Indirect [R#6 + -24], size: 8
 //! ```
 //!
 //! A record whose return address is not where an instruction ends is listed at the end as such:
@@ -21,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter};
-use uppercut_stackmaps::{Location, STACKMAP_SECTION, StackMap};
+use uppercut_stackmaps::{STACKMAP_SECTION, StackMap, write_location};
 
 use crate::engine::VersionInfo;
 use crate::ir::UnitMemory;
@@ -31,20 +33,6 @@ use crate::types::UnitId;
 struct RecordLine {
     id: u64,
     text: String,
-}
-
-fn location_text(location: &Location) -> String {
-    match *location {
-        Location::Register { reg, size } => format!("Register R#{}, size {size}", reg.0),
-        Location::Direct { reg, offset, size } => {
-            format!("Direct R#{} {offset:+}, size {size}", reg.0)
-        }
-        Location::Indirect { reg, offset, size } => {
-            format!("Indirect [R#{} {offset:+}], size {size}", reg.0)
-        }
-        Location::Constant { value, size } => format!("Constant {value}, size {size}"),
-        Location::ConstantIndex { value, size, .. } => format!("Constant {value}, size {size}"),
-    }
 }
 
 /// The unit's records by return address (several records may share one).
@@ -61,7 +49,11 @@ fn records(memory: &UnitMemory) -> BTreeMap<u64, Vec<RecordLine>> {
         let locations: Vec<String> = record
             .locations()
             .enumerate()
-            .map(|(i, l)| format!("#{} {}", i + 1, location_text(&l)))
+            .map(|(i, l)| {
+                let mut text = format!("#{} ", i + 1);
+                let _ = write_location(&l, &mut text);
+                text
+            })
             .collect();
         out.entry(record.return_address().0)
             .or_default()

@@ -200,8 +200,9 @@ pub fn version_label(
     kind: VersionKind,
 ) -> String {
     let mut label = format!("{function} [{opt_level}");
-    for (global, bits) in specialisation {
-        label.push_str(&format!(", {global}={}", *bits as i64));
+    if !specialisation.is_empty() {
+        label.push_str(", ");
+        label.push_str(&specialisation_text(specialisation));
     }
     match kind {
         VersionKind::Function => {}
@@ -210,6 +211,16 @@ pub fn version_label(
     }
     label.push(']');
     label
+}
+
+/// The values a version was specialised on, as labels and logs show them: `mode=1, level=-2`
+/// (each global's bits as a signed number).
+pub fn specialisation_text(specialisation: &[(String, u64)]) -> String {
+    specialisation
+        .iter()
+        .map(|(global, bits)| format!("{global}={}", *bits as i64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a version's code is.
@@ -1465,12 +1476,7 @@ impl Engine {
             unit = name,
             function = spec.functions.and_then(|f| f.first()).map_or("", |f| f.as_str()),
             tier = %opt,
-            specialisation = %spec
-                .specialise
-                .iter()
-                .map(|(global, bits)| format!("{global}={}", *bits as i64))
-                .collect::<Vec<_>>()
-                .join(","),
+            specialisation = %specialisation_text(spec.specialise),
             continuation = spec.continuation.is_some(),
             code_bytes = tracing::field::Empty,
             ir_us = tracing::field::Empty,

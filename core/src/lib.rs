@@ -56,7 +56,7 @@ mod types;
 pub use engine::{
     CompileMode, CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation,
     Recompiled, UnitInfo, UnitMemory, VersionInfo, VersionKind, VersionRequest, WeakEngine,
-    version_label,
+    specialisation_text, version_label,
 };
 pub use error::{Error, Result};
 pub use hypercall::{

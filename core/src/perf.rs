@@ -79,6 +79,11 @@ struct PerfMap {
 
 static MAP: Mutex<Option<PerfMap>> = Mutex::new(None);
 
+/// One line of a perf map.
+fn map_line(start: u64, size: u64, name: &str) -> String {
+    format!("{start:x} {size:x} {name}\n")
+}
+
 /// Where perf looks for this process's map.
 pub fn map_path() -> PathBuf {
     PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()))
@@ -110,7 +115,7 @@ pub(crate) fn published(code: impl IntoIterator<Item = (u64, u64, String)>) {
         if size == 0 {
             continue;
         }
-        lines.push_str(&format!("{start:x} {size:x} {name}\n"));
+        lines.push_str(&map_line(start, size, &name));
         map.entries.insert(start, (size, name));
     }
     // Appending is enough for new code: nothing else is at those addresses now.
@@ -143,7 +148,7 @@ pub(crate) fn freed(starts: &[u64]) {
     }
     let mut text = String::new();
     for (start, (size, name)) in &map.entries {
-        text.push_str(&format!("{start:x} {size:x} {name}\n"));
+        text.push_str(&map_line(*start, *size, name));
     }
     // Written beside it and renamed over it: perf never reads half a map.
     let partial = map.path.with_extension("map.partial");

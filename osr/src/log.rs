@@ -155,6 +155,10 @@ impl OsrLog {
     pub fn write(&self, event: &str, fields: Map<String, Value>) {
         let mut object = self.header(event, "uppercut::osr");
         object.extend(fields);
+        self.emit(object);
+    }
+
+    fn emit(&self, object: Map<String, Value>) {
         self.sink
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -280,11 +284,7 @@ where
             .unwrap_or_else(|| metadata.name().to_owned());
         let mut object = self.log.header(&name, metadata.target());
         object.extend(fields);
-        self.log
-            .sink
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write(object);
+        self.log.emit(object);
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -304,10 +304,6 @@ where
             json!(open.started.elapsed().as_micros() as u64),
         );
         object.extend(open.fields);
-        self.log
-            .sink
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write(object);
+        self.log.emit(object);
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use uppercut_core::{
     CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo, UnitId,
-    ValueKind, VersionInfo, VersionRequest,
+    ValueKind, VersionInfo, VersionRequest, specialisation_text,
 };
 
 use crate::compiler::Compiler;
@@ -42,8 +42,8 @@ impl std::fmt::Display for VersionSpec {
     /// `O2`, or `O2, mode=1` when specialised.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.opt_level)?;
-        for (global, bits) in &self.specialisation {
-            write!(f, ", {global}={}", *bits as i64)?;
+        if !self.specialisation.is_empty() {
+            write!(f, ", {}", specialisation_text(&self.specialisation))?;
         }
         Ok(())
     }

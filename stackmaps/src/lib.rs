@@ -62,7 +62,8 @@
 //! - `elf`: reading object files ([`StackMap::from_object`], [`EhFrameSection::from_object`]).
 //! - `eh_frame`: [`EhFrameSection`] and [`FrameInfo`].
 //! - `shadow_stack`: [`FrameMap`], [`StackEntry`] and [`MemoryReader`].
-//! - `readobj`: [`write_llvm_readobj`] and [`dump_object_file`], LLVM's dump format.
+//! - `readobj`: [`write_llvm_readobj`], [`write_location`] and [`dump_object_file`], LLVM's
+//!   dump format.
 
 mod build;
 mod eh_frame;
@@ -86,7 +87,7 @@ pub use parse::{
     Constants, Function, Functions, LiveOut, LiveOuts, Location, LocationKind, Locations, Record,
     Records, StackMap,
 };
-pub use readobj::{dump_object_file, dump_section, write_llvm_readobj};
+pub use readobj::{dump_object_file, dump_section, write_llvm_readobj, write_location};
 pub use shadow_stack::{
     ChainWalk, FRAME_MAP_MAX_COUNT, FRAME_MAP_META_OFFSET, FrameMap, MemoryReader, POINTER_SIZE,
     STACK_ENTRY_MAP_OFFSET, STACK_ENTRY_ROOTS_OFFSET, SliceMemory, StackEntry, walk_chain,

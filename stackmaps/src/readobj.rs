@@ -10,6 +10,24 @@ use crate::elf;
 use crate::error::Result;
 use crate::parse::{Location, StackMap};
 
+/// Writes one location as `llvm-readobj-19 --stackmap` prints it, e.g.
+/// `Indirect [R#7 + -8], size: 8`.
+pub fn write_location<W: fmt::Write + ?Sized>(location: &Location, out: &mut W) -> fmt::Result {
+    match *location {
+        Location::Register { reg, .. } => write!(out, "Register R#{}", reg.0)?,
+        Location::Direct { reg, offset, .. } => write!(out, "Direct R#{} + {}", reg.0, offset)?,
+        Location::Indirect { reg, offset, .. } => {
+            write!(out, "Indirect [R#{} + {}]", reg.0, offset)?
+        }
+        // LLVM reads the small constant as a uint32_t.
+        Location::Constant { value, .. } => write!(out, "Constant {}", value as u32)?,
+        Location::ConstantIndex { index, value, .. } => {
+            write!(out, "ConstantIndex #{} ({})", index.0, value)?
+        }
+    }
+    write!(out, ", size: {}", location.size())
+}
+
 /// Writes `map` as `llvm-readobj-19 --stackmap` prints it, from the line
 /// `LLVM StackMap Version: 3` on.
 ///
@@ -42,21 +60,8 @@ pub fn write_llvm_readobj<W: fmt::Write + ?Sized>(map: &StackMap<'_>, out: &mut 
         writeln!(out, "    {} locations:", record.num_locations())?;
         for (i, location) in record.locations().enumerate() {
             write!(out, "      #{}: ", i + 1)?;
-            match location {
-                Location::Register { reg, .. } => write!(out, "Register R#{}", reg.0)?,
-                Location::Direct { reg, offset, .. } => {
-                    write!(out, "Direct R#{} + {}", reg.0, offset)?
-                }
-                Location::Indirect { reg, offset, .. } => {
-                    write!(out, "Indirect [R#{} + {}]", reg.0, offset)?
-                }
-                // LLVM reads the small constant as a uint32_t.
-                Location::Constant { value, .. } => write!(out, "Constant {}", value as u32)?,
-                Location::ConstantIndex { index, value, .. } => {
-                    write!(out, "ConstantIndex #{} ({})", index.0, value)?
-                }
-            }
-            writeln!(out, ", size: {}", location.size())?;
+            write_location(&location, out)?;
+            writeln!(out)?;
         }
         write!(out, "    {} live-outs: [ ", record.num_live_outs())?;
         for live_out in record.live_outs() {
