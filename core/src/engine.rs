@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use uppercut_stackmaps::{EH_FRAME_SECTION, EhFrameSection, STACKMAP_SECTION, StackMap};
 
+use crate::frames::{CodeMap, FrameCursor, FrameTable, ThreadStack, UnitCode, WalkStart};
+
 use crate::arch;
 use crate::code_memory::{ArenaConfig, CodeArena, CodeRegion};
 use crate::error::{Error, Result};
@@ -371,6 +373,8 @@ struct State {
     by_entry: BTreeMap<u64, VersionId>,
     /// Every section of a live unit, `start → (end, unit)`: [`Engine::unit_at`]'s index.
     by_section: BTreeMap<u64, (u64, UnitId)>,
+    /// The snapshot walks read; `None` once units came or went since it was made.
+    code_map: Option<Arc<CodeMap>>,
     /// Function name → its versions, oldest first (the first is the base unit's).
     functions: HashMap<String, Vec<VersionId>>,
     /// The version each relinked function's entries lead to now.
@@ -403,6 +407,8 @@ struct Unit {
     debug: ir::Registration,
     /// Empty once the unit's memory was handed to the caller ([`Engine::take_unit_memory`]).
     memory: ir::UnitMemory,
+    /// Its versions and frame table, as walks see them.
+    code: Arc<UnitCode>,
     fast_hypercalls: usize,
     detached: bool,
 }
@@ -614,6 +620,7 @@ impl Engine {
                     code: vec![region],
                     data: Vec::new(),
                 },
+                code: Arc::new(UnitCode::new(unit, Vec::new(), FrameTable::default())),
                 fast_hypercalls: 0,
                 detached: false,
             },
@@ -622,6 +629,7 @@ impl Engine {
             .by_section
             .insert(stub_range.start as u64, (stub_range.end as u64, unit));
         state.stub_unit = Some(unit);
+        state.code_map = None;
         state.grouped = grouped;
         state.compiled = true;
         Ok(())
@@ -1065,6 +1073,7 @@ impl Engine {
                 reason: "the base unit's memory stays with the engine".to_owned(),
             });
         }
+        state.code_map = None;
         let entry = state
             .units
             .get_mut(&unit)
@@ -1299,39 +1308,63 @@ impl Engine {
         Some(f(map.as_ref(), cfi.as_ref()))
     }
 
+    /// The snapshot of the engine's live code that frame walks read: every version with its
+    /// unit's frame table. Made anew only when units come or go; cheap to take.
+    pub fn code_map(&self) -> Arc<CodeMap> {
+        let mut state = self.state();
+        if let Some(map) = &state.code_map {
+            return Arc::clone(map);
+        }
+        let ranges = state
+            .units
+            .values()
+            .filter(|u| !u.detached)
+            .flat_map(|u| {
+                u.memory
+                    .code
+                    .iter()
+                    .map(|r| r.range())
+                    .filter(|r| !r.is_empty())
+                    .map(|r| (r.start as u64, r.end as u64, Arc::clone(&u.code)))
+            })
+            .collect();
+        let map = Arc::new(CodeMap::new(ranges));
+        state.code_map = Some(Arc::clone(&map));
+        map
+    }
+
+    /// A live unit's versions and frame table (decoded once, when it was published).
+    pub fn unit_code(&self, unit: UnitId) -> Option<Arc<UnitCode>> {
+        self.state().units.get(&unit).map(|u| Arc::clone(&u.code))
+    }
+
     /// The JIT frames on this thread's stack, innermost first, starting from the hypercall that
-    /// is running now (empty outside a hypercall). Walks the frame-pointer chain and stops at
-    /// the first return address outside JIT code.
+    /// is running now (empty outside a hypercall): a [`FrameCursor`] walk, which stops at the
+    /// first return address outside JIT code (or at a return address a frame transfer patched:
+    /// `uppercut-osr`'s walk reads those).
     pub fn jit_frames(&self) -> Vec<JitFrame> {
         let exit = hypercall::innermost_exit_frame();
         if exit == 0 {
             return Vec::new();
         }
-        let state = self.state();
-        let mut frames = Vec::new();
         // SAFETY: `exit` is the frame pointer of a trampoline that is running on this thread.
-        let (_, mut rbp, mut ra) = unsafe { arch::exit_state(exit as *const u64) };
-        while let Some(version) = version_at(&state, ra) {
-            frames.push(JitFrame {
-                return_address: ra,
-                frame_pointer: rbp,
-                version,
-            });
-            // Every JIT frame keeps a frame pointer: [rbp] is the caller's rbp, [rbp+8] the
-            // return address into the caller. Stop unless the chain grows and stays aligned.
-            if rbp == 0 || rbp % 8 != 0 {
-                break;
-            }
-            // SAFETY: `rbp` is the frame pointer of a live JIT frame of this thread (JIT code is
-            // compiled with frame pointers), so its first two words are readable.
-            let (next_rbp, next_ra) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
-            if next_rbp <= rbp {
-                break;
-            }
-            rbp = next_rbp;
-            ra = next_ra;
-        }
-        frames
+        let (sp, fp, return_address) = unsafe { arch::exit_state(exit as *const u64) };
+        let Some(stack) = ThreadStack::current() else {
+            return Vec::new();
+        };
+        let map = self.code_map();
+        let start = WalkStart {
+            sp,
+            fp,
+            return_address,
+        };
+        FrameCursor::new(&map, stack, start, crate::frames::no_patches)
+            .map(|f| JitFrame {
+                return_address: f.return_address,
+                frame_pointer: f.fp,
+                version: VersionInfo::clone(f.version),
+            })
+            .collect()
     }
 
     /// Runs `main(argc, argv, envp)` with `program` as `argv[0]` and `args` after it, after the
@@ -1484,7 +1517,7 @@ impl Engine {
         );
         let _entered = span.enter();
         let (compiled, split) = ir.compile(spec, &self.inner.arena, &mut linker)?;
-        check_metadata(name, &compiled.memory)?;
+        let table = frame_table(name, &compiled.memory)?;
         let total = started.elapsed();
         let code_bytes: usize = compiled.memory.code.iter().map(|r| r.len()).sum();
         span.record("code_bytes", code_bytes as u64);
@@ -1580,6 +1613,7 @@ impl Engine {
             name: name.to_owned(),
             debug: compiled.registration,
             memory: compiled.memory,
+            code: Arc::new(UnitCode::new(unit, made.clone(), table)),
             fast_hypercalls: compiled.fast_hypercalls,
             detached: false,
         };
@@ -1594,6 +1628,7 @@ impl Engine {
             state.by_section.insert(start, (end, unit));
         }
         state.units.insert(unit, entry);
+        state.code_map = None;
         drop(state);
         if self.inner.options.perf == PerfMode::Map {
             perf::published_versions(&made);
@@ -1869,6 +1904,7 @@ fn free_unit(engine: &Weak<EngineInner>, unit: UnitId) -> bool {
         for (start, _) in unit_ranges(&freed) {
             state.by_section.remove(&start);
         }
+        state.code_map = None;
         (freed, gone_entries)
     };
     if engine.options.perf == PerfMode::Map {
@@ -1906,15 +1942,19 @@ fn unit_info(unit: &Unit) -> UnitInfo {
     }
 }
 
-/// Checks a new unit's frame metadata before the engine trusts it: the stack map parses and
-/// every function it describes lies in the unit's code; the `.eh_frame` section parses.
-fn check_metadata(unit: &str, memory: &ir::UnitMemory) -> Result<()> {
+/// Checks a new unit's frame metadata before the engine trusts it (the stack map parses and
+/// every function it describes lies in the unit's code; the `.eh_frame` section parses) and
+/// decodes it into the unit's frame table, once.
+fn frame_table(unit: &str, memory: &ir::UnitMemory) -> Result<FrameTable> {
     let corrupt = |source| Error::StackMaps {
         unit: unit.to_owned(),
         source,
     };
-    if let Some((_, bytes)) = memory.section(STACKMAP_SECTION) {
-        let map = StackMap::parse(bytes).map_err(corrupt)?;
+    let map = match memory.section(STACKMAP_SECTION) {
+        Some((_, bytes)) => Some(StackMap::parse(bytes).map_err(corrupt)?),
+        None => None,
+    };
+    if let Some(map) = &map {
         for function in map.functions() {
             let address = function.address();
             if !memory.code.iter().any(|r| r.contains(address as usize)) {
@@ -1927,10 +1967,11 @@ fn check_metadata(unit: &str, memory: &ir::UnitMemory) -> Result<()> {
             }
         }
     }
-    if let Some((address, bytes)) = memory.section(EH_FRAME_SECTION) {
-        EhFrameSection::new(bytes, address).map_err(corrupt)?;
-    }
-    Ok(())
+    let cfi = match memory.section(EH_FRAME_SECTION) {
+        Some((address, bytes)) => Some(EhFrameSection::new(bytes, address).map_err(corrupt)?),
+        None => None,
+    };
+    Ok(FrameTable::build(map.as_ref(), cfi.as_ref()))
 }
 
 /// Makes each of `entries` jump to `target`.

@@ -40,6 +40,7 @@ pub mod code_memory;
 mod dump;
 mod engine;
 mod error;
+pub mod frames;
 mod hypercall;
 mod ir;
 mod lazy;

@@ -657,6 +657,23 @@ pub fn stack_top() -> Option<u64> {
     }
 }
 
+thread_local! {
+    /// The top (highest address) of this thread's stack, 0 until asked.
+    static STACK_TOP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// [`stack_top`], asked once per thread.
+#[inline]
+pub(crate) fn cached_stack_top() -> Option<u64> {
+    let cached = STACK_TOP.with(std::cell::Cell::get);
+    if cached != 0 {
+        return Some(cached);
+    }
+    let top = stack_top()?;
+    STACK_TOP.with(|t| t.set(top));
+    Some(top)
+}
+
 /// Tests: whether children that this thread forks get private anonymous copies of the shared
 /// reservations (the fallback when no memfd can be had) instead of memfds of their own.
 #[cfg(test)]

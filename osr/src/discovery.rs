@@ -6,13 +6,13 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uppercut_core::shadow::{ShadowEntry, for_each_entry};
-use uppercut_core::stackmaps::Location;
+use uppercut_core::frames::{FrameBase, RecordValue, StackMemory, ThreadStack};
 use uppercut_core::{Engine, OsrModule, SiteId, UnitId, VersionId, VersionInfo};
 
-use crate::arch::{FP_ALIGN, NEXT_OLDER_SP_FROM_FP_OFFSET, RA_SLOT_BELOW_SP};
+use uppercut_core::frames::layout::{FP_ALIGN, NEXT_OLDER_SP_FROM_FP_OFFSET, RA_SLOT_BELOW_SP};
 use crate::error::{Error, Result};
-use crate::frames::{Frame, StackWindow};
-use crate::transfer::{RecordValue, Source, Transfers, decode_record};
+use crate::frames::Frame;
+use crate::transfer::Transfers;
 
 /// What discovery made of one entry of this thread's shadow-stack chain.
 #[derive(Debug, Clone)]
@@ -136,7 +136,7 @@ impl ShadowDiscovery {
     /// [`ShadowDiscovery::walk`], stopping after the `limit` innermost entries.
     pub fn walk_limit(&self, transfers: &Transfers, limit: usize) -> Vec<DiscoveredFrame> {
         let mut out = Vec::new();
-        let Some(window) = StackWindow::current() else {
+        let Some(window) = ThreadStack::current() else {
             return out;
         };
         let engine = transfers.engine();
@@ -208,13 +208,11 @@ struct UnitIndex {
 struct UnitRecord {
     return_address: u64,
     site: SiteId,
-    frame_size: u64,
+    /// The fixed frame size (`None` when it is not fixed).
+    frame_size: Option<u64>,
     /// The decoded values (`None` when the record does not follow the convention).
     values: Option<Vec<RecordValue>>,
 }
-
-/// LLVM's stack-map frame size for a frame whose size is not fixed.
-const DYNAMIC_FRAME: u64 = u64::MAX;
 
 impl Cache {
     /// Readies the cache for a walk of `engine`: starts over for another engine, and maps the
@@ -257,7 +255,7 @@ impl Cache {
                     .and_then(|i| record.values.as_ref()?.get(i).copied());
                 sites.entry(record.site).or_default().push(Candidate {
                     return_address: record.return_address,
-                    frame_size: (record.frame_size != DYNAMIC_FRAME).then_some(record.frame_size),
+                    frame_size: record.frame_size,
                     shadow,
                     version: Arc::clone(&version),
                 });
@@ -271,36 +269,24 @@ impl Cache {
         if let Some(index) = self.units.get(&unit) {
             return Arc::clone(index);
         }
-        let index = Arc::new(
-            engine
-                .with_unit_metadata(unit, |map, _| {
-                    let mut records: Vec<UnitRecord> = Vec::new();
-                    for record in map.into_iter().flat_map(|m| m.records_by_address()) {
-                        let return_address = record.return_address().0;
-                        if records
-                            .last()
-                            .is_some_and(|r| r.return_address == return_address)
-                        {
-                            continue;
-                        }
-                        let locations: Vec<Location> = record.locations().collect();
-                        let (Some(site), decoded) = decode_record(return_address, &locations)
-                        else {
-                            continue;
-                        };
-                        records.push(UnitRecord {
-                            return_address,
-                            site,
-                            frame_size: record.function().stack_size(),
-                            values: decoded.ok().map(|d| d.values),
-                        });
-                    }
-                    UnitIndex { records }
-                })
-                .unwrap_or(UnitIndex {
-                    records: Vec::new(),
-                }),
-        );
+        let records = engine
+            .unit_code(unit)
+            .map(|code| {
+                code.table
+                    .rows()
+                    .iter()
+                    .filter_map(|row| {
+                        Some(UnitRecord {
+                            return_address: row.return_address,
+                            site: row.site?,
+                            frame_size: row.frame_size,
+                            values: row.state.as_ref().ok().map(|s| s.values.clone()),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let index = Arc::new(UnitIndex { records });
         self.units.insert(unit, Arc::clone(&index));
         index
     }
@@ -311,7 +297,7 @@ struct Walk<'a> {
     engine: &'a Engine,
     osr: &'a OsrModule,
     transfers: &'a Transfers,
-    window: StackWindow,
+    window: ThreadStack,
     /// [`Engine::version_count`] when the walk started.
     generation: usize,
     /// Versions checked against the engine's registry in this walk, and the outcome.
@@ -441,12 +427,12 @@ impl Walk<'_> {
         let sp = slot + RA_SLOT_BELOW_SP;
         let shadow_slot = match candidate.shadow {
             Some(RecordValue::Stack {
-                base: Source::Sp,
+                base: FrameBase::Sp,
                 offset,
                 ..
             }) => Some(sp.wrapping_add_signed(i64::from(offset))),
             Some(RecordValue::Stack {
-                base: Source::Fp,
+                base: FrameBase::Fp,
                 offset,
                 ..
             }) => Some(fp.wrapping_add_signed(i64::from(offset))),

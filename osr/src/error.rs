@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-use uppercut_core::{SiteId, UnitId, ValueKind};
+use uppercut_core::frames::Refusal;
+use uppercut_core::{SiteId, ValueKind};
 
 /// Why a frame was not transferred (or could not be inspected).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,34 +18,14 @@ pub enum Error {
         /// The return address.
         return_address: u64,
     },
-    /// The frame's unit has no stack map, or no call-frame information.
-    NoMetadata {
+    /// The engine's frame table refuses the frame: no metadata, no record, a record that is
+    /// not an OSR site or whose values a transfer cannot read, or call-frame information that
+    /// does not fit.
+    Refused {
         /// The return address.
         return_address: u64,
-        /// The unit.
-        unit: UnitId,
-        /// The missing section.
-        section: &'static str,
-    },
-    /// No stack-map record sits at the return address: the frame is not suspended at a site.
-    NoRecord {
-        /// The return address.
-        return_address: u64,
-    },
-    /// Several records sit at the return address and they disagree.
-    DoubtfulRecord {
-        /// The return address.
-        return_address: u64,
-        /// What differs.
-        reason: String,
-    },
-    /// The record is not a statepoint record that follows Uppercut's deopt convention
-    /// (`[cc, flags, N, Constant(site), value 1, …, value N-1, gc pairs…]`).
-    NotASite {
-        /// The return address.
-        return_address: u64,
-        /// What is wrong with it.
-        reason: String,
+        /// Why, as the frame table says.
+        reason: Refusal,
     },
     /// The record is a site, but not the one the target is for.
     SiteMismatch {
@@ -67,18 +48,6 @@ pub enum Error {
         /// The record's count (deopt locations after the site id).
         found: usize,
     },
-    /// A value's location cannot be read at the return address: a register, a frame address
-    /// (`Direct`), or memory based on a register other than `rsp` and `rbp`.
-    UnsupportedLocation {
-        /// The return address.
-        return_address: u64,
-        /// The record's site.
-        site: SiteId,
-        /// The value's index in the site's value list.
-        index: usize,
-        /// The location, as the stack map describes it.
-        location: String,
-    },
     /// A value's stack slot is smaller than its kind.
     SizeMismatch {
         /// The return address.
@@ -91,15 +60,6 @@ pub enum Error {
         kind: ValueKind,
         /// The slot's size in bytes.
         size: u16,
-    },
-    /// The call-frame information at the return address is not the frame-pointer shape a
-    /// transfer needs (CFA = `rbp + 16`, `rbp` at `CFA - 16`, callee-saved registers unchanged or
-    /// in CFA slots).
-    UnsupportedFrame {
-        /// The return address.
-        return_address: u64,
-        /// What is wrong with it.
-        reason: String,
     },
     /// A descriptor for this return address and continuation exists with other value kinds.
     TargetConflict {
@@ -166,28 +126,10 @@ impl fmt::Display for Error {
             Error::NotJitCode { return_address } => {
                 write!(f, "{return_address:#x} is not in JIT code")
             }
-            Error::NoMetadata {
-                return_address,
-                unit,
-                section,
-            } => write!(
-                f,
-                "frame at {return_address:#x}: {unit} has no `{section}` section"
-            ),
-            Error::NoRecord { return_address } => {
-                write!(f, "no stack-map record at {return_address:#x}")
-            }
-            Error::DoubtfulRecord {
+            Error::Refused {
                 return_address,
                 reason,
-            } => write!(f, "records at {return_address:#x} disagree: {reason}"),
-            Error::NotASite {
-                return_address,
-                reason,
-            } => write!(
-                f,
-                "the record at {return_address:#x} is not an OSR site: {reason}"
-            ),
+            } => write!(f, "frame at {return_address:#x}: {reason}"),
             Error::SiteMismatch {
                 return_address,
                 expected,
@@ -205,15 +147,6 @@ impl fmt::Display for Error {
                 f,
                 "{site} at {return_address:#x} records {found} values, the target expects {expected}"
             ),
-            Error::UnsupportedLocation {
-                return_address,
-                site,
-                index,
-                location,
-            } => write!(
-                f,
-                "{site} at {return_address:#x}: value {index} is at {location}, which a transfer cannot read"
-            ),
             Error::SizeMismatch {
                 return_address,
                 site,
@@ -224,10 +157,6 @@ impl fmt::Display for Error {
                 f,
                 "{site} at {return_address:#x}: value {index} ({kind}) is in a {size}-byte slot"
             ),
-            Error::UnsupportedFrame {
-                return_address,
-                reason,
-            } => write!(f, "frame at {return_address:#x}: {reason}"),
             Error::TargetConflict {
                 return_address,
                 continuation,
@@ -274,7 +203,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Refused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
 
 /// A hypercall handler can pass a refusal on with `?`: the guest is then stopped with its text.
 impl From<Error> for uppercut_core::CallbackError {

@@ -106,4 +106,4 @@ pub use runtime::{
     CONTINUATION_CACHE, ContinuationKind, Cx, MAX_EVENTS, Osr, OsrEvent, OsrOptions, OsrStats,
     TransferMode, VersionSpec,
 };
-pub use transfer::{KEEPALIVE_CALLBACK, Prepared, SCRUB_BYTE, Target, Transfers};
+pub use transfer::{KEEPALIVE_CALLBACK, PassReport, Prepared, SCRUB_BYTE, Target, Transfers};

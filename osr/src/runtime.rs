@@ -570,7 +570,7 @@ impl Osr {
         let transfers = Transfers::new(engine);
         transfers.set_scrub(shared.options.scrub && shared.options.transfer == TransferMode::Eager);
         // The thread that installs OSR is usually the one that runs the guest.
-        crate::frames::prime_stack_bounds();
+        let _ = uppercut_core::frames::ThreadStack::current();
         // Compile the guest and decode its frame metadata now, on the compiler thread (which
         // starts here), rather than in the first site hypercall.
         let (compiling, warming) = (engine.clone(), transfers.clone());

@@ -23,15 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use uppercut_core::code_memory::{CodeArena, CodeRegion, RegionRequest};
-use uppercut_core::stackmaps::{DwarfReg, EhFrameSection, Location, ReturnAddress, StackMap};
-use uppercut_core::{
-    CallbackError, Engine, GuestState, Hypercall, SiteId, UnitId, ValueKind, VersionInfo,
+use uppercut_core::frames::{
+    CalleeSaves, CodeMap, CursorFrame, FrameBase, FrameCursor, FrameRow, RecordValue, SiteState,
+    StackMemory, ThreadStack, WalkStart,
 };
+use uppercut_core::stackmaps::DwarfReg;
+use uppercut_core::{CallbackError, Engine, GuestState, Hypercall, SiteId, UnitId, ValueKind};
 
-use crate::arch::{self, CalleeSaves, THUNK_SIZE};
+use crate::arch::{self, THUNK_SIZE};
 use crate::eager;
 use crate::error::{Error, Result};
-use crate::frames::{self, Frame, StackWindow};
+use crate::frames::Frame;
+use crate::runtime::TransferMode;
 
 /// The name of the callback through which an engine owns its [`Transfers`]' thunks and
 /// descriptors (dropped with the engine's callbacks). A hypercall to it is refused.
@@ -177,8 +180,6 @@ struct Inner {
     counters: Arc<Counters>,
     /// Whether eager transfers poison the slots they captured.
     scrub: AtomicBool,
-    /// Decoded records of each unit, by return address.
-    units: Mutex<HashMap<UnitId, Arc<UnitSites>>>,
     /// Descriptors by (unit, return address, continuation).
     prepared: Mutex<HashMap<(UnitId, u64, u64), Prepared>>,
     thunks: Mutex<ThunkPool>,
@@ -190,10 +191,69 @@ struct Inner {
 /// Counters the stub updates (relaxed: they are statistics).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Frames that entered a continuation.
+    /// Frames that entered a continuation (less the ones a thread still counts on its own,
+    /// see [`count_transfer`]).
     pub(crate) transferred: AtomicU64,
     /// Frames sent back to their old code by the stub.
     pub(crate) fell_back: AtomicU64,
+}
+
+/// Transfers this thread made and has not added to their engine's counters yet: a locked add
+/// per frame would be a good part of a transfer's cost.
+struct Uncounted {
+    counters: Option<Arc<Counters>>,
+    count: u64,
+}
+
+impl Uncounted {
+    fn flush(&mut self) {
+        if let Some(counters) = &self.counters
+            && self.count > 0
+        {
+            counters.transferred.fetch_add(self.count, Ordering::Relaxed);
+            self.count = 0;
+        }
+    }
+}
+
+impl Drop for Uncounted {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+thread_local! {
+    static UNCOUNTED: UnsafeCell<Uncounted> = const {
+        UnsafeCell::new(Uncounted {
+            counters: None,
+            count: 0,
+        })
+    };
+}
+
+/// Counts one frame that entered a continuation, on this thread until the next
+/// [`flush_transfer_counts`] (a walk, a read of the counters, another engine's transfer or the
+/// thread's exit).
+#[inline]
+pub(crate) fn count_transfer(counters: &Arc<Counters>) {
+    let _ = UNCOUNTED.try_with(|cell| {
+        // SAFETY: this thread's own cell; nothing here reenters (no callbacks, no panics but
+        // allocation failure, which aborts).
+        let local = unsafe { &mut *cell.get() };
+        if !local.counters.as_ref().is_some_and(|c| Arc::ptr_eq(c, counters)) {
+            local.flush();
+            local.counters = Some(Arc::clone(counters));
+        }
+        local.count += 1;
+    });
+}
+
+/// Adds this thread's uncounted transfers to their engine's counters.
+pub(crate) fn flush_transfer_counts() {
+    let _ = UNCOUNTED.try_with(|cell| {
+        // SAFETY: as in `count_transfer`.
+        unsafe { (*cell.get()).flush() };
+    });
 }
 
 /// The engines' transfers, by the start of their code arena (unique among live engines); the
@@ -224,7 +284,6 @@ impl Transfers {
         let inner = Arc::new(Inner {
             counters: Arc::default(),
             scrub: AtomicBool::new(false),
-            units: Mutex::default(),
             prepared: Mutex::default(),
             thunks: Mutex::new(ThunkPool {
                 arena: engine.arena().clone(),
@@ -278,67 +337,70 @@ impl Transfers {
 
     /// [`Transfers::walk`], stopping after the `limit` innermost frames.
     pub fn walk_limit(&self, state: &GuestState, limit: usize) -> Vec<Frame> {
+        let map = self.engine.code_map();
+        let thunks = self.thunk_index();
         let mut frames = Vec::new();
-        let Some(window) = StackWindow::current() else {
+        if limit == 0 {
             return frames;
+        }
+        self.for_each_frame(&map, &thunks, state, |f| {
+            let pending = (f.word != f.return_address)
+                .then(|| thunks.descriptor(f.word).map(|d| d.continuation))
+                .flatten();
+            frames.push(Frame::of(f, pending));
+            frames.len() < limit
+        });
+        frames
+    }
+
+    /// Runs `f` on each of this thread's JIT frames, innermost first, as the engine's frame
+    /// cursor sees them (a slot patched with a thunk reads as its original return address)
+    /// until it returns `false`. `map` must be the engine's [`Engine::code_map`].
+    pub(crate) fn for_each_frame<'m>(
+        &self,
+        map: &'m CodeMap,
+        thunks: &ThunkIndex,
+        state: &GuestState,
+        mut f: impl FnMut(&CursorFrame<'m>) -> bool,
+    ) {
+        flush_transfer_counts();
+        let Some(stack) = ThreadStack::current() else {
+            return;
         };
-        let Some(mut raw) = frames::innermost(&window, state) else {
-            return frames;
+        let resolve = |word: u64| thunks.resolve(word);
+        let start = WalkStart {
+            sp: state.rsp,
+            fp: state.rbp,
+            return_address: state.return_address,
         };
-        let batches = lock(&self.inner.thunks).batches.clone();
-        let mut version: Option<Arc<VersionInfo>> = None;
-        let mut sites: Option<Arc<UnitSites>> = None;
-        // The last return address and its site: the frames of a recursion share them.
-        let mut last: Option<(u64, Option<SiteId>)> = None;
-        while frames.len() < limit {
-            let (return_address, pending) = match thunk_at(&batches, raw.word) {
-                Some(d) => (d.return_address, Some(d.continuation)),
-                None => (raw.word, None),
-            };
-            if frames.is_empty() && return_address != state.return_address {
-                // The trampoline's slot does not hold what it recorded: not this hypercall.
+        for frame in FrameCursor::new(map, stack, start, resolve) {
+            if !f(&frame) {
                 break;
             }
-            let known = version
-                .as_ref()
-                .filter(|v| return_address > v.entry && return_address < v.entry + v.size);
-            let info = match known {
-                Some(v) => Arc::clone(v),
-                None => match self.engine.version_at(return_address) {
-                    Some(v) => Arc::new(v),
-                    None => break,
-                },
-            };
-            let site = match last {
-                Some((ra, site)) if ra == return_address => site,
-                _ => {
-                    if sites.as_ref().is_none_or(|s| s.unit != info.unit) {
-                        sites = Some(self.unit_sites(info.unit));
-                    }
-                    let site = sites
-                        .as_ref()
-                        .and_then(|s| s.records.get(&return_address))
-                        .and_then(|r| r.site);
-                    last = Some((return_address, site));
-                    site
-                }
-            };
-            frames.push(Frame {
-                return_address,
-                return_address_slot: raw.slot,
-                stack_pointer: raw.sp,
-                frame_pointer: raw.fp,
-                version: Arc::clone(&info),
-                site,
-                pending,
-            });
-            version = Some(info);
-            match frames::older(&window, &raw) {
-                Some(next) => raw = next,
-                None => break,
-            }
         }
-        frames
+    }
+
+    /// The engine's frame-table row at the frame's return address.
+    fn row(&self, frame: &Frame) -> Result<FrameRow> {
+        let return_address = frame.return_address;
+        let code = self
+            .engine
+            .unit_code(frame.version.unit)
+            .ok_or(Error::NotJitCode { return_address })?;
+        code.table
+            .row(return_address)
+            .cloned()
+            .map_err(|reason| Error::Refused {
+                return_address,
+                reason,
+            })
+    }
+
+    /// A snapshot of the thunk batches, to read patched slots with.
+    pub(crate) fn thunk_index(&self) -> ThunkIndex {
+        ThunkIndex {
+            batches: lock(&self.inner.thunks).batches.clone(),
+        }
     }
 
     /// Checks the frame's record and call-frame information against Uppercut's convention and
@@ -364,9 +426,12 @@ impl Transfers {
         if let Some(p) = lock(&self.inner.prepared).get(&key).filter(|p| same(p)) {
             return Ok(p.clone());
         }
-        let sites = self.unit_sites(frame.version.unit);
-        let record = sites.record(return_address)?;
-        let decoded = record.decoded.as_ref().map_err(Clone::clone)?;
+        let refused = |reason| Error::Refused {
+            return_address,
+            reason,
+        };
+        let row = self.row(frame)?;
+        let decoded = row.state.as_ref().map_err(|r| refused(r.clone()))?;
         if decoded.site != target.site {
             return Err(Error::SiteMismatch {
                 return_address,
@@ -375,7 +440,7 @@ impl Transfers {
             });
         }
         let values = value_slots(return_address, decoded, &target.values)?;
-        let saves = record.saves.clone()?;
+        let saves = row.saves.clone().map_err(refused)?;
         let descriptor = Descriptor {
             continuation: target.continuation,
             return_address,
@@ -383,6 +448,7 @@ impl Transfers {
             result: ResultSlot::of(target.result),
             saves,
             enabled: AtomicBool::new(true),
+            eager: AtomicBool::new(false),
             counters: Arc::clone(&self.inner.counters),
             site: target.site,
             kinds: target.values.clone().into_boxed_slice(),
@@ -462,7 +528,6 @@ impl Transfers {
         self.forget_prepared(|p| {
             retired.contains(&p.lease.source) || retired.contains(&p.lease.target)
         });
-        lock(&self.inner.units).retain(|unit, _| self.engine.is_live_unit(*unit));
     }
 
     /// Recycles `prepared`'s thunk once no thread can return into it and no handle holds it,
@@ -547,6 +612,7 @@ impl Transfers {
             }
             None => self.capture_frame(frame, descriptor)?,
         };
+        descriptor.eager.store(true, Ordering::Relaxed);
         self.replace_slot(frame, prepared.thunk())?;
         eager::push(
             fp,
@@ -579,7 +645,7 @@ impl Transfers {
     /// patched in (a record alone may be stale: a frame skipped by `longjmp` leaves its record
     /// behind, and a later frame may live at the same address).
     fn captured(&self, frame: &Frame) -> Option<eager::Captured> {
-        let word = StackWindow::current()?.read(frame.return_address_slot)?;
+        let word = ThreadStack::current()?.read(frame.return_address_slot)?;
         if word == frame.return_address {
             // Not pending: the common case, decided without a lookup.
             return None;
@@ -605,49 +671,130 @@ impl Transfers {
     /// Reads what an eager transfer keeps of a frame, checking every address against this
     /// thread's live stack.
     fn capture_frame(&self, frame: &Frame, descriptor: &Descriptor) -> Result<eager::Captured> {
-        let stale = |reason: String| Error::StaleFrame {
+        let window = ThreadStack::current().ok_or_else(|| Error::StaleFrame {
             return_address: frame.return_address,
             slot: frame.return_address_slot,
-            reason,
-        };
-        let window = StackWindow::current()
-            .ok_or_else(|| stale("this thread's stack bounds are unknown".to_owned()))?;
-        let read = |address: u64, width: u8| -> Result<u64> {
-            if !window.contains(address, u64::from(width)) {
-                return Err(stale(format!(
-                    "{address:#x} is outside this thread's live stack"
-                )));
-            }
-            // SAFETY: the bytes lie in this thread's live stack (checked above).
-            Ok(unsafe { load(address, width) })
-        };
+            reason: "this thread's stack bounds are unknown".to_owned(),
+        })?;
         let mut values = Vec::with_capacity(descriptor.values.len());
-        for slot in &descriptor.values {
-            let base = match slot.source {
-                Source::Constant => {
-                    values.push(slot.bits);
-                    continue;
-                }
-                Source::Sp => frame.stack_pointer,
-                Source::Fp => frame.frame_pointer,
-            };
-            let address = base.wrapping_add_signed(i64::from(slot.offset));
-            values.push(read(address, slot.width)? & slot.bits);
-        }
-        let cfa = frame.frame_pointer + arch::CFA_FROM_FP_OFFSET;
-        let mut saves = [0u64; arch::RESTORED.len()];
-        for (value, &offset) in saves.iter_mut().zip(&descriptor.saves.0) {
-            if offset != 0 {
-                *value = read(cfa.wrapping_add_signed(i64::from(offset)), 8)?;
-            }
-        }
-        let caller_fp = read(cfa.wrapping_add_signed(arch::SAVED_FP_FROM_CFA), 8)?;
+        let (saves, caller_fp) = capture_into(
+            &window,
+            descriptor,
+            frame.stack_pointer,
+            frame.frame_pointer,
+            frame.return_address_slot,
+            &mut values,
+        )?;
         Ok(eager::Captured {
             descriptor: descriptor as *const Descriptor as usize,
             values,
             saves,
             caller_fp,
         })
+    }
+
+    /// Moves frames in one pass over this thread's stack, the fast way to move many: for each
+    /// JIT frame, innermost first, `choose` says where it goes (`None`: it stays). A transfer
+    /// is prepared once per (return address, target) run of frames (a recursion's frames share
+    /// one), and each frame is then patched ([`TransferMode::Lazy`], as
+    /// [`patch`](Self::patch)) or captured and patched ([`TransferMode::Eager`], as
+    /// [`transfer_now`](Self::transfer_now)) in place, without making a [`Frame`] of it.
+    ///
+    /// A frame that cannot move keeps running its old code, and the pass goes on: the report
+    /// says how many moved and why the others were refused. Call it from a hypercall running
+    /// on this thread, with that hypercall's [`GuestState`].
+    pub fn transfer_frames<'t>(
+        &self,
+        state: &GuestState,
+        mode: TransferMode,
+        mut choose: impl FnMut(&CursorFrame<'_>) -> Option<&'t Target>,
+    ) -> PassReport {
+        let mut report = PassReport::default();
+        let Some(window) = ThreadStack::current() else {
+            return report;
+        };
+        let map = self.engine.code_map();
+        let thunks = self.thunk_index();
+        // Scrubbing (a test aid) takes the one-frame path.
+        let scrub = self.inner.scrub.load(Ordering::Relaxed);
+        let mut last: Option<(u64, *const Target, Result<Prepared>)> = None;
+        let mut values: Vec<u64> = Vec::new();
+        self.for_each_frame(&map, &thunks, state, |f| {
+            let Some(target) = choose(f) else {
+                return true;
+            };
+            let reuse = last.as_ref().is_some_and(|(ra, t, _)| {
+                *ra == f.return_address && std::ptr::eq(*t, target)
+            });
+            if !reuse {
+                let prepared = self.prepare(&Frame::of(f, None), target);
+                last = Some((f.return_address, target, prepared));
+            }
+            let prepared = match last.as_ref().map(|(_, _, p)| p) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    report.refused.push(e.clone());
+                    return true;
+                }
+                None => return true,
+            };
+            let outcome = if f.word != f.return_address || scrub {
+                // Pending already (perhaps captured): the one-frame path sorts it out.
+                let pending = thunks.descriptor(f.word).map(|d| d.continuation);
+                let frame = Frame::of(f, pending);
+                match mode {
+                    TransferMode::Lazy => self.patch(&frame, prepared),
+                    TransferMode::Eager => self.transfer_now(&frame, prepared),
+                }
+            } else {
+                self.move_in_place(&window, f, prepared, mode, &mut values)
+            };
+            match outcome {
+                Ok(()) => report.moved += 1,
+                Err(e) => report.refused.push(e),
+            }
+            true
+        });
+        report
+    }
+
+    /// Patches (or captures and patches) a frame the pass found not pending.
+    #[inline]
+    fn move_in_place(
+        &self,
+        window: &ThreadStack,
+        f: &CursorFrame<'_>,
+        prepared: &Prepared,
+        mode: TransferMode,
+        values: &mut Vec<u64>,
+    ) -> Result<()> {
+        let descriptor = prepared.descriptor();
+        if mode == TransferMode::Eager {
+            values.clear();
+            let (saves, caller_fp) =
+                capture_into(window, descriptor, f.sp, f.fp, f.slot, values)?;
+            descriptor.eager.store(true, Ordering::Relaxed);
+            eager::push(
+                f.fp,
+                descriptor as *const Descriptor as usize,
+                values,
+                saves,
+                caller_fp,
+            );
+        }
+        // SAFETY: the slot is this frame's live return-address slot and holds its return
+        // address (the cursor read it in this pass, on this thread): the callee's `ret` is its
+        // only reader, and the thunk resumes the frame correctly.
+        if unsafe { window.write(f.slot, prepared.thunk()) } {
+            Ok(())
+        } else {
+            eager::forget(f.fp);
+            Err(Error::StaleFrame {
+                return_address: f.return_address,
+                slot: f.slot,
+                reason: "the slot is not in this thread's live stack".to_owned(),
+            })
+        }
     }
 
     /// Undoes [`patch`](Self::patch): the frame's slot gets its original return address back
@@ -706,11 +853,13 @@ impl Transfers {
         {
             return Ok(captured.values);
         }
-        let sites = self.unit_sites(frame.version.unit);
-        let record = sites.record(return_address)?;
-        let decoded = record.decoded.as_ref().map_err(Clone::clone)?;
+        let row = self.row(frame)?;
+        let decoded = row.state.as_ref().map_err(|reason| Error::Refused {
+            return_address,
+            reason: reason.clone(),
+        })?;
         let slots = value_slots(return_address, decoded, values)?;
-        let window = StackWindow::current().ok_or_else(|| Error::StaleFrame {
+        let window = ThreadStack::current().ok_or_else(|| Error::StaleFrame {
             return_address,
             slot: frame.return_address_slot,
             reason: "this thread's stack bounds are unknown".to_owned(),
@@ -740,14 +889,11 @@ impl Transfers {
     }
 
     /// Does ahead of time what the first transfers would otherwise do inside a hypercall:
-    /// decodes the records and call-frame information of every unit compiled so far, and makes
-    /// sure a batch of free thunks is ready. The runtime calls it on the compiler thread, after
+    /// sweeps the caches and makes sure a batch of free thunks is ready (frame tables are
+    /// decoded when units are published). The runtime calls it on the compiler thread, after
     /// installing itself and after each background compilation.
     pub fn warm(&self) -> Result<()> {
         self.sweep();
-        for unit in self.engine.units() {
-            self.unit_sites(unit.id);
-        }
         lock(&self.inner.thunks).reserve()
     }
 
@@ -764,6 +910,7 @@ impl Transfers {
 
     /// Frames that entered a continuation through this engine's thunks.
     pub fn frames_transferred(&self) -> u64 {
+        flush_transfer_counts();
         self.inner.counters.transferred.load(Ordering::Relaxed)
     }
 
@@ -791,7 +938,7 @@ impl Transfers {
             slot,
             reason,
         };
-        let window = StackWindow::current()
+        let window = ThreadStack::current()
             .ok_or_else(|| stale("this thread's stack bounds are unknown".to_owned()))?;
         let current = window
             .read(slot)
@@ -818,31 +965,6 @@ impl Transfers {
             ))
         }
     }
-
-    fn unit_sites(&self, unit: UnitId) -> Arc<UnitSites> {
-        if let Some(sites) = lock(&self.inner.units).get(&unit) {
-            return Arc::clone(sites);
-        }
-        // Copies of the sections, decoded without holding the engine's registry (a guest
-        // thread walking its frames needs it meanwhile).
-        let stack_map = self
-            .engine
-            .unit_section(unit, uppercut_core::stackmaps::STACKMAP_SECTION);
-        let eh_frame = self
-            .engine
-            .unit_section(unit, uppercut_core::stackmaps::EH_FRAME_SECTION);
-        // Both were checked when the unit was registered; a failure now would only hide the
-        // metadata (fail closed).
-        let map = stack_map
-            .as_ref()
-            .and_then(|(_, bytes)| StackMap::parse(bytes).ok());
-        let cfi = eh_frame
-            .as_ref()
-            .and_then(|(address, bytes)| EhFrameSection::new(bytes, *address).ok());
-        let decoded = decode_unit(unit, map.as_ref(), cfi.as_ref());
-        let mut units = lock(&self.inner.units);
-        Arc::clone(units.entry(unit).or_insert_with(|| Arc::new(decoded)))
-    }
 }
 
 impl fmt::Debug for Transfers {
@@ -859,217 +981,11 @@ impl fmt::Debug for Transfers {
 // Records
 // ---------------------------------------------------------------------------------------------
 
-/// The decoded records of one unit.
-#[derive(Debug)]
-pub(crate) struct UnitSites {
-    unit: UnitId,
-    has_stack_map: bool,
-    has_eh_frame: bool,
-    records: HashMap<u64, SiteRecord>,
-}
-
-/// What the record(s) at one return address say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SiteRecord {
-    /// Deopt location 0, when the record is a statepoint whose first deopt value is a constant.
-    pub(crate) site: Option<SiteId>,
-    /// The site's values, or why the record does not follow the convention.
-    pub(crate) decoded: Result<DecodedSite, Error>,
-    /// Where the frame saved callee-saved registers, or why its CFI does not fit.
-    pub(crate) saves: Result<CalleeSaves, Error>,
-}
-
-/// A record that follows the convention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DecodedSite {
-    pub(crate) site: SiteId,
-    pub(crate) values: Vec<RecordValue>,
-}
-
-/// Where one value is at the return address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RecordValue {
-    /// In memory at `[base + offset]`, `size` bytes.
-    Stack {
-        base: Source,
-        offset: i32,
-        size: u16,
-    },
-    /// A constant (sign-extended to 64 bits for a small one), bits of the value.
-    Constant(u64),
-}
-
-impl UnitSites {
-    fn empty(unit: UnitId) -> UnitSites {
-        UnitSites {
-            unit,
-            has_stack_map: false,
-            has_eh_frame: false,
-            records: HashMap::new(),
-        }
-    }
-
-    fn record(&self, return_address: u64) -> Result<&SiteRecord> {
-        if !self.has_stack_map {
-            return Err(Error::NoMetadata {
-                return_address,
-                unit: self.unit,
-                section: uppercut_core::stackmaps::STACKMAP_SECTION,
-            });
-        }
-        self.records
-            .get(&return_address)
-            .ok_or(Error::NoRecord { return_address })
-    }
-}
-
-/// Decodes every record of a unit and the CFI row at each record's return address.
-pub(crate) fn decode_unit(
-    unit: UnitId,
-    map: Option<&StackMap<'_>>,
-    cfi: Option<&EhFrameSection<'_>>,
-) -> UnitSites {
-    let mut sites = UnitSites::empty(unit);
-    sites.has_eh_frame = cfi.is_some();
-    let Some(map) = map else {
-        return sites;
-    };
-    sites.has_stack_map = true;
-    for record in map.records_by_address() {
-        let return_address = record.return_address().0;
-        if sites.records.contains_key(&return_address) {
-            continue;
-        }
-        let locations: Vec<Location> = record.locations().collect();
-        let mut agree = true;
-        for other in map.lookup_all(ReturnAddress(return_address)) {
-            agree &= other.locations().eq(locations.iter().copied());
-        }
-        let (site, mut decoded) = decode_record(return_address, &locations);
-        if !agree {
-            decoded = Err(Error::DoubtfulRecord {
-                return_address,
-                reason: "several records sit at this return address with different locations"
-                    .to_owned(),
-            });
-        }
-        let saves = match cfi {
-            None => Err(Error::NoMetadata {
-                return_address,
-                unit,
-                section: uppercut_core::stackmaps::EH_FRAME_SECTION,
-            }),
-            Some(cfi) => match cfi.frame_info_for_return_address(ReturnAddress(return_address)) {
-                Ok(info) => arch::callee_saves(&info).map_err(|reason| Error::UnsupportedFrame {
-                    return_address,
-                    reason,
-                }),
-                Err(e) => Err(Error::UnsupportedFrame {
-                    return_address,
-                    reason: e.to_string(),
-                }),
-            },
-        };
-        sites.records.insert(
-            return_address,
-            SiteRecord {
-                site: if agree { site } else { None },
-                decoded,
-                saves,
-            },
-        );
-    }
-    sites
-}
-
-/// Statepoint flags LLVM defines (`GCTransition`, `DeoptLiveIn`).
-const STATEPOINT_FLAGS: u64 = 3;
-
-/// Decodes one statepoint record by Uppercut's convention.
-pub(crate) fn decode_record(
-    return_address: u64,
-    locations: &[Location],
-) -> (Option<SiteId>, Result<DecodedSite, Error>) {
-    let not_site = |reason: &str| {
-        Err(Error::NotASite {
-            return_address,
-            reason: reason.to_owned(),
-        })
-    };
-    let constant = |i: usize| match locations.get(i) {
-        Some(l @ (Location::Constant { .. } | Location::ConstantIndex { .. })) => l.constant(),
-        _ => None,
-    };
-    let (Some(_cc), Some(flags), Some(count)) = (constant(0), constant(1), constant(2)) else {
-        return (
-            None,
-            not_site("its first three locations are not constants (not a statepoint)"),
-        );
-    };
-    if flags & !STATEPOINT_FLAGS != 0 {
-        return (None, not_site("its flags are not statepoint flags"));
-    }
-    let count = usize::try_from(count).unwrap_or(usize::MAX);
-    let Some(rest) = locations.len().checked_sub(3).filter(|&r| count <= r) else {
-        return (
-            None,
-            not_site("it has fewer locations than its deopt count"),
-        );
-    };
-    if (rest - count) % 2 != 0 {
-        return (
-            None,
-            not_site("the locations after the deopt state are not (base, derived) pairs"),
-        );
-    }
-    if count == 0 {
-        return (None, not_site("it has no deopt state"));
-    }
-    let site = match constant(3).map(u32::try_from) {
-        Some(Ok(id)) => SiteId(id),
-        _ => {
-            return (None, not_site("deopt location 0 is not a constant site id"));
-        }
-    };
-    let mut values = Vec::with_capacity(count - 1);
-    for (index, location) in locations[4..3 + count].iter().enumerate() {
-        let unsupported = |what: String| Error::UnsupportedLocation {
-            return_address,
-            site,
-            index,
-            location: what,
-        };
-        let value = match *location {
-            Location::Indirect { reg, offset, size } => {
-                let base = match reg {
-                    DwarfReg::RSP => Source::Sp,
-                    DwarfReg::RBP => Source::Fp,
-                    _ => return (Some(site), Err(unsupported(format!("[{reg} + {offset}]")))),
-                };
-                RecordValue::Stack { base, offset, size }
-            }
-            Location::Constant { value, .. } => RecordValue::Constant(i64::from(value) as u64),
-            Location::ConstantIndex { value, .. } => RecordValue::Constant(value),
-            Location::Register { reg, .. } => {
-                return (Some(site), Err(unsupported(format!("register {reg}"))));
-            }
-            Location::Direct { reg, offset, .. } => {
-                return (
-                    Some(site),
-                    Err(unsupported(format!("{reg} + {offset} (a frame address)"))),
-                );
-            }
-        };
-        values.push(value);
-    }
-    (Some(site), Ok(DecodedSite { site, values }))
-}
-
 /// Checks a decoded site against the kinds a target expects and makes the descriptor's value
 /// slots.
 fn value_slots(
     return_address: u64,
-    decoded: &DecodedSite,
+    decoded: &SiteState<RecordValue>,
     kinds: &[ValueKind],
 ) -> Result<Box<[ValueSlot]>> {
     if decoded.values.len() != kinds.len() {
@@ -1095,6 +1011,10 @@ fn value_slots(
                     bits: c & bits,
                 },
                 RecordValue::Stack { base, offset, size } => {
+                    let base = match base {
+                        FrameBase::Sp => Source::Sp,
+                        FrameBase::Fp => Source::Fp,
+                    };
                     if u32::from(size) < kind.size() {
                         return Err(Error::SizeMismatch {
                             return_address,
@@ -1143,6 +1063,9 @@ pub(crate) struct Descriptor {
     pub(crate) saves: CalleeSaves,
     /// Cleared by [`Transfers::cancel`].
     pub(crate) enabled: AtomicBool,
+    /// Set once an eager transfer used it: only then may a frame returning into its thunk
+    /// have an eager record.
+    pub(crate) eager: AtomicBool,
     /// The engine's counters.
     pub(crate) counters: Arc<Counters>,
     site: SiteId,
@@ -1239,6 +1162,60 @@ const BUFFER_SLOTS: usize = 1024;
 thread_local! {
     /// This thread's transfer buffer. Only [`capture`] touches it, and never reentrantly.
     static BUFFER: UnsafeCell<Vec<u64>> = const { UnsafeCell::new(Vec::new()) };
+}
+
+/// Reads a frame's values (into `values`), the callee-saved registers its prologue saved and
+/// its caller's `rbp`, as the descriptor says, checking every address against `window`.
+fn capture_into(
+    window: &ThreadStack,
+    descriptor: &Descriptor,
+    sp: u64,
+    fp: u64,
+    slot: u64,
+    values: &mut Vec<u64>,
+) -> Result<([u64; arch::RESTORED.len()], u64)> {
+    let read = |address: u64, width: u8| -> Result<u64> {
+        if !window.contains(address, u64::from(width)) {
+            return Err(Error::StaleFrame {
+                return_address: descriptor.return_address,
+                slot,
+                reason: format!("{address:#x} is outside this thread's live stack"),
+            });
+        }
+        // SAFETY: the bytes lie in this thread's live stack (checked above).
+        Ok(unsafe { load(address, width) })
+    };
+    for value in &descriptor.values {
+        let base = match value.source {
+            Source::Constant => {
+                values.push(value.bits);
+                continue;
+            }
+            Source::Sp => sp,
+            Source::Fp => fp,
+        };
+        let address = base.wrapping_add_signed(i64::from(value.offset));
+        values.push(read(address, value.width)? & value.bits);
+    }
+    let cfa = fp + arch::CFA_FROM_FP_OFFSET;
+    let mut saves = [0u64; arch::RESTORED.len()];
+    for (saved, &offset) in saves.iter_mut().zip(&descriptor.saves.0) {
+        if offset != 0 {
+            *saved = read(cfa.wrapping_add_signed(i64::from(offset)), 8)?;
+        }
+    }
+    let caller_fp = read(cfa.wrapping_add_signed(arch::SAVED_FP_FROM_CFA), 8)?;
+    Ok((saves, caller_fp))
+}
+
+/// What a [`Transfers::transfer_frames`] pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Frames patched (lazy) or captured and patched (eager).
+    pub moved: usize,
+    /// Why each frame `choose` picked but that could not move was refused (it keeps running
+    /// its old code).
+    pub refused: Vec<Error>,
 }
 
 /// Reads `bytes` bytes at `address`, zero-extended.
@@ -1359,7 +1336,7 @@ pub const SCRUB_BYTE: u8 = 0xdb;
 
 /// Overwrites the slots an eager transfer captured from `frame` with [`SCRUB_BYTE`]s.
 fn scrub_frame(frame: &Frame, descriptor: &Descriptor) {
-    let Some(window) = StackWindow::current() else {
+    let Some(window) = ThreadStack::current() else {
         return;
     };
     let poison = u64::from_ne_bytes([SCRUB_BYTE; 8]);
@@ -1528,10 +1505,28 @@ fn thunk_at(batches: &[Arc<ThunkBatch>], address: u64) -> Option<&Descriptor> {
     batches.iter().find_map(|b| b.descriptor_at(address))
 }
 
+/// The thunk batches at one moment: what a patched return-address slot means.
+pub(crate) struct ThunkIndex {
+    batches: Vec<Arc<ThunkBatch>>,
+}
+
+impl ThunkIndex {
+    /// The original return address behind the thunk at `word`, if `word` is a thunk.
+    #[inline]
+    pub(crate) fn resolve(&self, word: u64) -> Option<u64> {
+        self.descriptor(word).map(|d| d.return_address)
+    }
+
+    /// The descriptor of the thunk at `word`, if `word` is a thunk.
+    pub(crate) fn descriptor(&self, word: u64) -> Option<&Descriptor> {
+        thunk_at(&self.batches, word)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uppercut_core::stackmaps::{CodeOffset, PatchpointId, StackMapBuilder};
+    use uppercut_core::stackmaps::Location;
 
     const RA: u64 = 0x1000 + 0x40;
 
@@ -1567,19 +1562,19 @@ mod tests {
             spill(DwarfReg::RSP, 8, 8),
             spill(DwarfReg::RSP, 8, 8),
         ]);
-        let (site, decoded) = decode_record(RA, &locations);
+        let (site, decoded) = SiteState::decode(&locations);
         assert_eq!(site, Some(SiteId(9)));
         let decoded = decoded.unwrap();
         assert_eq!(
             decoded.values,
             vec![
                 RecordValue::Stack {
-                    base: Source::Sp,
+                    base: FrameBase::Sp,
                     offset: 8,
                     size: 8
                 },
                 RecordValue::Stack {
-                    base: Source::Fp,
+                    base: FrameBase::Fp,
                     offset: -20,
                     size: 4
                 },
@@ -1623,108 +1618,6 @@ mod tests {
     }
 
     #[test]
-    fn other_records_are_refused_with_a_reason() {
-        let refused = |locations: &[Location]| decode_record(RA, locations);
-        // A plain stack map of two registers.
-        let (site, r) = refused(&[
-            Location::Register {
-                reg: DwarfReg::RBX,
-                size: 8,
-            },
-            spill(DwarfReg::RSP, 0, 8),
-        ]);
-        assert_eq!(site, None);
-        assert!(matches!(r, Err(Error::NotASite { .. })));
-        // A deopt value in a register.
-        let mut l = header(3);
-        l.extend([
-            Location::Constant { value: 1, size: 8 },
-            spill(DwarfReg::RSP, 0, 8),
-            Location::Register {
-                reg: DwarfReg::RBX,
-                size: 8,
-            },
-        ]);
-        let (site, r) = refused(&l);
-        assert_eq!(site, Some(SiteId(1)));
-        let Err(Error::UnsupportedLocation {
-            index, location, ..
-        }) = r
-        else {
-            panic!("{r:?}")
-        };
-        assert_eq!((index, location.as_str()), (1, "register rbx"));
-        // A frame address.
-        let mut l = header(2);
-        l.extend([
-            Location::Constant { value: 1, size: 8 },
-            Location::Direct {
-                reg: DwarfReg::RBP,
-                offset: -8,
-                size: 8,
-            },
-        ]);
-        assert!(matches!(
-            refused(&l).1,
-            Err(Error::UnsupportedLocation { .. })
-        ));
-        // A count past the end, an odd tail, a site id that is not a constant.
-        let mut l = header(4);
-        l.push(Location::Constant { value: 1, size: 8 });
-        assert!(matches!(refused(&l).1, Err(Error::NotASite { .. })));
-        let mut l = header(1);
-        l.extend([
-            Location::Constant { value: 1, size: 8 },
-            spill(DwarfReg::RSP, 0, 8),
-        ]);
-        assert!(matches!(refused(&l).1, Err(Error::NotASite { .. })));
-        let mut l = header(1);
-        l.push(spill(DwarfReg::RSP, 0, 8));
-        assert_eq!(refused(&l).0, None);
-        assert!(matches!(refused(&l).1, Err(Error::NotASite { .. })));
-    }
-
-    #[test]
-    fn disagreeing_records_at_one_address_are_doubtful() {
-        let mut one = header(2);
-        one.extend([
-            Location::Constant { value: 4, size: 8 },
-            spill(DwarfReg::RSP, 0, 8),
-        ]);
-        let mut two = one.clone();
-        two[4] = spill(DwarfReg::RSP, 8, 8);
-        let mut builder = StackMapBuilder::new();
-        builder.function(0x1000, 32);
-        builder.record(PatchpointId(0), CodeOffset(0x40), &one, &[]);
-        builder.record(PatchpointId(0), CodeOffset(0x40), &one, &[]);
-        builder.record(PatchpointId(0), CodeOffset(0x60), &one, &[]);
-        builder.record(PatchpointId(0), CodeOffset(0x60), &two, &[]);
-        let bytes = builder.build();
-        let map = StackMap::parse(&bytes).unwrap();
-        let sites = decode_unit(UnitId(0), Some(&map), None);
-        let agreed = sites.record(0x1040).unwrap();
-        assert_eq!(agreed.site, Some(SiteId(4)));
-        assert!(agreed.decoded.is_ok());
-        assert!(matches!(agreed.saves, Err(Error::NoMetadata { .. })));
-        let doubtful = sites.record(0x1060).unwrap();
-        assert_eq!(doubtful.site, None);
-        assert!(matches!(
-            doubtful.decoded,
-            Err(Error::DoubtfulRecord { .. })
-        ));
-        assert!(matches!(
-            sites.record(0x1050),
-            Err(Error::NoRecord {
-                return_address: 0x1050
-            })
-        ));
-        assert!(matches!(
-            decode_unit(UnitId(1), None, None).record(0x1040),
-            Err(Error::NoMetadata { .. })
-        ));
-    }
-
-    #[test]
     fn thunk_batches_are_published_and_map_back_to_their_cells() {
         use uppercut_core::code_memory::RegionState;
         let arena = CodeArena::new().unwrap();
@@ -1762,6 +1655,7 @@ mod tests {
             result: ResultSlot::None,
             saves: CalleeSaves::default(),
             enabled: AtomicBool::new(true),
+            eager: AtomicBool::new(false),
             counters: Arc::default(),
             site: SiteId(1),
             kinds: Box::new([]),
@@ -1831,6 +1725,7 @@ mod tests {
             result: ResultSlot::of(Some(ValueKind::I8)),
             saves: CalleeSaves::default(),
             enabled: AtomicBool::new(true),
+            eager: AtomicBool::new(false),
             counters: Arc::default(),
             site: SiteId(0),
             kinds: Box::new([]),

@@ -69,7 +69,7 @@ pub(crate) fn build(m: LLVMModuleRef, function: &str, site: SiteId, name: &str) 
         .find(|&(id, _)| id == site)
         .map(|(_, call)| call)
         .ok_or_else(|| no_site("no call of the function carries it"))?;
-    let state = SiteState::of(site, call).map_err(no_site)?;
+    let state = ResumeState::of(site, call).map_err(no_site)?;
     let machine = machine_frame_slot(f);
     let ptr = l::ptr_type(l::context_of(m));
     let cont = declare_like(m, f, name, &[ptr], true);
@@ -114,7 +114,7 @@ pub(crate) fn build_multi(
         let call = *calls
             .get(&site)
             .ok_or_else(|| no_site(site, "no call of the function carries it"))?;
-        states.push(SiteState::of(site, call).map_err(|why| no_site(site, why))?);
+        states.push(ResumeState::of(site, call).map_err(|why| no_site(site, why))?);
     }
     let machine = machine_frame_slot(f);
     let ctx = l::context_of(m);
@@ -168,7 +168,7 @@ pub(crate) fn build_multi(
 }
 
 /// One site a continuation resumes after: its call and the state the transfer buffer carries.
-struct SiteState {
+struct ResumeState {
     site: SiteId,
     call: Value,
     /// The live values, in record (and buffer) order.
@@ -177,11 +177,11 @@ struct SiteState {
     result: Option<ValueKind>,
 }
 
-impl SiteState {
-    fn of(site: SiteId, call: Value) -> std::result::Result<SiteState, &'static str> {
-        let state = l::deopt_operands(call).unwrap_or_default();
+impl ResumeState {
+    fn of(site: SiteId, call: Value) -> std::result::Result<ResumeState, &'static str> {
+        let state = l::site_state(call).map(|s| s.values).unwrap_or_default();
         let mut values = Vec::new();
-        for &v in state.get(1..).unwrap_or_default() {
+        for &v in &state {
             values.push((
                 v,
                 l::value_kind(l::type_of(v)).ok_or("a value has no kind")?,
@@ -191,7 +191,7 @@ impl SiteState {
             llvm_sys::LLVMTypeKind::LLVMVoidTypeKind => None,
             _ => Some(l::value_kind(l::type_of(call)).ok_or("the result has no kind")?),
         };
-        Ok(SiteState {
+        Ok(ResumeState {
             site,
             call,
             values,
@@ -222,11 +222,7 @@ fn site_calls(f: Value) -> Vec<(SiteId, Value)> {
         .flat_map(l::instructions)
         .filter(|&i| l::is_call(i))
         .filter_map(|i| {
-            let id = l::deopt_operands(i)?
-                .first()
-                .copied()
-                .and_then(l::const_int_value)?;
-            Some((SiteId(u32::try_from(id).ok()?), i))
+            Some((l::site_state(i)?.site, i))
         })
         .collect()
 }
@@ -268,7 +264,7 @@ fn rebuild(
     m: LLVMModuleRef,
     f: Value,
     cont: Value,
-    sites: &[SiteState],
+    sites: &[ResumeState],
 ) -> (Block, Vec<(Block, Slots)>) {
     let ctx = l::context_of(m);
     let builder = Builder::new(ctx);
@@ -402,7 +398,7 @@ fn rebuild(
 type MachineFrame = Option<(usize, u64, Type, Value)>;
 
 /// `machine` (from [`machine_frame_slot`]) for one site's state.
-fn machine_frame_at(machine: Option<(Value, u64, Type, Value)>, state: &SiteState) -> MachineFrame {
+fn machine_frame_at(machine: Option<(Value, u64, Type, Value)>, state: &ResumeState) -> MachineFrame {
     let (frame, offset, ty, intrinsic) = machine?;
     let index = state.values.iter().position(|&(v, _)| v == frame)?;
     Some((index, offset, ty, intrinsic))

@@ -18,6 +18,7 @@ use crate::sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
     SiteKind,
 };
+use crate::frames::SiteState;
 use crate::types::SiteId;
 
 /// The host function that opens a shadow-stack frame: `ptr (ptr map, i64 size)`.
@@ -1002,9 +1003,14 @@ impl Rewriter<'_> {
                 continue;
             }
             let i64t = l::int_type(self.ctx, 64);
-            let mut operands = vec![l::const_int(i64t, u64::from(id.0))];
-            operands.extend(values.iter().copied());
-            let new = l::rebuild_call_with_bundles(call, &[("deopt", operands)]);
+            let state = SiteState {
+                site: id,
+                values: values.clone(),
+            };
+            let new = l::rebuild_call_with_bundles(
+                call,
+                &[state.bundle(|site| l::const_int(i64t, site))],
+            );
             l::add_call_string_attribute(new, "statepoint-id", &id.0.to_string());
             renamed.insert(call, new);
             any = true;

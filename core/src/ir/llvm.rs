@@ -682,7 +682,8 @@ pub(crate) fn deopt_operands(call: Value) -> Option<Vec<Value>> {
             let b = llc::LLVMGetOperandBundleAtIndex(call, i);
             let mut len = 0;
             let tag = llc::LLVMGetOperandBundleTag(b, &mut len);
-            let is_deopt = std::slice::from_raw_parts(tag.cast::<u8>(), len) == b"deopt";
+            let is_deopt = std::slice::from_raw_parts(tag.cast::<u8>(), len)
+                == crate::frames::convention::DEOPT_BUNDLE.as_bytes();
             let out = is_deopt.then(|| {
                 (0..llc::LLVMGetNumOperandBundleArgs(b))
                     .map(|j| llc::LLVMGetOperandBundleArgAtIndex(b, j))
@@ -695,6 +696,11 @@ pub(crate) fn deopt_operands(call: Value) -> Option<Vec<Value>> {
         }
     }
     None
+}
+
+/// The site state the call's `"deopt"` bundle carries by Uppercut's convention, if it has one.
+pub(crate) fn site_state(call: Value) -> Option<crate::frames::SiteState<Value>> {
+    crate::frames::SiteState::from_bundle(&deopt_operands(call)?, const_int_value)
 }
 
 /// The value of an integer constant, if `v` is one.

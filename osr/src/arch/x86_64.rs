@@ -32,88 +32,15 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
-use uppercut_stackmaps::{DwarfReg, FrameInfo, RegisterRule};
-
 use crate::transfer::{self, DescriptorCell};
 
-/// `[fp]` holds the next older frame's frame pointer.
-pub(crate) const NEXT_OLDER_FP_FROM_FP_OFFSET: u64 = 0;
-/// `[fp + 8]` holds the return address into the next older frame.
-pub(crate) const NEXT_OLDER_RA_FROM_FP_OFFSET: u64 = 8;
-/// The next older frame's stack pointer at that return address: `fp + 16` (its CFA).
-pub(crate) const NEXT_OLDER_SP_FROM_FP_OFFSET: u64 = 16;
-/// A frame suspended at a return address finds that address at `sp - 8` (the callee's slot).
-pub(crate) const RA_SLOT_BELOW_SP: u64 = 8;
-/// Frame pointers of well-formed frames are aligned to this.
-pub(crate) const FP_ALIGN: u64 = 16;
-/// The CFA of a frame with a frame pointer: `fp + 16`.
-pub(crate) const CFA_FROM_FP_OFFSET: u64 = 16;
-/// The caller's `rbp` is saved at `CFA - 16`.
-pub(crate) const SAVED_FP_FROM_CFA: i64 = -16;
-/// The return address into the caller is at `CFA - 8`.
-const RA_FROM_CFA: i64 = -8;
+pub(crate) use uppercut_core::frames::layout::{
+    CALLEE_SAVED as RESTORED, CFA_FROM_FP_OFFSET, FP_ALIGN, RA_FROM_CFA, SAVED_FP_FROM_CFA,
+};
+
 /// Largest distance between a frame's stack pointer and its frame pointer the stub accepts:
 /// anything larger means the frame is not what the descriptor describes.
 const MAX_FRAME_BYTES: u64 = 1 << 28;
-
-/// The callee-saved registers (besides `rbp`) that a transfer restores, in save-area order.
-pub(crate) const RESTORED: [DwarfReg; 5] = [
-    DwarfReg::RBX,
-    DwarfReg::R12,
-    DwarfReg::R13,
-    DwarfReg::R14,
-    DwarfReg::R15,
-];
-
-/// Where a frame saved the callee-saved registers it uses, as CFA offsets in [`RESTORED`]
-/// order; 0 for a register the frame left alone (its value is still the caller's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct CalleeSaves(pub(crate) [i32; 5]);
-
-impl CalleeSaves {
-    /// The saved registers and their CFA offsets.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (DwarfReg, i32)> + '_ {
-        RESTORED
-            .iter()
-            .zip(self.0)
-            .filter(|(_, offset)| *offset != 0)
-            .map(|(reg, offset)| (*reg, offset))
-    }
-}
-
-/// Checks that the CFI at a return address has the shape a transfer relies on and collects
-/// where the frame saved its callee-saved registers.
-pub(crate) fn callee_saves(info: &FrameInfo) -> Result<CalleeSaves, String> {
-    if info.cfa.register != DwarfReg::RBP || info.cfa.offset != CFA_FROM_FP_OFFSET as i64 {
-        return Err(format!(
-            "the CFA is {} + {}, not rbp + 16 (no frame pointer at the call)",
-            info.cfa.register, info.cfa.offset
-        ));
-    }
-    if info.return_address != RegisterRule::AtCfaOffset(RA_FROM_CFA) {
-        return Err(format!(
-            "the return address is {:?}, not at CFA - 8",
-            info.return_address
-        ));
-    }
-    if info.rule(DwarfReg::RBP) != Some(RegisterRule::AtCfaOffset(SAVED_FP_FROM_CFA)) {
-        return Err(format!(
-            "the caller's rbp is {:?}, not at CFA - 16",
-            info.rule(DwarfReg::RBP)
-        ));
-    }
-    let mut saves = CalleeSaves::default();
-    for (slot, reg) in saves.0.iter_mut().zip(RESTORED) {
-        match info.rule(reg) {
-            Some(RegisterRule::Unchanged) | None => {}
-            Some(RegisterRule::AtCfaOffset(offset)) if (-4096..=-24).contains(&offset) => {
-                *slot = offset as i32;
-            }
-            Some(rule) => return Err(format!("{reg} is {rule:?}, not unchanged or in a CFA slot")),
-        }
-    }
-    Ok(saves)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Thunks
@@ -314,9 +241,13 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
         return fall_back(descriptor, fp);
     }
     let cfa = fp + CFA_FROM_FP_OFFSET;
-    let buffer = if let Some((buffer, saves, caller_fp)) =
+    // A descriptor no eager transfer ever used has no records to look for.
+    let eager = if descriptor.eager.load(Ordering::Relaxed) {
         transfer::capture_eager(descriptor, fp, save.rax, save.xmm0[0])
-    {
+    } else {
+        None
+    };
+    let buffer = if let Some((buffer, saves, caller_fp)) = eager {
         // An eager transfer read the frame's state at the safepoint: it is committed (a
         // cancelled descriptor does not send it back, its old slots may be gone).
         for ((value, &offset), saved) in save
@@ -352,10 +283,7 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
     };
     save.new_rsp = cfa.wrapping_add_signed(RA_FROM_CFA);
     save.rdi = buffer as u64;
-    descriptor
-        .counters
-        .transferred
-        .fetch_add(1, Ordering::Relaxed);
+    transfer::count_transfer(&descriptor.counters);
     descriptor.continuation
 }
 
@@ -372,7 +300,6 @@ fn fall_back(descriptor: &transfer::Descriptor, fp: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uppercut_stackmaps::{Cfa, SavedRegister};
 
     #[test]
     fn thunk_decodes_as_written() {
@@ -385,67 +312,5 @@ mod tests {
         let mut broken = bytes;
         broken[11] = 0x15; // call, not jmp
         assert_eq!(decode_thunk(&broken, ip, stub), None);
-    }
-
-    fn frame_info(cfa: Cfa, rules: [RegisterRule; 6]) -> FrameInfo {
-        FrameInfo {
-            address: 0x1000,
-            function: 0x1000..0x1100,
-            cfa,
-            return_address: RegisterRule::AtCfaOffset(-8),
-            callee_saved: std::array::from_fn(|i| SavedRegister {
-                register: DwarfReg::CALLEE_SAVED[i],
-                rule: rules[i],
-            }),
-        }
-    }
-
-    #[test]
-    fn callee_saves_follow_the_cfi() {
-        use RegisterRule::{AtCfaOffset, Unchanged};
-        let rbp16 = Cfa {
-            register: DwarfReg::RBP,
-            offset: 16,
-        };
-        // rbx, rbp, r12, r13, r14, r15
-        let info = frame_info(
-            rbp16,
-            [
-                AtCfaOffset(-40),
-                AtCfaOffset(-16),
-                Unchanged,
-                Unchanged,
-                AtCfaOffset(-32),
-                AtCfaOffset(-24),
-            ],
-        );
-        let saves = callee_saves(&info).unwrap();
-        assert_eq!(saves.0, [-40, 0, 0, -32, -24]);
-        assert_eq!(saves.iter().count(), 3);
-
-        let rsp8 = Cfa {
-            register: DwarfReg::RSP,
-            offset: 8,
-        };
-        let info = frame_info(
-            rsp8,
-            [
-                Unchanged, Unchanged, Unchanged, Unchanged, Unchanged, Unchanged,
-            ],
-        );
-        assert!(callee_saves(&info).unwrap_err().contains("not rbp + 16"));
-
-        let info = frame_info(
-            rbp16,
-            [
-                RegisterRule::InRegister(DwarfReg::RAX),
-                AtCfaOffset(-16),
-                Unchanged,
-                Unchanged,
-                Unchanged,
-                Unchanged,
-            ],
-        );
-        assert!(callee_saves(&info).is_err());
     }
 }

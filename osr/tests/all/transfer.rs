@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use uppercut_core::{
     CallbackError, Engine, EngineOptions, GuestState, Hypercall, OptLevel, SiteId, ValueKind,
 };
+use uppercut_core::frames::Refusal;
 use uppercut_osr::{Error, Frame, Target, Transfers};
 
 const LEVELS: [OptLevel; 2] = [OptLevel::O0, OptLevel::O2];
@@ -627,7 +628,10 @@ fn frames_without_a_site_are_refused() {
     assert!(
         matches!(
             error,
-            Err(Error::NoRecord { .. } | Error::NoMetadata { .. })
+            Err(Error::Refused {
+                reason: Refusal::NoRecord | Refusal::NoMetadata { .. },
+                ..
+            })
         ),
         "{error:?}"
     );
