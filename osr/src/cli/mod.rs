@@ -143,12 +143,28 @@ fn one_line(e: &clap::Error, args: &[String]) -> CliError {
         Some(ContextValue::String(s)) => s.as_str(),
         _ => "",
     };
+    // clap's "did you mean" for a misspelt option or command.
+    let suggestion = match (
+        e.get(ContextKind::SuggestedArg),
+        e.get(ContextKind::SuggestedSubcommand),
+    ) {
+        (Some(ContextValue::String(arg)), _) => format!(" (did you mean `{arg}`?)"),
+        (_, Some(ContextValue::Strings(commands))) if !commands.is_empty() => {
+            format!(" (did you mean `{}`?)", commands[0])
+        }
+        _ => String::new(),
+    };
+    let hint = if suggestion.is_empty() {
+        " (try `uppercut --help`)"
+    } else {
+        &suggestion
+    };
     let message = match (e.kind(), command) {
         (ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand, _) => {
             "no command given (try `uppercut run FILE.ll` or `uppercut --help`)".to_owned()
         }
         (ErrorKind::InvalidSubcommand, _) => format!(
-            "unknown command `{}` (try `uppercut --help`)",
+            "unknown command `{}`{hint}",
             context(ContextKind::InvalidSubcommand)
         ),
         // Every value parser of `run` names its option in its message.
@@ -170,13 +186,15 @@ fn one_line(e: &clap::Error, args: &[String]) -> CliError {
             "--load needs a shared library path".to_owned()
         }
         (ErrorKind::UnknownArgument, Some(command)) => format!(
-            "unknown option `{}` for `uppercut {command}`",
+            "unknown option `{}` for `uppercut {command}`{suggestion}",
             context(ContextKind::InvalidArg)
         ),
-        (ErrorKind::UnknownArgument, None) => format!(
-            "unknown option `{}` (try `uppercut --help`)",
-            context(ContextKind::InvalidArg)
-        ),
+        (ErrorKind::UnknownArgument, None) => {
+            format!(
+                "unknown option `{}`{hint}",
+                context(ContextKind::InvalidArg)
+            )
+        }
         _ => first_line(e),
     };
     CliError(message)
@@ -253,6 +271,14 @@ mod tests {
         for (args, needle) in [
             (&[][..], "no command given"),
             (&["frobnicate"][..], "unknown command `frobnicate`"),
+            (
+                &["stackmap"][..],
+                "unknown command `stackmap` (did you mean `stackmaps`?)",
+            ),
+            (
+                &["run", "--osr-stat", "x.ll"][..],
+                "unknown option `--osr-stat` for `uppercut run` (did you mean `--osr-stats`?)",
+            ),
             (&["--frobnicate"][..], "unknown option `--frobnicate`"),
             (&["stackmaps"][..], "usage: uppercut stackmaps FILE.o"),
             (
