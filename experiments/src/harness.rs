@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `--quick` runs the small configuration (seconds, for CI's smoke run), `--out` names the results
-//! file (default `results/NAME.json`), `--quiet` turns the progress bar off. On success the binary
+//! file (default `results/NAME.json`), `--quiet` turns the progress bar off (it is drawn only
+//! while stderr is a terminal anyway). On success the binary
 //! prints one line naming the file; on failure, one line on stderr and exit status 2.
 //!
 //! ```no_run
@@ -29,11 +30,12 @@
 //! }
 //! ```
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 
 use crate::error::{Error, Result};
 use crate::report::Report;
@@ -305,95 +307,43 @@ where
     Ok(samples)
 }
 
-/// A progress bar on stderr: redrawn in place on a terminal, a line at most every ten seconds
-/// otherwise (a CI log), nothing with `--quiet`.
+/// A progress bar on stderr, drawn by indicatif while stderr is a terminal: nothing in a log or
+/// a pipe (CI, `scripts/reproduce` into a file), nothing with `--quiet`. The bar stays on its
+/// line when it is dropped, where it got to (an experiment that failed shows how far it went).
+#[derive(Debug)]
 pub struct Progress {
-    label: String,
-    total: usize,
-    state: Mutex<ProgressState>,
-    mode: ProgressMode,
+    bar: ProgressBar,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProgressMode {
-    Terminal,
-    Log,
-    Off,
-}
-
-struct ProgressState {
-    done: usize,
-    started: Instant,
-    last_line: Instant,
-}
-
-/// How often a non-terminal progress bar prints a line.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// `label [#######.......] 3/14 ~12s left what-was-done`.
+const PROGRESS_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} ~{eta} left {msg}";
 
 impl Progress {
     /// A bar of `total` steps labelled `label`.
     pub fn new(args: &Args, label: &str, total: usize) -> Progress {
-        let mode = if args.quiet {
-            ProgressMode::Off
-        } else if std::io::stderr().is_terminal() {
-            ProgressMode::Terminal
+        let target = if args.quiet {
+            ProgressDrawTarget::hidden()
         } else {
-            ProgressMode::Log
+            ProgressDrawTarget::stderr()
         };
-        let now = Instant::now();
-        Progress {
-            label: label.to_owned(),
-            total: total.max(1),
-            state: Mutex::new(ProgressState {
-                done: 0,
-                started: now,
-                last_line: now,
-            }),
-            mode,
-        }
+        Progress::with_target(label, total, target)
+    }
+
+    fn with_target(label: &str, total: usize, target: ProgressDrawTarget) -> Progress {
+        let style = ProgressStyle::with_template(PROGRESS_TEMPLATE)
+            .expect("a valid template")
+            .progress_chars("#.");
+        let bar = ProgressBar::with_draw_target(Some(total.max(1) as u64), target)
+            .with_style(style)
+            .with_prefix(label.to_owned())
+            .with_finish(ProgressFinish::Abandon);
+        Progress { bar }
     }
 
     /// One step done; `what` says which (shown beside the bar).
     pub fn step(&self, what: &str) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.done = (state.done + 1).min(self.total);
-        let elapsed = state.started.elapsed();
-        let line = self.line(state.done, elapsed, what);
-        match self.mode {
-            ProgressMode::Off => {}
-            ProgressMode::Terminal => {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{line}");
-                if state.done == self.total {
-                    let _ = writeln!(err);
-                }
-                let _ = err.flush();
-            }
-            ProgressMode::Log => {
-                if state.done == self.total || state.last_line.elapsed() >= LOG_INTERVAL {
-                    state.last_line = Instant::now();
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-
-    fn line(&self, done: usize, elapsed: Duration, what: &str) -> String {
-        const WIDTH: usize = 30;
-        let filled = done * WIDTH / self.total;
-        let eta = if done == 0 {
-            String::new()
-        } else {
-            let left = elapsed.as_secs_f64() / done as f64 * (self.total - done) as f64;
-            format!(" ~{left:.0} s left")
-        };
-        format!(
-            "{} [{}{}] {done}/{}{eta} {what}",
-            self.label,
-            "#".repeat(filled),
-            ".".repeat(WIDTH - filled),
-            self.total
-        )
+        self.bar.set_message(what.to_owned());
+        self.bar.inc(1);
     }
 }
 
@@ -450,15 +400,71 @@ mod tests {
         assert!(matches!(e, Error::Timeout { .. }), "{e}");
     }
 
+    /// What a progress bar drew, line by line, as a terminal would show it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn lines(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(s.to_owned());
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.write_line(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn progress_line_shows_the_fraction() {
+    fn progress_shows_the_fraction_and_what_was_done() {
+        let screen = Screen::default();
+        let target = ProgressDrawTarget::term_like(Box::new(screen.clone()));
+        let p = Progress::with_target("x", 4, target);
+        p.step("first");
+        p.step("half");
+        assert_eq!(p.bar.position(), 2);
+        drop(p);
+        let lines = screen.lines();
+        let last = lines.iter().rfind(|l| !l.trim().is_empty()).expect("drawn");
+        assert!(
+            last.starts_with("x [###############...............] 2/4 ~"),
+            "{lines:?}"
+        );
+        assert!(last.ends_with(" left half"), "{lines:?}");
+    }
+
+    #[test]
+    fn quiet_progress_is_hidden() {
         let args = Args::parse("x", ["--quiet"]).unwrap();
         let p = Progress::new(&args, "x", 4);
-        let line = p.line(2, Duration::from_secs(2), "half");
-        assert!(
-            line.starts_with("x [###############...............] 2/4 ~2 s left half"),
-            "{line}"
-        );
-        p.step("quiet: prints nothing");
+        assert!(p.bar.is_hidden());
+        p.step("quiet: draws nothing");
+        assert_eq!(p.bar.position(), 1);
     }
 }

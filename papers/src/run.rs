@@ -38,7 +38,8 @@ impl Binaries {
     }
 
     /// Runs experiment `name` (quick or full), writing its results into `results_dir`. Its
-    /// progress bar goes to this process's stderr; its one-line summary is discarded.
+    /// progress bar goes to this process's stderr (drawn only when that is a terminal); its
+    /// one-line summary is discarded.
     pub fn run(&self, name: &str, quick: bool, results_dir: &Path) -> Result<PathBuf> {
         let binary = self.experiment(name)?;
         let out = Report::path_in(results_dir, name);

@@ -12,11 +12,17 @@
 //!
 //! Every failure of the tool itself (bad usage, unreadable or invalid input, a missing `main`,
 //! an unresolved symbol, an unknown callback) is one line on stderr and exit status 2.
+//!
+//! The arguments are read with clap; [`USAGE`] is the help of every command, and clap's own
+//! multi-line errors (usage, tips) are cut down to that one line.
 
 mod run;
 mod stackmaps;
 
 use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ColorChoice, Parser, Subcommand};
 
 /// Usage text.
 pub const USAGE: &str = "\
@@ -30,7 +36,9 @@ usage: uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|str
        uppercut stackmaps FILE.o
 
 run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut's JIT and
-           exits with its result, as lli does
+           exits with its result, as lli does. Options take their value after `=` (but for
+           -O and --load, which also take the next argument: -O 2, --load PLUGIN.so); every
+           argument after FILE is the program's, even one that looks like an option
   -O0..-O3                 level of the first compilation (default -O2)
   --compile=lazy           each function is compiled on its first call (default)
   --compile=eager          the whole program is compiled before main, as lli does
@@ -82,20 +90,206 @@ impl From<uppercut_core::Error> for CliError {
     }
 }
 
+/// The command line as clap reads it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "uppercut",
+    override_help = USAGE,
+    color = ColorChoice::Never,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs `main` of an LLVM IR or bitcode program under the JIT.
+    #[command(override_help = USAGE)]
+    Run(run::RunArgs),
+    /// Prints an object file's `.llvm_stackmaps` section.
+    #[command(override_help = USAGE)]
+    Stackmaps(stackmaps::StackmapsArgs),
+}
+
 /// Runs the command line with `args` (without the program name).
 pub fn main(args: &[String]) -> Result<ExitCode, CliError> {
-    match args.first().map(String::as_str) {
-        Some("run") => run::main(&args[1..]),
-        Some("stackmaps") => stackmaps::main(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
+    let cli = match parse(args) {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => {
+            print!("{e}");
+            return Ok(ExitCode::SUCCESS);
         }
-        Some(other) => Err(CliError(format!(
-            "unknown command `{other}` (try `uppercut --help`)"
-        ))),
-        None => Err(CliError(
-            "no command given (try `uppercut run FILE.ll` or `uppercut --help`)".to_owned(),
-        )),
+        Err(e) => return Err(one_line(&e, args)),
+    };
+    match cli.command {
+        Command::Run(run) => run::main(run),
+        Command::Stackmaps(stackmaps) => stackmaps::main(stackmaps),
+    }
+}
+
+fn parse(args: &[String]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("uppercut").chain(args.iter().map(String::as_str)))
+}
+
+/// clap's error about `args` as one line, without its usage and tips.
+fn one_line(e: &clap::Error, args: &[String]) -> CliError {
+    let command = args
+        .first()
+        .map(String::as_str)
+        .filter(|c| ["run", "stackmaps"].contains(c));
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.as_str(),
+        _ => "",
+    };
+    // clap's "did you mean" for a misspelt option or command.
+    let suggestion = match (
+        e.get(ContextKind::SuggestedArg),
+        e.get(ContextKind::SuggestedSubcommand),
+    ) {
+        (Some(ContextValue::String(arg)), _) => format!(" (did you mean `{arg}`?)"),
+        (_, Some(ContextValue::Strings(commands))) if !commands.is_empty() => {
+            format!(" (did you mean `{}`?)", commands[0])
+        }
+        _ => String::new(),
+    };
+    let hint = if suggestion.is_empty() {
+        " (try `uppercut --help`)"
+    } else {
+        &suggestion
+    };
+    let message = match (e.kind(), command) {
+        (ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand, _) => {
+            "no command given (try `uppercut run FILE.ll` or `uppercut --help`)".to_owned()
+        }
+        (ErrorKind::InvalidSubcommand, _) => format!(
+            "unknown command `{}`{hint}",
+            context(ContextKind::InvalidSubcommand)
+        ),
+        // Every value parser of `run` names its option in its message.
+        (ErrorKind::ValueValidation, Some("run")) => match std::error::Error::source(e) {
+            Some(why) => why.to_string(),
+            None => first_line(e),
+        },
+        (_, Some("stackmaps")) => "usage: uppercut stackmaps FILE.o".to_owned(),
+        (ErrorKind::MissingRequiredArgument, Some("run")) => {
+            "`uppercut run` needs a FILE.ll or FILE.bc".to_owned()
+        }
+        (ErrorKind::NoEquals, _) => format!(
+            "`{}` takes its value after `=`",
+            context(ContextKind::InvalidArg)
+        ),
+        (ErrorKind::InvalidValue, Some("run"))
+            if context(ContextKind::InvalidArg).starts_with("--load") =>
+        {
+            "--load needs a shared library path".to_owned()
+        }
+        (ErrorKind::UnknownArgument, Some(command)) => format!(
+            "unknown option `{}` for `uppercut {command}`{suggestion}",
+            context(ContextKind::InvalidArg)
+        ),
+        (ErrorKind::UnknownArgument, None) => {
+            format!(
+                "unknown option `{}`{hint}",
+                context(ContextKind::InvalidArg)
+            )
+        }
+        _ => first_line(e),
+    };
+    CliError(message)
+}
+
+/// The first line of clap's rendering of `e`, without its `error: `.
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// The `--name` options of `uppercut run` in `text`.
+    fn long_options(text: &str) -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2 && w != &"--help")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_usage_and_the_readme_name_every_option_clap_reads() {
+        let command = Cli::command();
+        let run = command.find_subcommand("run").unwrap();
+        let clap: std::collections::BTreeSet<String> = run
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|&l| l != "help")
+            .map(|l| format!("--{l}"))
+            .collect();
+        let (synopsis, table) = USAGE.split_once("\n\n").unwrap();
+        assert_eq!(long_options(synopsis), clap, "USAGE's synopsis");
+        let table: String = table
+            .lines()
+            .filter(|l| l.trim_start().starts_with('-'))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(long_options(&table), clap, "USAGE's table");
+        let readme = include_str!("../../../README.md");
+        let section = readme.find("## The command line").unwrap();
+        let start = section + readme[section..].find("uppercut run [").unwrap();
+        let synopsis = &readme[start..];
+        let synopsis: String = synopsis[..synopsis.find("```\n\n").unwrap()]
+            .lines()
+            .map(|l| l.split('#').next().unwrap())
+            .collect();
+        assert_eq!(long_options(&synopsis), clap, "README");
+        assert_eq!(
+            run.get_arguments()
+                .filter_map(|a| a.get_short())
+                .filter(|&s| s != 'h')
+                .collect::<Vec<_>>(),
+            ['O']
+        );
+    }
+
+    #[test]
+    fn help_is_the_usage_and_bad_commands_are_one_line() {
+        for args in [&["--help"][..], &["-h"], &["help"], &["run", "--help"]] {
+            let e = parse(&strings(args)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.to_string().trim_end(), USAGE, "{args:?}");
+        }
+        for (args, needle) in [
+            (&[][..], "no command given"),
+            (&["frobnicate"][..], "unknown command `frobnicate`"),
+            (
+                &["stackmap"][..],
+                "unknown command `stackmap` (did you mean `stackmaps`?)",
+            ),
+            (
+                &["run", "--osr-stat", "x.ll"][..],
+                "unknown option `--osr-stat` for `uppercut run` (did you mean `--osr-stats`?)",
+            ),
+            (&["--frobnicate"][..], "unknown option `--frobnicate`"),
+            (&["stackmaps"][..], "usage: uppercut stackmaps FILE.o"),
+            (
+                &["stackmaps", "a.o", "b.o"][..],
+                "usage: uppercut stackmaps FILE.o",
+            ),
+        ] {
+            let args = strings(args);
+            let e = main(&args).unwrap_err();
+            assert!(e.0.contains(needle), "{args:?}: {e}");
+            assert_eq!(e.0.lines().count(), 1, "{args:?}: {e}");
+        }
     }
 }

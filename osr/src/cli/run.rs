@@ -1,9 +1,11 @@
 //! `uppercut run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
+use std::str::FromStr;
 use std::sync::Mutex;
+
+use clap::ArgAction;
 
 use uppercut_core::{CompileMode, Engine, EngineOptions, Instrumentation, OptLevel, PerfMode};
 
@@ -24,213 +26,279 @@ pub(crate) enum OsrMode {
 /// `--osr-stats[=text|json]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StatsFormat {
-    Off,
     Text,
     Json,
 }
 
-/// What `uppercut run` was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `uppercut run` was asked to do. Every option takes its value after `=`, but for `-O`
+/// (lli's `-O2`) and `--load` (`--load PLUGIN.so` or `--load=PLUGIN.so`); the first argument
+/// that is not an option is the program, and everything after it is the guest's, verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub(crate) struct RunArgs {
+    /// `-O0`..`-O3`: the level of the first compilation.
+    #[arg(short = 'O', value_name = "N", default_value = "2", value_parser = opt_level)]
     pub(crate) opt_level: OptLevel,
+    /// `--load PLUGIN.so`, repeatable: shared libraries that register callbacks.
+    #[arg(long = "load", value_name = "PLUGIN.so", allow_hyphen_values = true)]
     pub(crate) plugins: Vec<PathBuf>,
+    /// `--osr=off|tier|stress=SEED`.
+    #[arg(
+        long,
+        value_name = "MODE",
+        require_equals = true,
+        default_value = "off",
+        value_parser = osr_mode
+    )]
     pub(crate) osr: OsrMode,
+    /// `--osr-specialize=GLOBAL`, repeatable.
+    #[arg(
+        long = "osr-specialize",
+        value_name = "GLOBAL",
+        require_equals = true,
+        value_parser = non_empty::<String>("--osr-specialize needs a global's name")
+    )]
     pub(crate) specialise: Vec<String>,
-    pub(crate) osr_stats: StatsFormat,
+    /// `--osr-stats[=text|json]`: `None` prints no statistics.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "text",
+        value_parser = stats_format
+    )]
+    pub(crate) osr_stats: Option<StatsFormat>,
+    /// `--osr-log=FILE`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        require_equals = true,
+        value_parser = non_empty::<PathBuf>("--osr-log needs a file")
+    )]
     pub(crate) osr_log: Option<PathBuf>,
+    /// `--osr-log-format=json|chrome`.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        require_equals = true,
+        default_value = "json",
+        value_parser = prefixed::<LogFormat>("--osr-log-format")
+    )]
     pub(crate) osr_log_format: LogFormat,
+    /// `--osr-threshold=N`: passes of a loop header before its site fires.
+    #[arg(
+        long = "osr-threshold",
+        value_name = "N",
+        require_equals = true,
+        value_parser = threshold
+    )]
     pub(crate) threshold: Option<i64>,
+    /// `--osr-transfer=lazy|eager`.
+    #[arg(
+        long = "osr-transfer",
+        value_name = "MODE",
+        require_equals = true,
+        default_value = "lazy",
+        value_parser = prefixed::<TransferMode>("--osr-transfer")
+    )]
     pub(crate) transfer: TransferMode,
+    /// `--osr-compile=sync|background`: whether OSR compiles in the background.
+    #[arg(
+        long = "osr-compile",
+        value_name = "MODE",
+        require_equals = true,
+        default_value = "sync",
+        action = ArgAction::Set,
+        value_parser = background
+    )]
     pub(crate) background: bool,
+    /// `--osr-continuations=per-site|multi`.
+    #[arg(
+        long = "osr-continuations",
+        value_name = "KIND",
+        require_equals = true,
+        default_value = "per-site",
+        value_parser = prefixed::<ContinuationKind>("--osr-continuations")
+    )]
     pub(crate) continuations: ContinuationKind,
+    /// `--compile=lazy|eager`.
+    #[arg(
+        long,
+        value_name = "MODE",
+        require_equals = true,
+        default_value = "lazy",
+        value_parser = compile_mode
+    )]
     pub(crate) compile: CompileMode,
-    pub(crate) perf: PerfMode,
+    /// `--perf=off|map|jitdump`; `None`: `$UPPERCUT_PERF` decides ([`RunArgs::perf`]).
+    #[arg(
+        long = "perf",
+        value_name = "MODE",
+        require_equals = true,
+        value_parser = prefixed::<PerfMode>("--perf")
+    )]
+    pub(crate) perf_option: Option<PerfMode>,
+    /// `--gdb=on|off`: whether units are registered with GDB's JIT interface.
+    #[arg(
+        long,
+        value_name = "on|off",
+        require_equals = true,
+        default_value = "on",
+        action = ArgAction::Set,
+        value_parser = on_off
+    )]
     pub(crate) gdb: bool,
+    /// `--dump-code=DIR`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        require_equals = true,
+        value_parser = non_empty::<PathBuf>("--dump-code needs a folder")
+    )]
     pub(crate) dump_code: Option<PathBuf>,
-    pub(crate) file: PathBuf,
-    pub(crate) guest_args: Vec<String>,
+    /// The program and its arguments. One argument list, not two, so that from the program on
+    /// nothing is read as an option, not even `--`.
+    #[arg(
+        value_name = "FILE.ll|FILE.bc [ARGS...]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    program: Vec<String>,
 }
 
-fn parse_osr(value: &str) -> Result<OsrMode, CliError> {
+impl RunArgs {
+    /// The program's file.
+    pub(crate) fn file(&self) -> &Path {
+        Path::new(&self.program[0])
+    }
+
+    /// The guest's arguments (after its own name).
+    pub(crate) fn guest_args(&self) -> &[String] {
+        &self.program[1..]
+    }
+
+    /// `--perf`, else `$UPPERCUT_PERF`, else off.
+    pub(crate) fn perf(&self) -> Result<PerfMode, CliError> {
+        match self.perf_option {
+            Some(mode) => Ok(mode),
+            None => PerfMode::from_env().map_err(CliError),
+        }
+    }
+}
+
+/// `-O`'s value: `2` in `-O2`.
+fn opt_level(value: &str) -> Result<OptLevel, String> {
+    value
+        .parse()
+        .ok()
+        .and_then(OptLevel::from_u8)
+        .ok_or_else(|| {
+            format!("unknown optimisation level `-O{value}` (expected -O0, -O1, -O2 or -O3)")
+        })
+}
+
+fn osr_mode(value: &str) -> Result<OsrMode, String> {
     match value {
         "off" => Ok(OsrMode::Off),
         "tier" => Ok(OsrMode::Tier),
+        "stress" => Err("--osr=stress needs a seed: --osr=stress=SEED".to_owned()),
         _ => match value.strip_prefix("stress=") {
             Some(seed) => seed.parse().map(OsrMode::Stress).map_err(|_| {
-                CliError(format!(
-                    "--osr=stress needs a seed (a non-negative integer), got `{seed}`"
-                ))
+                format!("--osr=stress needs a seed (a non-negative integer), got `{seed}`")
             }),
-            None if value == "stress" => Err(CliError(
-                "--osr=stress needs a seed: --osr=stress=SEED".to_owned(),
-            )),
-            None => Err(CliError(format!(
+            None => Err(format!(
                 "unknown --osr mode `{value}` (expected off, tier or stress=SEED)"
-            ))),
+            )),
         },
     }
 }
 
-pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
-    let mut opt_level = OptLevel::O2;
-    let mut plugins = Vec::new();
-    let mut osr = OsrMode::Off;
-    let mut specialise = Vec::new();
-    let mut osr_stats = StatsFormat::Off;
-    let mut osr_log = None;
-    let mut osr_log_format = LogFormat::JsonLines;
-    let mut threshold = None;
-    let mut transfer = TransferMode::Lazy;
-    let mut background = false;
-    let mut continuations = ContinuationKind::PerSite;
-    let mut compile = CompileMode::Lazy;
-    let mut perf = None;
-    let mut gdb = true;
-    let mut dump_code = None;
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        match arg {
-            "-O0" | "-O1" | "-O2" | "-O3" => opt_level = arg.parse().map_err(CliError)?,
-            "--osr-stats" | "--osr-stats=text" => osr_stats = StatsFormat::Text,
-            "--osr-stats=json" => osr_stats = StatsFormat::Json,
-            _ if arg.starts_with("--osr-stats=") => {
-                return Err(CliError(format!(
-                    "unknown --osr-stats format `{}` (expected text or json)",
-                    &arg["--osr-stats=".len()..]
-                )));
-            }
-            _ if arg.starts_with("--osr-log=") => {
-                let path = &arg["--osr-log=".len()..];
-                if path.is_empty() {
-                    return Err(CliError("--osr-log needs a file".to_owned()));
-                }
-                osr_log = Some(PathBuf::from(path));
-            }
-            _ if arg.starts_with("--osr-log-format=") => {
-                osr_log_format = arg["--osr-log-format=".len()..]
-                    .parse()
-                    .map_err(|e| CliError(format!("--osr-log-format: {e}")))?;
-            }
-            _ if arg.starts_with("--osr=") => osr = parse_osr(&arg["--osr=".len()..])?,
-            _ if arg.starts_with("--osr-specialize=") => {
-                let global = &arg["--osr-specialize=".len()..];
-                if global.is_empty() {
-                    return Err(CliError(
-                        "--osr-specialize needs a global's name".to_owned(),
-                    ));
-                }
-                specialise.push(global.to_owned());
-            }
-            "--compile=lazy" => compile = CompileMode::Lazy,
-            "--compile=eager" => compile = CompileMode::Eager,
-            _ if arg.starts_with("--compile=") => {
-                return Err(CliError(format!(
-                    "unknown --compile mode `{}` (expected lazy or eager)",
-                    &arg["--compile=".len()..]
-                )));
-            }
-            _ if arg.starts_with("--perf=") => {
-                perf = Some(
-                    arg["--perf=".len()..]
-                        .parse()
-                        .map_err(|e| CliError(format!("--perf: {e}")))?,
-                );
-            }
-            _ if arg.starts_with("--dump-code=") => {
-                let dir = &arg["--dump-code=".len()..];
-                if dir.is_empty() {
-                    return Err(CliError("--dump-code needs a folder".to_owned()));
-                }
-                dump_code = Some(PathBuf::from(dir));
-            }
-            "--gdb=on" => gdb = true,
-            "--gdb=off" => gdb = false,
-            _ if arg.starts_with("--gdb=") => {
-                return Err(CliError(format!(
-                    "unknown --gdb setting `{}` (expected on or off)",
-                    &arg["--gdb=".len()..]
-                )));
-            }
-            "--osr-compile=sync" => background = false,
-            "--osr-compile=background" => background = true,
-            _ if arg.starts_with("--osr-compile=") => {
-                return Err(CliError(format!(
-                    "unknown --osr-compile mode `{}` (expected sync or background)",
-                    &arg["--osr-compile=".len()..]
-                )));
-            }
-            _ if arg.starts_with("--osr-continuations=") => {
-                continuations = arg["--osr-continuations=".len()..]
-                    .parse()
-                    .map_err(|e| CliError(format!("--osr-continuations: {e}")))?;
-            }
-            _ if arg.starts_with("--osr-transfer=") => {
-                transfer = arg["--osr-transfer=".len()..]
-                    .parse()
-                    .map_err(|e| CliError(format!("--osr-transfer: {e}")))?;
-            }
-            _ if arg.starts_with("--osr-threshold=") => {
-                let value = &arg["--osr-threshold=".len()..];
-                threshold = Some(value.parse::<i64>().ok().filter(|&n| n > 0).ok_or_else(
-                    || {
-                        CliError(format!(
-                            "--osr-threshold needs a positive count, got `{value}`"
-                        ))
-                    },
-                )?);
-            }
-            "--load" => {
-                let path = args
-                    .get(i + 1)
-                    .ok_or_else(|| CliError("--load needs a shared library path".to_owned()))?;
-                plugins.push(PathBuf::from(path));
-                i += 1;
-            }
-            _ if arg.starts_with("--load=") => plugins.push(PathBuf::from(&arg["--load=".len()..])),
-            "--" => {
-                i += 1;
-                break;
-            }
-            _ if arg.starts_with('-') && arg != "-" => {
-                return Err(CliError(format!(
-                    "unknown option `{arg}` for `uppercut run`"
-                )));
-            }
-            _ => break,
-        }
-        i += 1;
+fn stats_format(value: &str) -> Result<StatsFormat, String> {
+    match value {
+        "text" => Ok(StatsFormat::Text),
+        "json" => Ok(StatsFormat::Json),
+        _ => Err(format!(
+            "unknown --osr-stats format `{value}` (expected text or json)"
+        )),
     }
-    let file = args
-        .get(i)
-        .ok_or_else(|| CliError("`uppercut run` needs a FILE.ll or FILE.bc".to_owned()))?;
-    let perf = match perf {
-        Some(mode) => mode,
-        None => PerfMode::from_env().map_err(CliError)?,
-    };
-    Ok(RunArgs {
-        opt_level,
-        plugins,
-        osr,
-        specialise,
-        osr_stats,
-        osr_log,
-        osr_log_format,
-        threshold,
-        transfer,
-        background,
-        continuations,
-        compile,
-        perf,
-        gdb,
-        dump_code,
-        file: PathBuf::from(file),
-        guest_args: args[i + 1..].to_vec(),
-    })
 }
 
-pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
-    let run = parse(args)?;
+fn threshold(value: &str) -> Result<i64, String> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("--osr-threshold needs a positive count, got `{value}`"))
+}
+
+fn background(value: &str) -> Result<bool, String> {
+    match value {
+        "sync" => Ok(false),
+        "background" => Ok(true),
+        _ => Err(format!(
+            "unknown --osr-compile mode `{value}` (expected sync or background)"
+        )),
+    }
+}
+
+fn compile_mode(value: &str) -> Result<CompileMode, String> {
+    match value {
+        "lazy" => Ok(CompileMode::Lazy),
+        "eager" => Ok(CompileMode::Eager),
+        _ => Err(format!(
+            "unknown --compile mode `{value}` (expected lazy or eager)"
+        )),
+    }
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!(
+            "unknown --gdb setting `{value}` (expected on or off)"
+        )),
+    }
+}
+
+/// A value parser through `T`'s `FromStr`, whose errors are prefixed with `option`.
+fn prefixed<T: FromStr<Err = String>>(
+    option: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |value| value.parse().map_err(|e| format!("{option}: {e}"))
+}
+
+/// A value parser that refuses an empty value with `error`.
+fn non_empty<T: for<'a> From<&'a str>>(
+    error: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |value| {
+        if value.is_empty() {
+            Err(error.to_owned())
+        } else {
+            Ok(T::from(value))
+        }
+    }
+}
+
+/// Reads `uppercut run`'s arguments (those after `run`).
+#[cfg(test)]
+pub(crate) fn parse(args: &[String]) -> Result<RunArgs, CliError> {
+    let args: Vec<String> = std::iter::once("run".to_owned())
+        .chain(args.iter().cloned())
+        .collect();
+    match super::parse(&args) {
+        Ok(super::Cli {
+            command: super::Command::Run(run),
+        }) => Ok(run),
+        Ok(other) => panic!("not `run`: {other:?}"),
+        Err(e) => Err(super::one_line(&e, &args)),
+    }
+}
+
+pub(crate) fn main(run: RunArgs) -> Result<ExitCode, CliError> {
+    let perf = run.perf()?;
     for plugin in &run.plugins {
         uppercut_core::load_plugin(plugin)?;
     }
@@ -275,12 +343,12 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
         opt_level: run.opt_level,
         instrument,
         compile: run.compile,
-        perf: run.perf,
+        perf,
         debugger: run.gdb,
         dump_code: run.dump_code.clone(),
         ..EngineOptions::default()
     };
-    let engine = Engine::from_file(&run.file, options)?;
+    let engine = Engine::from_file(run.file(), options)?;
     if !run.specialise.is_empty() {
         let osr = engine.osr().expect("instrumented above");
         for global in &run.specialise {
@@ -325,7 +393,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError(e.to_string()))?,
         )
     };
-    if run.osr_stats != StatsFormat::Off || log.is_some() {
+    if run.osr_stats.is_some() || log.is_some() {
         *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(ExitReport {
             osr: osr.clone(),
             stats: run.osr_stats,
@@ -339,14 +407,14 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, CliError> {
             at_quick_exit(report_at_exit);
         }
     }
-    let program = run.file.display().to_string();
+    let program = run.file().display().to_string();
     // The Rust runtime ignores SIGPIPE; a C program starts with the default (die on a closed
     // pipe), and may inspect or rely on it.
     // SAFETY: resetting one signal's disposition before any guest code runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // On success this exits the process with main's result, after the guest's atexit handlers
     // and destructors, with its stdio flushed, as natively.
-    Err(engine.exec_main(&program, &run.guest_args).into())
+    Err(engine.exec_main(&program, run.guest_args()).into())
 }
 
 unsafe extern "C" {
@@ -361,7 +429,8 @@ const TIER_THRESHOLD: i64 = 1000;
 struct ExitReport {
     /// `None`: OSR is off (every count is 0).
     osr: Option<Osr>,
-    stats: StatsFormat,
+    /// `None`: `--osr-stats` was not given.
+    stats: Option<StatsFormat>,
     log: Option<OsrLog>,
 }
 
@@ -374,8 +443,8 @@ extern "C" fn report_at_exit() {
     let stats = report.osr.map(|o| o.stats()).unwrap_or_default();
     let json = stats_json(&stats);
     match report.stats {
-        StatsFormat::Off => {}
-        StatsFormat::Text => eprintln!(
+        None => {}
+        Some(StatsFormat::Text) => eprintln!(
             // New counts go at the end: scripts read the first ones by position.
             "uppercut: osr transitions={} frames={} recompiles={} caught_up={} background={} \
              max_stall_us={} patched={}",
@@ -387,7 +456,9 @@ extern "C" fn report_at_exit() {
             stats.max_stall.as_micros(),
             stats.patched
         ),
-        StatsFormat::Json => eprintln!("uppercut: osr {}", serde_json::Value::Object(json.clone())),
+        Some(StatsFormat::Json) => {
+            eprintln!("uppercut: osr {}", serde_json::Value::Object(json.clone()))
+        }
     }
     if let Some(log) = report.log {
         log.write("stats", json);
@@ -428,8 +499,8 @@ mod tests {
         let run = parse(&strings(&["-O0", "--load", "p.so", "x.ll", "-O3", "a"])).unwrap();
         assert_eq!(run.opt_level, OptLevel::O0);
         assert_eq!(run.plugins, vec![PathBuf::from("p.so")]);
-        assert_eq!(run.file, PathBuf::from("x.ll"));
-        assert_eq!(run.guest_args, strings(&["-O3", "a"]));
+        assert_eq!(run.file(), Path::new("x.ll"));
+        assert_eq!(run.guest_args(), strings(&["-O3", "a"]));
     }
 
     #[test]
@@ -443,7 +514,7 @@ mod tests {
         .unwrap();
         assert_eq!(run.osr, OsrMode::Stress(7));
         assert_eq!(run.specialise, strings(&["config"]));
-        assert_eq!(run.osr_stats, StatsFormat::Text);
+        assert_eq!(run.osr_stats, Some(StatsFormat::Text));
         let run = parse(&strings(&[
             "--osr-stats=json",
             "--osr-log=log.json",
@@ -455,10 +526,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(run.dump_code, Some(PathBuf::from("code")));
-        assert_eq!(run.osr_stats, StatsFormat::Json);
+        assert_eq!(run.osr_stats, Some(StatsFormat::Json));
         assert_eq!(run.osr_log, Some(PathBuf::from("log.json")));
         assert_eq!(run.osr_log_format, LogFormat::Chrome);
-        assert_eq!(run.perf, PerfMode::Map);
+        assert_eq!(run.perf_option, Some(PerfMode::Map));
         assert!(!run.gdb);
         for bad in [
             "--osr-stats=xml",
@@ -512,6 +583,130 @@ mod tests {
             TransferMode::Eager
         );
         let run = parse(&strings(&["--", "-x.ll"])).unwrap();
-        assert_eq!(run.file, PathBuf::from("-x.ll"));
+        assert_eq!(run.file(), Path::new("-x.ll"));
+    }
+
+    #[test]
+    fn everything_after_the_file_is_the_guests() {
+        let run = parse(&strings(&[
+            "--osr=tier",
+            "x.ll",
+            "--osr=stress=1",
+            "-x",
+            "--",
+            "--load",
+            "-O3",
+            "--help",
+        ]))
+        .unwrap();
+        assert_eq!(run.osr, OsrMode::Tier);
+        assert!(run.plugins.is_empty());
+        assert_eq!(run.file(), Path::new("x.ll"));
+        assert_eq!(
+            run.guest_args(),
+            strings(&["--osr=stress=1", "-x", "--", "--load", "-O3", "--help"])
+        );
+        let run = parse(&strings(&["x.ll", "--", "a"])).unwrap();
+        assert_eq!(run.guest_args(), strings(&["--", "a"]));
+        let run = parse(&strings(&["-", "a"])).unwrap();
+        assert_eq!(run.file(), Path::new("-"));
+        assert_eq!(run.guest_args(), strings(&["a"]));
+    }
+
+    #[test]
+    fn levels_are_spelled_as_lli_spells_them() {
+        assert_eq!(parse(&strings(&["x.ll"])).unwrap().opt_level, OptLevel::O2);
+        for (arg, level) in [
+            ("-O0", OptLevel::O0),
+            ("-O1", OptLevel::O1),
+            ("-O2", OptLevel::O2),
+            ("-O3", OptLevel::O3),
+        ] {
+            assert_eq!(parse(&strings(&[arg, "x.ll"])).unwrap().opt_level, level);
+        }
+        let run = parse(&strings(&["-O", "3", "x.ll"])).unwrap();
+        assert_eq!(run.opt_level, OptLevel::O3);
+        // The last one counts, as for every option that is not repeatable.
+        let run = parse(&strings(&["-O3", "-O1", "--osr=tier", "--osr=off", "x.ll"])).unwrap();
+        assert_eq!((run.opt_level, run.osr), (OptLevel::O1, OsrMode::Off));
+        let e = parse(&strings(&["-O4", "x.ll"])).unwrap_err();
+        assert!(e.0.contains("`-O4`"), "{e}");
+    }
+
+    #[test]
+    fn stats_take_an_optional_value_after_an_equals_sign() {
+        let run = parse(&strings(&["x.ll"])).unwrap();
+        assert_eq!(run.osr_stats, None);
+        // Without a value, the next argument is not taken for one.
+        let run = parse(&strings(&["--osr-stats", "x.ll", "json"])).unwrap();
+        assert_eq!(run.osr_stats, Some(StatsFormat::Text));
+        assert_eq!(run.file(), Path::new("x.ll"));
+        assert_eq!(run.guest_args(), strings(&["json"]));
+        let run = parse(&strings(&["--osr-stats=text", "x.ll"])).unwrap();
+        assert_eq!(run.osr_stats, Some(StatsFormat::Text));
+        let run = parse(&strings(&["--osr-stats=json", "x.ll"])).unwrap();
+        assert_eq!(run.osr_stats, Some(StatsFormat::Json));
+        for bad in ["--osr-stats=", "--osr-stats=xml"] {
+            let e = parse(&strings(&[bad, "x.ll"])).unwrap_err();
+            assert!(e.0.contains("--osr-stats"), "{e}");
+        }
+    }
+
+    #[test]
+    fn plugins_and_specialisations_repeat() {
+        let run = parse(&strings(&[
+            "--load",
+            "a.so",
+            "--load=b.so",
+            "--osr-specialize=x",
+            "--osr-specialize=y",
+            "x.ll",
+        ]))
+        .unwrap();
+        assert_eq!(
+            run.plugins,
+            vec![PathBuf::from("a.so"), PathBuf::from("b.so")]
+        );
+        assert_eq!(run.specialise, strings(&["x", "y"]));
+    }
+
+    #[test]
+    fn values_follow_an_equals_sign() {
+        let e = parse(&strings(&["--osr", "tier", "x.ll"])).unwrap_err();
+        assert!(e.0.contains("--osr"), "{e}");
+        let e = parse(&strings(&["--gdb", "off", "x.ll"])).unwrap_err();
+        assert!(e.0.contains("--gdb"), "{e}");
+        let run = parse(&strings(&[
+            "--compile=eager",
+            "--osr-threshold=7",
+            "--gdb=on",
+            "x.ll",
+        ]))
+        .unwrap();
+        assert_eq!(run.compile, CompileMode::Eager);
+        assert_eq!(run.threshold, Some(7));
+        assert!(run.gdb);
+    }
+
+    #[test]
+    fn errors_are_one_line_naming_the_option() {
+        for (args, needle) in [
+            (
+                &["--frobnicate", "x.ll"][..],
+                "unknown option `--frobnicate`",
+            ),
+            (&["-x", "x.ll"][..], "unknown option `-x`"),
+            (&[][..], "needs a FILE.ll or FILE.bc"),
+            (&["--load"][..], "--load needs a shared library path"),
+            (&["--osr=fast", "x.ll"][..], "unknown --osr mode `fast`"),
+            (
+                &["--perf=yes", "x.ll"][..],
+                "--perf: unknown perf mode `yes`",
+            ),
+        ] {
+            let e = parse(&strings(args)).unwrap_err();
+            assert!(e.0.contains(needle), "{args:?}: {e}");
+            assert_eq!(e.0.lines().count(), 1, "{args:?}: {e}");
+        }
     }
 }

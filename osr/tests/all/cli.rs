@@ -421,3 +421,77 @@ fn osr_options_report_bad_use_in_one_line_and_count_what_moved() {
         );
     }
 }
+
+/// Prints each argument after the program's name on a line of its own; exits with `argc`.
+const ECHO_ARGS: &str = "declare i32 @puts(ptr)\n\
+define i32 @main(i32 %argc, ptr %argv) {\n\
+entry:\n  br label %loop\n\
+loop:\n  %i = phi i32 [ 1, %entry ], [ %i1, %body ]\n  %c = icmp slt i32 %i, %argc\n  br i1 %c, label %body, label %done\n\
+body:\n  %idx = sext i32 %i to i64\n  %p = getelementptr ptr, ptr %argv, i64 %idx\n  %s = load ptr, ptr %p\n  %r = call i32 @puts(ptr %s)\n  %i1 = add i32 %i, 1\n  br label %loop\n\
+done:\n  ret i32 %argc\n}\n";
+
+#[test]
+fn arguments_after_the_file_go_to_the_guest_even_when_they_look_like_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = write(dir.path(), "echo.ll", ECHO_ARGS);
+    let guest = ["--osr=tier", "-x", "--", "--help", "-O0", "--osr-stats=xml"];
+    for (options, stats) in [
+        (&["-O3", "--osr-stats"][..], "uppercut: osr transitions=0 "),
+        (
+            &["-O", "1", "--osr-stats=text"][..],
+            "uppercut: osr transitions=0 ",
+        ),
+        (&["--osr-stats=json"][..], "uppercut: osr {\"background\":0"),
+    ] {
+        let out = uppercut()
+            .arg("run")
+            .args(options)
+            .arg(&prog)
+            .args(guest)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1 + guest.len() as i32), "{stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            guest.map(|a| format!("{a}\n")).concat()
+        );
+        assert_eq!(stderr.lines().count(), 1, "{options:?}: {stderr}");
+        assert!(stderr.starts_with(stats), "{options:?}: {stderr}");
+    }
+}
+
+#[test]
+fn usage_errors_are_one_line_with_status_2_and_help_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = write(dir.path(), "echo.ll", ECHO_ARGS);
+    for (args, needle) in [
+        (&["--osr-stats=xml"][..], "--osr-stats"),
+        (&["--osr", "tier"][..], "--osr"),
+        (&["--gdb=maybe"][..], "--gdb"),
+        (&["-O4"][..], "-O4"),
+        (&["--frobnicate"][..], "unknown option `--frobnicate`"),
+    ] {
+        let out = uppercut()
+            .arg("run")
+            .args(args)
+            .arg(&prog)
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, needle);
+        assert!(out.stdout.is_empty());
+    }
+    let out = uppercut().arg("run").output().unwrap();
+    assert_one_line_error(&out, "FILE.ll");
+    let out = uppercut().output().unwrap();
+    assert_one_line_error(&out, "no command given");
+
+    for args in [&["--help"][..], &["-h"], &["run", "--help"]] {
+        let out = uppercut().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("usage: uppercut run "), "{stdout}");
+        assert!(stdout.contains("--osr-stats=json"), "{stdout}");
+    }
+}
