@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use uppercut_core::shadow::{ShadowEntry, for_each_entry};
 use uppercut_core::frames::{FrameBase, RecordValue, StackMemory, ThreadStack};
+use uppercut_core::shadow::{ShadowEntry, for_each_entry};
 use uppercut_core::{Engine, OsrModule, SiteId, UnitId, VersionId, VersionInfo};
 
-use uppercut_core::frames::layout::{FP_ALIGN, NEXT_OLDER_SP_FROM_FP_OFFSET, RA_SLOT_BELOW_SP};
 use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::transfer::Transfers;
+use uppercut_core::frames::layout::{FP_ALIGN, NEXT_OLDER_SP_FROM_FP_OFFSET, RA_SLOT_BELOW_SP};
 
 /// What discovery made of one entry of this thread's shadow-stack chain.
 #[derive(Debug, Clone)]

@@ -124,6 +124,11 @@ pub(crate) fn push(
             caller_fp,
         };
         records.live += record.len;
+        // A pass meets frames innermost first: each new record is usually the outermost yet.
+        if records.records.front().is_none_or(|r| r.fp < fp) {
+            records.records.push_front(record);
+            return;
+        }
         match records.position(fp) {
             Ok(at) => {
                 let old = std::mem::replace(&mut records.records[at], record);

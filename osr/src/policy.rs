@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use uppercut_core::{OptLevel, SiteInfo, SiteKind, ValueKind};
+use uppercut_core::{OptLevel, SiteInfo, SiteKind, ValueKind, VersionId};
 
 use crate::runtime::{Cx, VersionSpec};
 
@@ -191,25 +191,36 @@ impl Policy for Specialise {
             // A reader that cannot be rebuilt stays generic: correct, only slower.
             let _ = cx.version(reader, &spec, true);
         }
+        let map = cx.engine().code_map();
+        // The frames of a recursion share their return address, version and pending
+        // continuation, and so the decision: made once per run.
+        let mut last: Option<(RunKey, bool)> = None;
         for i in 0..cx.frames().len() {
             let frame = cx.frames()[i].clone();
+            let key = (frame.return_address, frame.version.id, frame.pending);
+            if let Some((_, false)) = last.as_ref().filter(|(k, _)| *k == key) {
+                continue;
+            }
             if !readers.contains(&frame.version.function) {
+                last = Some((key, false));
                 continue;
             }
             // What the frame will run next: its pending continuation, if a transfer is already
             // set up for it, else its own code.
             let next = frame
                 .pending
-                .and_then(|c| cx.engine().version_at(c + 1))
-                .unwrap_or_else(|| frame.version.as_ref().clone());
+                .and_then(|c| map.version_at(c + 1))
+                .unwrap_or(&frame.version);
             let assumed = next
                 .specialisation
                 .iter()
                 .find(|(g, _)| *g == global)
                 .map(|(_, v)| *v);
             if assumed == Some(value) {
+                last = Some((key, false));
                 continue;
             }
+            last = Some((key, true));
             let spec = VersionSpec {
                 opt_level: self.level,
                 specialisation: spec_for(&next.specialisation),
@@ -245,6 +256,9 @@ impl Policy for Specialise {
         Ok(())
     }
 }
+
+/// What the frames of one run share: return address, version, pending continuation.
+type RunKey = (u64, VersionId, Option<u64>);
 
 /// How deep into the stack [`Stress`] picks frames.
 const STRESS_DEPTH: usize = 256;

@@ -310,9 +310,14 @@ struct Shared {
 
 impl Shared {
     fn event(&self, event: OsrEvent) {
+        self.event_with(|| event);
+    }
+
+    /// Records the event `make` makes, unless the log is full (then it is not made).
+    fn event_with(&self, make: impl FnOnce() -> OsrEvent) {
         let mut events = lock(&self.events);
         if events.len() < MAX_EVENTS {
-            events.push(event);
+            events.push(make());
         }
     }
 
@@ -648,6 +653,7 @@ fn handle_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_voi
             frames: transfers.walk(&state),
             patched: 0,
             shadow_check: None,
+            last: None,
         };
         let now = shared.generation.load(Ordering::Acquire);
         cx.catch_up(seen);
@@ -677,6 +683,7 @@ fn handle_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_voi
         frames,
         patched: 0,
         shadow_check: None,
+        last: None,
     };
     let result = policy.on_site(&mut cx);
     drop(policy);
@@ -708,6 +715,19 @@ pub struct Cx<'a> {
     patched: u64,
     /// The shadow-stack cross-check, once made: `Err` makes every transfer fail.
     shadow_check: Option<Result<(), String>>,
+    /// The last transfer prepared, for the next frame suspended at the same return address
+    /// of the same version going to the same spec (a recursion's frames).
+    last: Option<LastTransfer>,
+}
+
+/// A transfer [`Cx::transfer`] prepared, and what it was prepared for.
+struct LastTransfer {
+    return_address: u64,
+    version: uppercut_core::VersionId,
+    spec: VersionSpec,
+    site: SiteId,
+    function: String,
+    prepared: crate::Prepared,
 }
 
 impl Cx<'_> {
@@ -745,6 +765,8 @@ impl Cx<'_> {
         spec: &VersionSpec,
         relink: bool,
     ) -> uppercut_core::Result<VersionInfo> {
+        // Code may come and go: the next transfer prepares afresh.
+        self.last = None;
         let request = VersionRequest {
             function: function.to_owned(),
             opt_level: spec.opt_level,
@@ -844,6 +866,7 @@ impl Cx<'_> {
         if relinked.is_empty() {
             return;
         }
+        let map = self.engine.code_map();
         for i in 0..self.frames.len() {
             let frame = &self.frames[i];
             let Some((_, spec)) = relinked.iter().find(|(f, _)| *f == frame.version.function)
@@ -855,9 +878,9 @@ impl Cx<'_> {
             }
             let next = frame
                 .pending
-                .and_then(|c| self.engine.version_at(c + 1))
-                .unwrap_or_else(|| frame.version.as_ref().clone());
-            if VersionSpec::of(&next) == *spec {
+                .and_then(|c| map.version_at(c + 1))
+                .unwrap_or(&frame.version);
+            if VersionSpec::of(next) == *spec {
                 continue;
             }
             let spec = spec.clone();
@@ -961,6 +984,27 @@ impl Cx<'_> {
             .get(index)
             .cloned()
             .ok_or_else(|| format!("no frame {index}"))?;
+        if let Some(last) = self.last.as_ref().filter(|l| {
+            l.return_address == frame.return_address
+                && l.version == frame.version.id
+                && l.spec == *spec
+        }) {
+            // Another frame of a run (a recursion): same record, same target.
+            let prepared = last.prepared.clone();
+            match self.shared.options.transfer {
+                TransferMode::Lazy => self.transfers.patch(&frame, &prepared),
+                TransferMode::Eager => self.transfers.transfer_now(&frame, &prepared),
+            }
+            .map_err(|e| e.to_string())?;
+            let (function, site) = (last.function.clone(), last.site);
+            self.shared.event_with(|| OsrEvent::Transfer {
+                function,
+                site,
+                from: VersionSpec::of(&frame.version),
+                to: spec.clone(),
+            });
+            return Ok(());
+        }
         let site_id = frame
             .site
             .ok_or_else(|| format!("frame {index} is not stopped at an OSR site"))?;
@@ -997,6 +1041,14 @@ impl Cx<'_> {
             site: site_id,
             from: VersionSpec::of(&frame.version),
             to: spec.clone(),
+        });
+        self.last = Some(LastTransfer {
+            return_address: frame.return_address,
+            version: frame.version.id,
+            spec: spec.clone(),
+            site: site_id,
+            function: site.function,
+            prepared,
         });
         Ok(())
     }

@@ -210,7 +210,9 @@ impl Uncounted {
         if let Some(counters) = &self.counters
             && self.count > 0
         {
-            counters.transferred.fetch_add(self.count, Ordering::Relaxed);
+            counters
+                .transferred
+                .fetch_add(self.count, Ordering::Relaxed);
             self.count = 0;
         }
     }
@@ -240,7 +242,11 @@ pub(crate) fn count_transfer(counters: &Arc<Counters>) {
         // SAFETY: this thread's own cell; nothing here reenters (no callbacks, no panics but
         // allocation failure, which aborts).
         let local = unsafe { &mut *cell.get() };
-        if !local.counters.as_ref().is_some_and(|c| Arc::ptr_eq(c, counters)) {
+        if !local
+            .counters
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, counters))
+        {
             local.flush();
             local.counters = Some(Arc::clone(counters));
         }
@@ -723,9 +729,9 @@ impl Transfers {
             let Some(target) = choose(f) else {
                 return true;
             };
-            let reuse = last.as_ref().is_some_and(|(ra, t, _)| {
-                *ra == f.return_address && std::ptr::eq(*t, target)
-            });
+            let reuse = last
+                .as_ref()
+                .is_some_and(|(ra, t, _)| *ra == f.return_address && std::ptr::eq(*t, target));
             if !reuse {
                 let prepared = self.prepare(&Frame::of(f, None), target);
                 last = Some((f.return_address, target, prepared));
@@ -771,8 +777,7 @@ impl Transfers {
         let descriptor = prepared.descriptor();
         if mode == TransferMode::Eager {
             values.clear();
-            let (saves, caller_fp) =
-                capture_into(window, descriptor, f.sp, f.fp, f.slot, values)?;
+            let (saves, caller_fp) = capture_into(window, descriptor, f.sp, f.fp, f.slot, values)?;
             descriptor.eager.store(true, Ordering::Relaxed);
             eager::push(
                 f.fp,

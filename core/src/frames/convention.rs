@@ -88,7 +88,10 @@ impl<V: Copy> SiteState<V> {
     }
 
     /// A site's state from its bundle's operands, given a reader of the site-id constant.
-    pub(crate) fn from_bundle(operands: &[V], constant: impl FnOnce(V) -> Option<u64>) -> Option<Self> {
+    pub(crate) fn from_bundle(
+        operands: &[V],
+        constant: impl FnOnce(V) -> Option<u64>,
+    ) -> Option<Self> {
         let (&first, values) = operands.split_first()?;
         let site = SiteId(u32::try_from(constant(first)?).ok()?);
         Some(SiteState {
@@ -118,7 +121,10 @@ impl SiteState<RecordValue> {
         }
         let count = usize::try_from(count).unwrap_or(usize::MAX);
         let Some(rest) = locations.len().checked_sub(3).filter(|&r| count <= r) else {
-            return (None, not_site("it has fewer locations than its deopt count"));
+            return (
+                None,
+                not_site("it has fewer locations than its deopt count"),
+            );
         };
         if (rest - count) % 2 != 0 {
             return (

@@ -81,9 +81,9 @@ impl CodeMap {
     /// Every unit in the map (once each).
     pub fn units(&self) -> impl Iterator<Item = &Arc<UnitCode>> + '_ {
         let mut last: Option<UnitId> = None;
-        self.ranges.iter().filter_map(move |(_, _, u)| {
-            (last.replace(u.unit) != Some(u.unit)).then_some(u)
-        })
+        self.ranges
+            .iter()
+            .filter_map(move |(_, _, u)| (last.replace(u.unit) != Some(u.unit)).then_some(u))
     }
 }
 
@@ -268,7 +268,10 @@ impl<'m, M: StackMemory, R: Fn(u64) -> Option<u64>> FrameCursor<'m, M, R> {
     }
 
     #[inline]
-    fn describe(&mut self, return_address: u64) -> Option<(&'m Arc<UnitCode>, &'m Arc<VersionInfo>)> {
+    fn describe(
+        &mut self,
+        return_address: u64,
+    ) -> Option<(&'m Arc<UnitCode>, &'m Arc<VersionInfo>)> {
         if let (Some(u), Some(v)) = (self.unit, self.version)
             && return_address > v.entry
             && return_address < v.entry + v.size.max(1)
@@ -354,10 +357,7 @@ fn older<M: StackMemory>(memory: &M, fp: u64) -> Option<(u64, u64, u64, u64)> {
 /// pointer, with its two words inside the memory.
 #[inline(always)]
 fn well_formed<M: StackMemory>(memory: &M, sp: u64, fp: u64) -> bool {
-    fp != 0
-        && fp % FP_ALIGN == 0
-        && fp >= sp
-        && memory.contains(fp, NEXT_OLDER_SP_FROM_FP_OFFSET)
+    fp != 0 && fp % FP_ALIGN == 0 && fp >= sp && memory.contains(fp, NEXT_OLDER_SP_FROM_FP_OFFSET)
 }
 
 #[cfg(test)]

@@ -221,9 +221,7 @@ fn site_calls(f: Value) -> Vec<(SiteId, Value)> {
         .into_iter()
         .flat_map(l::instructions)
         .filter(|&i| l::is_call(i))
-        .filter_map(|i| {
-            Some((l::site_state(i)?.site, i))
-        })
+        .filter_map(|i| Some((l::site_state(i)?.site, i)))
         .collect()
 }
 
@@ -398,7 +396,10 @@ fn rebuild(
 type MachineFrame = Option<(usize, u64, Type, Value)>;
 
 /// `machine` (from [`machine_frame_slot`]) for one site's state.
-fn machine_frame_at(machine: Option<(Value, u64, Type, Value)>, state: &ResumeState) -> MachineFrame {
+fn machine_frame_at(
+    machine: Option<(Value, u64, Type, Value)>,
+    state: &ResumeState,
+) -> MachineFrame {
     let (frame, offset, ty, intrinsic) = machine?;
     let index = state.values.iter().position(|&(v, _)| v == frame)?;
     Some((index, offset, ty, intrinsic))

@@ -14,11 +14,11 @@ use llvm_sys::prelude::LLVMModuleRef;
 
 use super::llvm::{self as l, Block, Builder, Value};
 use super::{HYPERCALL, functions, globals, value_name};
+use crate::frames::SiteState;
 use crate::sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
     SiteKind,
 };
-use crate::frames::SiteState;
 use crate::types::SiteId;
 
 /// The host function that opens a shadow-stack frame: `ptr (ptr map, i64 size)`.

@@ -23,21 +23,21 @@
 //! # Modes (the hypercall's handler), on the same engine and code
 //!
 //! - `call`: does nothing; the `D` frames return normally (the floor: call + return per frame).
-//! - `lazy`: walks the stack ([`Transfers::walk`]), prepares the transfer (once per return
-//!   address: every frame of the recursion shares one, and the cache of [`Transfers::prepare`]
-//!   keeps it across calls) and patches every frame ([`Transfers::patch`]). Each frame moves when
-//!   its callee returns into it: thunk, stub (values and result into the transfer buffer,
-//!   callee-saved registers restored, old frame popped), `rec_cont`, return to the caller.
-//! - `eager`: walks, prepares, and captures each frame's state and patches it in the same pass
-//!   ([`Transfers::transfer_now`]); the unwind then runs each frame's continuation from the
-//!   captured state.
+//! - `lazy`: one pass over the stack ([`Transfers::transfer_frames`]: the engine's frame cursor)
+//!   prepares the transfer (once per return address: every frame of the recursion shares one,
+//!   and the cache of [`Transfers::prepare`] keeps it across calls) and patches every frame in
+//!   place. Each frame moves when its callee returns into it: thunk, stub (values and result
+//!   into the transfer buffer, callee-saved registers restored, old frame popped), `rec_cont`,
+//!   return to the caller.
+//! - `eager`: the same pass captures each frame's state before patching it; the unwind then
+//!   runs each frame's continuation from the captured state.
 //!
 //! # What is timed
 //!
 //! Per call of `rec(D)`, from the host: the whole call (`t0` before [`Engine::call`], `t1`
-//! after), and inside the handler: its start, the end of the walk, and its end. So each call
-//! splits into descent (`t0` → handler start), safepoint pass (handler start → end: walk,
-//! prepare, patch or capture), and unwind (handler end → `t1`: the hypercall's return, the `D`
+//! after), and inside the handler: its start and its end. So each call splits into descent
+//! (`t0` → handler start), safepoint pass (handler start → end: the walk, fused with prepare
+//! and patch or capture), and unwind (handler end → `t1`: the hypercall's return, the `D`
 //! returns or transfers, the return to the host). A sample is the mean over a batch of calls
 //! (about 100,000 frames: 2000 calls at depth 1, one at depth 100,000). The configurations of
 //! a point run round-robin (`harness::interleave`), so that a slow phase of a shared machine
@@ -57,7 +57,7 @@
 //! - `lazy` / `eager` rows: `ns_per_frame = (T_mode(D) - T_call(D)) / D`, the extra cost of
 //!   moving every frame (fixed costs of the pass included, which dominate at depth 1);
 //!   `safepoint_ns_per_frame` = the handler's pass / D, less the `call` handler's (which only
-//!   takes its timestamps), of which `walk_ns_per_frame` the walk;
+//!   takes its timestamps);
 //!   `unwind_ns_per_frame = (U_mode(D) - U_call(D)) / D`, the extra cost of returning through a
 //!   patched frame (thunk + stub + continuation) instead of a plain return;
 //!   `descent_ns_per_frame` the same difference of the descent (zero but for noise: the
@@ -76,7 +76,7 @@
 //! Everything runs on a thread with a 512 MiB stack. Rows: key `{sweep, mode, live, depth}`;
 //! values `ns_per_frame`, `total_us` (median whole call), `unwind_ns_per_frame`; on `call` rows
 //! `fixed_us`, `floor_depth`; on `lazy` and `eager` rows `safepoint_ns_per_frame`,
-//! `walk_ns_per_frame`, `descent_ns_per_frame`, `ratio_to_call` (checked by `reproduce --check`
+//! `descent_ns_per_frame`, `ratio_to_call` (checked by `reproduce --check`
 //! within 60%: see the notes).
 //!
 //! `cargo run --release -p uppercut-experiments --bin exp-transfer -- [--quick] [--out FILE]`
@@ -92,7 +92,7 @@ use uppercut_core::{CallbackError, Engine, EngineOptions, Hypercall, OptLevel, S
 use uppercut_experiments::harness::{self, Args, Progress};
 use uppercut_experiments::report::{Report, Row};
 use uppercut_experiments::{Error, Result};
-use uppercut_osr::{Prepared, Target, Transfers};
+use uppercut_osr::{Target, TransferMode, Transfers};
 
 fn main() {
     harness::main(
@@ -247,7 +247,6 @@ fn expected(live: usize, depth: u64, moved: bool) -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct Stamps {
     enter: Instant,
-    walked: Instant,
     exit: Instant,
     moved: u64,
 }
@@ -290,18 +289,13 @@ impl Guest {
             .register_callback("osr", move |h: &mut Hypercall<'_>| {
                 let enter = Instant::now();
                 let mode = m.load(Ordering::Relaxed);
-                let (walked, moved) = if mode == Mode::Call as u8 {
-                    (enter, 0)
+                let moved = if mode == Mode::Call as u8 {
+                    0
                 } else {
                     handle(h, &target, mode == Mode::Eager as u8)?
                 };
                 let exit = Instant::now();
-                *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stamps {
-                    enter,
-                    walked,
-                    exit,
-                    moved,
-                });
+                *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(Stamps { enter, exit, moved });
                 Ok(std::ptr::null_mut::<c_void>())
             })
             .map_err(measurement)?;
@@ -343,7 +337,6 @@ impl Guest {
             }
             sum.total += t1 - t0;
             sum.pass += stamps.exit - stamps.enter;
-            sum.walk += stamps.walked - stamps.enter;
             sum.unwind += t1 - stamps.exit;
             sum.descent += stamps.enter - t0;
         }
@@ -358,44 +351,32 @@ impl Guest {
         Ok(Sample {
             total: sum.total / calls,
             pass: sum.pass / calls,
-            walk: sum.walk / calls,
             unwind: sum.unwind / calls,
             descent: sum.descent / calls,
         })
     }
 }
 
-/// The handler's pass: walk, prepare, patch (or capture and patch) every frame at the site.
-/// Returns the end of the walk and the frames moved.
+/// The handler's pass: one walk that prepares the transfer once and patches (or captures and
+/// patches) every frame at the site ([`Transfers::transfer_frames`]). Returns the frames moved.
 fn handle(
     h: &mut Hypercall<'_>,
     target: &Target,
     eager: bool,
-) -> std::result::Result<(Instant, u64), CallbackError> {
+) -> std::result::Result<u64, CallbackError> {
     let transfers = Transfers::new(&h.engine());
-    let frames = transfers.walk(&h.guest_state());
-    let walked = Instant::now();
-    let mut prepared: Option<Prepared> = None;
-    let mut moved = 0;
-    for frame in frames.iter().filter(|f| f.site == Some(SITE)) {
-        let p = match &prepared {
-            Some(p) if p.return_address() == frame.return_address => p,
-            _ => {
-                let p = transfers
-                    .prepare(frame, target)
-                    .map_err(|e| e.to_string())?;
-                prepared.insert(p)
-            }
-        };
-        if eager {
-            transfers.transfer_now(frame, p)
-        } else {
-            transfers.patch(frame, p)
-        }
-        .map_err(|e| e.to_string())?;
-        moved += 1;
+    let mode = if eager {
+        TransferMode::Eager
+    } else {
+        TransferMode::Lazy
+    };
+    let report = transfers.transfer_frames(&h.guest_state(), mode, |frame| {
+        (frame.row.and_then(|r| r.site) == Some(SITE)).then_some(target)
+    });
+    if let Some(refused) = report.refused.first() {
+        return Err(CallbackError::from(refused.to_string()));
     }
-    Ok((walked, moved))
+    Ok(report.moved as u64)
 }
 
 /// Mean times of one call.
@@ -405,8 +386,6 @@ struct Sample {
     total: Duration,
     /// The handler's pass.
     pass: Duration,
-    /// The walk, part of the pass.
-    walk: Duration,
     /// Handler end to the call's return.
     unwind: Duration,
     /// The call's start to the handler's start.
@@ -423,7 +402,6 @@ fn calls_for(depth: u64) -> u32 {
 struct Phases {
     descent: f64,
     pass: f64,
-    walk: f64,
     unwind: f64,
 }
 
@@ -508,7 +486,6 @@ fn point(
         Phases {
             descent: med(|s| s.descent),
             pass: med(|s| s.pass),
-            walk: med(|s| s.walk),
             unwind: med(|s| s.unwind),
         }
     };
@@ -544,7 +521,6 @@ fn point(
                 .value("ns_per_frame", per_frame)
                 .value("total_us", m.total() / 1e3)
                 .value("safepoint_ns_per_frame", (m.pass - call.pass) / d)
-                .value("walk_ns_per_frame", m.walk / d)
                 .value("unwind_ns_per_frame", (m.unwind - call.unwind) / d)
                 .value("descent_ns_per_frame", (m.descent - call.descent) / d)
                 .value("ratio_to_call", per_frame / floor),

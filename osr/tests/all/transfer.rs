@@ -5,10 +5,10 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use uppercut_core::frames::Refusal;
 use uppercut_core::{
     CallbackError, Engine, EngineOptions, GuestState, Hypercall, OptLevel, SiteId, ValueKind,
 };
-use uppercut_core::frames::Refusal;
 use uppercut_osr::{Error, Frame, Target, Transfers};
 
 const LEVELS: [OptLevel; 2] = [OptLevel::O0, OptLevel::O2];
