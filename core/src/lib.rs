@@ -18,6 +18,11 @@
 //! entry per site), and [`Engine::compile_version`] versions specialised on global values. The
 //! `uppercut-osr` crate moves live frames into them.
 //!
+//! The engine owns every unit's frame metadata ([`frames`]): its stack map and call-frame
+//! information are decoded once, when the unit is published, into a frame table, and
+//! [`Engine::code_map`] hands out an immutable snapshot of every live version with its table,
+//! which the one frame cursor ([`frames::FrameCursor`]) walks without holding the engine's lock.
+//!
 //! Code that a relink supersedes, or that its owner retires ([`Engine::retire_unit`]), is freed
 //! once no guest thread can reach it: see [`reclaim`].
 //!

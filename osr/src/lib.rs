@@ -12,10 +12,12 @@
 //!                         │                    cx.transfer(frame, spec)  continuation of f at the
 //!                         │                                              frame's site, then:
 //!   Transfers (transfer.rs, frames.rs, arch/):
-//!     walk    rbp chain from the trampoline's record; each return address → version + site
-//!     prepare the record at the return address (deopt values in [rsp+off] slots) and the CFI
-//!             (CFA = rbp+16, callee-saved slots) → a descriptor and a thunk
+//!     walk    the engine's FrameCursor over its CodeMap (uppercut_core::frames): each return
+//!             address → version + frame-table row (decoded once, when the unit was published)
+//!     prepare the row's site state (deopt values in [rsp+off] slots) and callee-saved slots
+//!             checked against the target → a descriptor and a thunk, cached per return address
 //!     patch   the callee's return-address slot := thunk
+//!             (transfer_frames: walk, prepare once per run of frames, patch, in one pass)
 //!
 //!   callee returns ──> thunk ──> stub: values + result → transfer buffer, callee-saved registers
 //!                               restored, old frame popped ──> continuation(buffer) ──> caller
