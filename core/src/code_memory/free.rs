@@ -43,7 +43,7 @@ impl ArenaState {
     }
 
     /// Returns decommitted pages to the free list, merging them with free neighbours.
-    pub(super) fn release(&mut self, mut pages: Pages) {
+    fn release(&mut self, mut pages: Pages) {
         let left = self
             .free
             .range(..pages.addr())

@@ -40,7 +40,6 @@ pub(super) fn arena_with(size: usize, outside: OutsidePolicy) -> CodeArena {
     CodeArena::with_config(ArenaConfig::new().size(size).outside(outside)).unwrap()
 }
 
-/// The permissions of every mapping that overlaps `range`.
 /// The protections across `range`, in address order. Neighbouring mappings with the same
 /// protection count once: the kernel does not always merge them (it keeps two areas apart
 /// when their pages were faulted in separately), and that is not the arena's doing.
