@@ -505,7 +505,25 @@ impl Ir {
         facts
     }
 
-    /// Builds, optimises, links and compiles one unit.
+    /// Builds, optimises, links and compiles one unit, and says how long the IR passes took
+    /// (everything before code generation).
+    ///
+    /// The passes, in order; each one's documentation says why it comes where it does:
+    ///
+    /// 1. [`extract`](Self::extract) the unit's module into a context of its own;
+    /// 2. [`isolate`]: route a kept function's own address through its base entry, refuse
+    ///    thread-local storage;
+    /// 3. [`release_optnone`], unless at `-O0`;
+    /// 4. [`build_continuation`], if the unit is one;
+    /// 5. [`specialise`] globals into constants;
+    /// 6. [`verify`];
+    /// 7. [`optimise`](Self::optimise) with the level's pipeline;
+    /// 8. [`prelink`]: drop `available_externally` bodies, rewrite constant-name hypercalls,
+    ///    share constants;
+    /// 9. [`make_statepoints`](Self::make_statepoints), with OSR;
+    /// 10. [`resolve_declarations`];
+    /// 11. [`name_continuation`] for debuggers;
+    /// 12. [`emit`](Self::emit): MCJIT into the arena.
     pub(crate) fn compile(
         &self,
         spec: &UnitSpec<'_>,
@@ -520,47 +538,30 @@ impl Ir {
         let ctx = Context::create();
         let module = self.extract(&ctx, spec)?;
         let m = module.as_mut_ptr();
-        if let Some(keep) = spec.functions {
-            if spec.continuation.is_none() && !spec.data {
-                for name in keep {
-                    address_through_base(m, name);
-                }
-            }
-            let thread_local = globals(m).find(|&g| {
-                // SAFETY: `g` is a global variable of `m`.
-                unsafe { llc::LLVMIsThreadLocal(g) != 0 && !llc::LLVMGetFirstUse(g).is_null() }
-            });
-            if let Some(tls) = thread_local.filter(|_| !spec.data) {
-                // A unit of its own cannot reach another unit's thread-local storage by address.
-                return Err(Error::Relink {
-                    function: keep.join(", "),
-                    reason: format!("it uses the thread-local variable `{}`", value_name(tls)),
-                });
-            }
-        }
-        // Before a continuation is built: its functions copy the function's attributes, and
-        // the attributes they add (a multi-entry body's `noinline`) must stay.
+        isolate(m, spec)?;
         if spec.opt != OptLevel::O0 {
             release_optnone(m, self.blanket_noinline);
         }
-        if let Some(resume) = spec.continuation {
-            let [function] = spec.functions.unwrap_or_default() else {
-                return Err(Error::Osr(
-                    "a continuation unit holds exactly one function".to_owned(),
-                ));
-            };
-            match resume {
-                Resume::Site(site, name) => continuation::build(m, function, site, name)?,
-                Resume::Multi { body, entries } => {
-                    continuation::build_multi(m, function, body, entries)?
-                }
-            }
-        }
+        build_continuation(m, spec)?;
         specialise(m, spec.specialise)?;
-        module.verify().map_err(|e| Error::Verify {
-            module: spec.name.to_owned(),
-            message: e.to_string(),
-        })?;
+        verify(&module, spec)?;
+        self.optimise(&module, spec)?;
+        let fast_hypercalls = prelink(m, spec, linker);
+        if self.osr.is_some() {
+            self.make_statepoints(&module)?;
+        }
+        let mappings = resolve_declarations(m, linker)?;
+        name_continuation(m, spec);
+        let ir_time = started.elapsed();
+        let unit = self.emit(module, spec, arena, mappings, fast_hypercalls)?;
+        Ok((unit, ir_time))
+    }
+
+    /// Optimises the unit with the level's `default<On>` pipeline: after everything that
+    /// decides what the optimiser may do (attributes, the continuation, specialised constants,
+    /// verified), and before the passes that want the optimised code (hypercall names that
+    /// became constants, the calls that survived).
+    fn optimise(&self, module: &Module<'_>, spec: &UnitSpec<'_>) -> Result<()> {
         let mut pipeline = format!("default<O{}>", spec.opt.as_u8());
         if spec.continuation.is_some() {
             // The continuation's state arrives in slots; make it SSA values again, whatever
@@ -572,110 +573,59 @@ impl Ir {
             .map_err(|e| Error::Optimise {
                 pipeline: pipeline.clone(),
                 message: e.to_string(),
-            })?;
-        drop_available_externally(m);
-        let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
-        if spec.functions.is_some() && !spec.data {
-            share_constants(m, linker);
-        }
-        if self.osr.is_some() {
-            // Calls with a "deopt" bundle become statepoints whose stack-map records sit at
-            // their return addresses; every other call stays a plain call.
-            let gc_functions: Vec<LLVMValueRef> = functions(m)
-                .filter(|&f| llvm::gc_name(f).as_deref() == instrument::REWRITE_GC.to_str().ok())
-                .collect();
-            for &f in &gc_functions {
-                for b in llvm::blocks(f) {
-                    for i in llvm::instructions(b) {
-                        if llvm::is_call(i) && llvm::deopt_operands(i).is_none() {
-                            llvm::add_call_string_attribute(i, "gc-leaf-function", "");
-                        }
+            })
+    }
+
+    /// With OSR, in the instrumented functions: calls with a "deopt" bundle become statepoints
+    /// whose stack-map records sit at their return addresses; every other call stays a plain
+    /// call (`gc-leaf-function`). After optimisation, so that the records describe the
+    /// optimised code and only the calls that survived it; the declarations are resolved after
+    /// it, over the module as code generation sees it.
+    fn make_statepoints(&self, module: &Module<'_>) -> Result<()> {
+        let m = module.as_mut_ptr();
+        let gc_functions: Vec<LLVMValueRef> = functions(m)
+            .filter(|&f| llvm::gc_name(f).as_deref() == instrument::REWRITE_GC.to_str().ok())
+            .collect();
+        for &f in &gc_functions {
+            for b in llvm::blocks(f) {
+                for i in llvm::instructions(b) {
+                    if llvm::is_call(i) && llvm::deopt_operands(i).is_none() {
+                        llvm::add_call_string_attribute(i, "gc-leaf-function", "");
                     }
                 }
             }
-            if !gc_functions.is_empty() {
-                module
-                    .run_passes(
-                        "rewrite-statepoints-for-gc",
-                        &self.target,
-                        PassBuilderOptions::create(),
-                    )
-                    .map_err(|e| Error::Optimise {
-                        pipeline: "rewrite-statepoints-for-gc".to_owned(),
-                        message: e.to_string(),
-                    })?;
-                for &f in &gc_functions {
-                    llvm::set_gc(f, instrument::CODEGEN_GC);
-                }
+        }
+        if !gc_functions.is_empty() {
+            module
+                .run_passes(
+                    "rewrite-statepoints-for-gc",
+                    &self.target,
+                    PassBuilderOptions::create(),
+                )
+                .map_err(|e| Error::Optimise {
+                    pipeline: "rewrite-statepoints-for-gc".to_owned(),
+                    message: e.to_string(),
+                })?;
+            for &f in &gc_functions {
+                llvm::set_gc(f, instrument::CODEGEN_GC);
             }
         }
+        Ok(())
+    }
 
-        // Resolve every declaration before code generation: an unresolved one would become a
-        // call to address 0 (MCJIT does not fail on it).
-        let mut mappings = Vec::new();
-        let mut null_weak = Vec::new();
-        for v in functions(m).chain(globals(m)) {
-            // SAFETY: `v` is a global value of `m`.
-            let is_decl = unsafe { llc::LLVMIsDeclaration(v) } != 0;
-            // SAFETY: as above; global variables are never intrinsics.
-            let intrinsic = if unsafe { llc::LLVMIsAFunction(v) }.is_null() {
-                0
-            } else {
-                // SAFETY: `v` is a function here.
-                unsafe { llc::LLVMGetIntrinsicID(v) }
-            };
-            if !is_decl || intrinsic != 0 {
-                continue;
-            }
-            let name = value_name(v);
-            if name.starts_with("llvm.") {
-                continue;
-            }
-            // SAFETY: `v` is a global value of `m`.
-            if unsafe { llc::LLVMGetFirstUse(v) }.is_null() {
-                continue;
-            }
-            // An undefined weak symbol is null natively; any other must resolve.
-            // SAFETY: `v` is a global value of `m`.
-            let weak = unsafe { llc::LLVMGetLinkage(v) } == LLVMLinkage::LLVMExternalWeakLinkage;
-            match linker.resolve(&name) {
-                Some(address) => mappings.push((v, address)),
-                None if weak => null_weak.push(v),
-                None => return Err(Error::UnresolvedSymbol(name)),
-            }
-        }
-        // MCJIT cannot map a symbol to 0 (the mapping is dropped, and one unresolved symbol
-        // leaves the unit's other relocations unapplied): the null goes into the IR instead.
-        for v in null_weak {
-            // SAFETY: `v` is a declaration of `m`; every use becomes a null pointer (what an
-            // undefined weak symbol is), then the unused declaration is deleted.
-            unsafe {
-                llc::LLVMReplaceAllUsesWith(v, llc::LLVMConstNull(llc::LLVMTypeOf(v)));
-                if llc::LLVMIsAFunction(v).is_null() {
-                    llc::LLVMDeleteGlobal(v);
-                } else {
-                    llc::LLVMDeleteFunction(v);
-                }
-            }
-        }
-
-        if let Some(resume) = spec.continuation {
-            // A continuation's frames say in a debugger what they continue.
-            let function = spec
-                .functions
-                .and_then(|f| f.first())
-                .map_or("", |f| f.as_str());
-            for f in functions(m) {
-                let kind = match resume.part(&value_name(f)) {
-                    Some(ResumePart::Site(site)) => VersionKind::Continuation(site),
-                    Some(ResumePart::Body) => VersionKind::MultiContinuation,
-                    None => continue,
-                };
-                debug::rename(f, &version_label(function, spec.opt, spec.specialise, kind));
-            }
-        }
-
-        let ir_time = started.elapsed();
+    /// Code generation, last: MCJIT compiles the module into regions of `arena` (through the
+    /// unit's [`MemoryManager`]), with every declaration mapped to its address, and reports
+    /// where each defined function and global landed. The module and its engine are gone
+    /// when this returns; the regions stay, in the [`CompiledUnit`].
+    fn emit(
+        &self,
+        module: Module<'_>,
+        spec: &UnitSpec<'_>,
+        arena: &CodeArena,
+        mappings: Vec<(LLVMValueRef, u64)>,
+        fast_hypercalls: usize,
+    ) -> Result<CompiledUnit> {
+        let m = module.as_mut_ptr();
         let captured = Arc::new(Mutex::new(Captured::default()));
         let manager = MemoryManager {
             arena: arena.clone(),
@@ -692,16 +642,13 @@ impl Ir {
         if defined.is_empty() {
             // Nothing to emit (a lazy engine's base unit when the guest has no globals): MCJIT
             // would never finalise an object nobody looks into.
-            return Ok((
-                CompiledUnit {
-                    registration: Registration::default(),
-                    functions: Vec::new(),
-                    globals: Vec::new(),
-                    memory: UnitMemory::default(),
-                    fast_hypercalls,
-                },
-                ir_time,
-            ));
+            return Ok(CompiledUnit {
+                registration: Registration::default(),
+                functions: Vec::new(),
+                globals: Vec::new(),
+                memory: UnitMemory::default(),
+                fast_hypercalls,
+            });
         }
         // Declared before the engine, so that even unwinding drops it after the engine (whose
         // destruction still calls it).
@@ -770,7 +717,7 @@ impl Ir {
             memory: std::mem::take(&mut captured.memory),
             fast_hypercalls,
         };
-        Ok((unit, ir_time))
+        Ok(unit)
     }
 
     /// The unit's module, in `ctx`: its functions extracted from the prepared module (bodies
@@ -933,6 +880,159 @@ impl Ir {
             })?;
         }
         Ok(())
+    }
+}
+
+// The passes of `Ir::compile` that need nothing of the `Ir` but the unit's module.
+
+/// For a unit of some of the guest's functions, first, on the module as extracted: unless
+/// the unit is a continuation or defines the guest's data, the address of each of its
+/// functions, taken inside it, goes through the function's base entry
+/// ([`address_through_base`]); and a unit of its own that uses a thread-local variable is
+/// refused, since it cannot reach another unit's thread-local storage by address.
+fn isolate(m: LLVMModuleRef, spec: &UnitSpec<'_>) -> Result<()> {
+    if let Some(keep) = spec.functions {
+        if spec.continuation.is_none() && !spec.data {
+            for name in keep {
+                address_through_base(m, name);
+            }
+        }
+        let thread_local = globals(m).find(|&g| {
+            // SAFETY: `g` is a global variable of `m`.
+            unsafe { llc::LLVMIsThreadLocal(g) != 0 && !llc::LLVMGetFirstUse(g).is_null() }
+        });
+        if let Some(tls) = thread_local.filter(|_| !spec.data) {
+            // A unit of its own cannot reach another unit's thread-local storage by address.
+            return Err(Error::Relink {
+                function: keep.join(", "),
+                reason: format!("it uses the thread-local variable `{}`", value_name(tls)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Builds the continuation the unit stands for, if it is one ([`continuation::build`],
+/// [`continuation::build_multi`]). After [`release_optnone`]: the continuation's functions copy
+/// the function's attributes, and the attributes they add (a multi-entry body's `noinline`)
+/// must stay. Before [`specialise`] and optimisation, which then see the continuation whole.
+fn build_continuation(m: LLVMModuleRef, spec: &UnitSpec<'_>) -> Result<()> {
+    if let Some(resume) = spec.continuation {
+        let [function] = spec.functions.unwrap_or_default() else {
+            return Err(Error::Osr(
+                "a continuation unit holds exactly one function".to_owned(),
+            ));
+        };
+        match resume {
+            Resume::Site(site, name) => continuation::build(m, function, site, name)?,
+            Resume::Multi { body, entries } => {
+                continuation::build_multi(m, function, body, entries)?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs LLVM's verifier over the module as the earlier passes left it, before anything
+/// optimises it: a broken continuation or specialisation is reported as such, not as whatever
+/// the optimiser would make of it.
+fn verify(module: &Module<'_>, spec: &UnitSpec<'_>) -> Result<()> {
+    module.verify().map_err(|e| Error::Verify {
+        module: spec.name.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// After optimisation, what linking decides in the IR: the `available_externally` bodies,
+/// there only to be inlined, are dropped ([`drop_available_externally`]); hypercalls whose
+/// callback name is now a constant call their slot directly
+/// ([`rewrite_constant_hypercalls`], returning how many); and a unit of some functions shares
+/// the guest's constants instead of copying them ([`share_constants`]).
+fn prelink(m: LLVMModuleRef, spec: &UnitSpec<'_>, linker: &mut dyn Linker) -> usize {
+    drop_available_externally(m);
+    let fast_hypercalls = rewrite_constant_hypercalls(m, linker);
+    if spec.functions.is_some() && !spec.data {
+        share_constants(m, linker);
+    }
+    fast_hypercalls
+}
+
+/// Resolves every declaration the module still uses, last before code generation, once no
+/// pass adds or removes any: an unresolved one would become a call to address 0 (MCJIT does
+/// not fail on it). Returns each declaration with its address, for MCJIT's global mappings;
+/// an undefined weak one becomes a null pointer in the IR.
+fn resolve_declarations(
+    m: LLVMModuleRef,
+    linker: &mut dyn Linker,
+) -> Result<Vec<(LLVMValueRef, u64)>> {
+    let mut mappings = Vec::new();
+    let mut null_weak = Vec::new();
+    for v in functions(m).chain(globals(m)) {
+        // SAFETY: `v` is a global value of `m`.
+        let is_decl = unsafe { llc::LLVMIsDeclaration(v) } != 0;
+        // SAFETY: as above; global variables are never intrinsics.
+        let intrinsic = if unsafe { llc::LLVMIsAFunction(v) }.is_null() {
+            0
+        } else {
+            // SAFETY: `v` is a function here.
+            unsafe { llc::LLVMGetIntrinsicID(v) }
+        };
+        if !is_decl || intrinsic != 0 {
+            continue;
+        }
+        let name = value_name(v);
+        if name.starts_with("llvm.") {
+            continue;
+        }
+        // SAFETY: `v` is a global value of `m`.
+        if unsafe { llc::LLVMGetFirstUse(v) }.is_null() {
+            continue;
+        }
+        // An undefined weak symbol is null natively; any other must resolve.
+        // SAFETY: `v` is a global value of `m`.
+        let weak = unsafe { llc::LLVMGetLinkage(v) } == LLVMLinkage::LLVMExternalWeakLinkage;
+        match linker.resolve(&name) {
+            Some(address) => mappings.push((v, address)),
+            None if weak => null_weak.push(v),
+            None => return Err(Error::UnresolvedSymbol(name)),
+        }
+    }
+    // MCJIT cannot map a symbol to 0 (the mapping is dropped, and one unresolved symbol
+    // leaves the unit's other relocations unapplied): the null goes into the IR instead.
+    for v in null_weak {
+        // SAFETY: `v` is a declaration of `m`; every use becomes a null pointer (what an
+        // undefined weak symbol is), then the unused declaration is deleted.
+        unsafe {
+            llc::LLVMReplaceAllUsesWith(v, llc::LLVMConstNull(llc::LLVMTypeOf(v)));
+            if llc::LLVMIsAFunction(v).is_null() {
+                llc::LLVMDeleteGlobal(v);
+            } else {
+                llc::LLVMDeleteFunction(v);
+            }
+        }
+    }
+    Ok(mappings)
+}
+
+/// Names a continuation's frames for debuggers (`mid [O2, continuation of site1]`, in the
+/// debug info of each of its functions; the symbols keep their names). Last of the IR passes,
+/// on the functions as optimisation left them, just before code generation emits the debug
+/// info.
+fn name_continuation(m: LLVMModuleRef, spec: &UnitSpec<'_>) {
+    if let Some(resume) = spec.continuation {
+        // A continuation's frames say in a debugger what they continue.
+        let function = spec
+            .functions
+            .and_then(|f| f.first())
+            .map_or("", |f| f.as_str());
+        for f in functions(m) {
+            let kind = match resume.part(&value_name(f)) {
+                Some(ResumePart::Site(site)) => VersionKind::Continuation(site),
+                Some(ResumePart::Body) => VersionKind::MultiContinuation,
+                None => continue,
+            };
+            debug::rename(f, &version_label(function, spec.opt, spec.specialise, kind));
+        }
     }
 }
 
