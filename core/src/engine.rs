@@ -181,6 +181,11 @@ pub struct VersionInfo {
 }
 
 impl VersionInfo {
+    /// Whether `address` lies in its code strictly after its entry: a return address into it.
+    pub fn holds_return_address(&self, address: u64) -> bool {
+        address > self.entry && address < self.entry + self.size.max(1)
+    }
+
     /// How debuggers, profilers and frame dumps name this code ([`version_label`]).
     pub fn label(&self) -> String {
         version_label(
@@ -1851,7 +1856,7 @@ fn version_at(state: &State, address: u64) -> Option<VersionInfo> {
     let (_, id) = state.by_entry.range(..address).next_back()?;
     let v = &state.versions[id];
     let detached = state.units.get(&v.unit).is_none_or(|u| u.detached);
-    (!detached && address < v.entry + v.size.max(1)).then(|| v.clone())
+    (!detached && v.holds_return_address(address)).then(|| v.clone())
 }
 
 /// Every section of a unit as a `[start, end)` range.

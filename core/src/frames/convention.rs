@@ -174,10 +174,11 @@ impl SiteState<RecordValue> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn header(count: i32) -> Vec<Location> {
+    /// A statepoint record's header: calling convention, flags, deopt count.
+    pub(crate) fn header(count: i32) -> Vec<Location> {
         [0, 0, count]
             .into_iter()
             .map(|value| Location::Constant { value, size: 8 })

@@ -36,7 +36,7 @@ impl UnitCode {
     pub fn version_at(&self, address: u64) -> Option<&Arc<VersionInfo>> {
         let i = self.versions.partition_point(|v| v.entry < address);
         let v = self.versions.get(i.checked_sub(1)?)?;
-        (address < v.entry + v.size.max(1)).then_some(v)
+        v.holds_return_address(address).then_some(v)
     }
 
     /// Its versions, by entry address.
@@ -273,8 +273,7 @@ impl<'m, M: StackMemory, R: Fn(u64) -> Option<u64>> FrameCursor<'m, M, R> {
         return_address: u64,
     ) -> Option<(&'m Arc<UnitCode>, &'m Arc<VersionInfo>)> {
         if let (Some(u), Some(v)) = (self.unit, self.version)
-            && return_address > v.entry
-            && return_address < v.entry + v.size.max(1)
+            && v.holds_return_address(return_address)
         {
             return Some((u, v));
         }
@@ -292,9 +291,7 @@ impl<'m, M: StackMemory, R: Fn(u64) -> Option<u64>> Iterator for FrameCursor<'m,
     #[inline]
     fn next(&mut self) -> Option<CursorFrame<'m>> {
         let (slot, word, sp, fp) = self.next.take()?;
-        let cached = self
-            .version
-            .is_some_and(|v| word > v.entry && word < v.entry + v.size.max(1));
+        let cached = self.version.is_some_and(|v| v.holds_return_address(word));
         let return_address = if cached {
             word
         } else {

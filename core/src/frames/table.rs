@@ -198,14 +198,8 @@ impl FrameTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::convention::tests::header;
     use uppercut_stackmaps::{CodeOffset, DwarfReg, PatchpointId, StackMapBuilder};
-
-    fn header(count: i32) -> Vec<Location> {
-        [0, 0, count]
-            .into_iter()
-            .map(|value| Location::Constant { value, size: 8 })
-            .collect()
-    }
 
     fn spill(offset: i32) -> Location {
         Location::Indirect {
