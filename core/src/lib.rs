@@ -72,8 +72,8 @@ pub use ir::llvm_version;
 pub use perf::PerfMode;
 pub use plugin::load_plugin;
 pub use sites::{
-    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
-    SiteKind,
+    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, LoopCounters, OsrModule,
+    REGISTER_CHUNK, SITE_CALLBACK, SiteInfo, SiteKind,
 };
 pub use sys::stack_top;
 pub use threads::before_exit;

@@ -18,9 +18,11 @@
 //! ```
 //!
 //! A call carries a site (a `"deopt"` bundle with its id and the base program's live values)
-//! when it can reach a hypercall: a call of `PerformCustomCallback`, an indirect call, or a call
-//! of a guest function that can (with [`Instrumentation::shadow_discovery`], also a call into a
-//! library that may call a guest function back). After optimisation, `rewrite-statepoints-for-gc` turns each
+//! when it can reach a hypercall, by the module's call graph: a call of `PerformCustomCallback`
+//! or of a guest function that can reach one, an indirect call when some guest function whose
+//! address is taken can (nothing else is reachable through a pointer but libraries), and with
+//! [`Instrumentation::shadow_discovery`] a call into a library that may call such a function
+//! back. Calls that cannot reach a hypercall cost nothing. After optimisation, `rewrite-statepoints-for-gc` turns each
 //! into a statepoint whose stack-map record, at the call's return address, says where every
 //! value lives in that version's frame.
 
@@ -42,6 +44,21 @@ pub struct Instrumentation {
     /// decremented at each pass, reaches zero. The handler may store a new count (see
     /// [`SiteInfo::counter`]).
     pub initial_count: i64,
+    /// How loop sites count their passes (entry sites always count in their global).
+    pub loop_counters: LoopCounters,
+    /// Sites only where the module's call graph says a hypercall can be reached (the default):
+    /// an indirect call is a site only when some guest function whose address is taken can
+    /// reach a hypercall. Off, every indirect call is a site (an indirect call may lead
+    /// anywhere), as before the call graph was used; the experiments measure the difference.
+    pub call_graph: bool,
+    /// Keep a local whose address is taken in the machine frame when nothing but its own
+    /// function's code can reach it while a site's call runs (a scalar that is not a pointer,
+    /// only loaded, stored, or handed to calls that are not sites and do not capture it): each
+    /// site where it is live carries its contents as one more value, and a continuation's
+    /// frame gets a local of its own, filled from that value (the default). Off, every such
+    /// local lives in a shadow-stack frame, which costs two runtime calls per call of the
+    /// function.
+    pub frame_locals: bool,
     /// Frame discovery from the shadow-stack chain alone (the 2009 design): every function
     /// that has sites opens a shadow-stack frame (even without escaping locals) that records
     /// its machine frame address (stored once at entry) and the id of the site it is at
@@ -64,10 +81,43 @@ impl Default for Instrumentation {
             entry_sites: false,
             store_sites: Vec::new(),
             initial_count: 1000,
+            loop_counters: LoopCounters::default(),
+            call_graph: true,
+            frame_locals: true,
             shadow_discovery: false,
         }
     }
 }
+
+/// How a loop site counts the passes of its loop.
+///
+/// Either way the count lives in the site's counter global ([`SiteInfo::counter`]), the site
+/// fires on the pass that brings it to zero, and a count stored into the global (by the site's
+/// handler or by another thread) takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopCounters {
+    /// Every pass loads, decrements and stores the global. A store through any pointer in the
+    /// loop may alias the global, so the optimiser cannot keep the count in a register: the
+    /// loop pays a load and a store per pass.
+    Global,
+    /// Passes are counted in a register of the function and charged to the global in chunks
+    /// (strip-mining): the loop header decrements a local count and branches; only when it
+    /// runs out does the code read the global, charge the next chunk to it (or fire, when the
+    /// global runs out), and refill the local count. A chunk starts at one pass each time the
+    /// loop is entered and doubles up to [`REGISTER_CHUNK`] passes, so the global is never
+    /// charged for more than twice the passes that ran (plus one), and a count stored into it
+    /// is seen within [`REGISTER_CHUNK`] passes. A loop whose global is exhausted and not refilled
+    /// fires at every pass, as with [`LoopCounters::Global`].
+    ///
+    /// The local count is a value of the function that no site's state carries: a frame
+    /// moved into a continuation starts a fresh chunk.
+    #[default]
+    Register,
+}
+
+/// The largest chunk of passes a [`LoopCounters::Register`] loop site charges to its global at
+/// once (a power of two).
+pub const REGISTER_CHUNK: i64 = 64;
 
 /// The callback name every instrumented site calls; its argument is the [`SiteId`] as a
 /// pointer-sized integer.

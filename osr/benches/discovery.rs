@@ -56,6 +56,7 @@ fn engine(ir: &str, name: &str, shadow_discovery: bool) -> Engine {
             store_sites: Vec::new(),
             initial_count: i64::MAX,
             shadow_discovery,
+            ..Instrumentation::default()
         }),
         ..EngineOptions::default()
     };

@@ -67,7 +67,7 @@ impl Config {
             entry_sites: false,
             store_sites: Vec::new(),
             initial_count: i64::MAX,
-            shadow_discovery: false,
+            ..Instrumentation::default()
         };
         match self {
             Config::Plain => None,

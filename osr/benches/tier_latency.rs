@@ -88,7 +88,7 @@ fn fresh_engine(ir: &str) -> Engine {
             entry_sites: false,
             store_sites: Vec::new(),
             initial_count: 1,
-            shadow_discovery: false,
+            ..Instrumentation::default()
         }),
         ..EngineOptions::default()
     };

@@ -31,6 +31,10 @@
 //!  f.osr.S2(ptr %buf):  ...
 //! ```
 //!
+//! The body's own stack slots (loop counts, locals that stay in the machine frame) are allocated
+//! in the new entry and started with the constants the body's entry stores into them; a local
+//! that a site's state carries (as a load of it right before the call) is filled from it.
+//!
 //! `mem2reg` then rebuilds SSA form, and unreachable blocks (the original entry and whatever only
 //! it reached) go away. A continuation keeps every site of `f` (with the same ids and state
 //! layout), so a frame running it can be transferred again; it returns what `f` returns, to
@@ -310,6 +314,26 @@ fn rebuild(
     let entry = l::insert_block_before(ctx, first, "osr.entry");
     let at_entry = Builder::new(ctx);
     at_entry.at_end(entry);
+    // The base body's own stack slots (after instrumentation: the loop counts of
+    // `LoopCounters::Register`, which no state carries, and the locals that stay in the machine
+    // frame, which states carry by their contents) are allocated afresh and started as the
+    // body's entry starts them: with the constants stored there (then the state's values).
+    let own: Vec<Value> = l::instructions(first)
+        .into_iter()
+        .filter(|&i| l::is_alloca(i))
+        .collect();
+    for &slot in &own {
+        l::move_to(&at_entry, slot);
+    }
+    for i in l::instructions(first) {
+        if l::opcode(i) == llvm_sys::LLVMOpcode::LLVMStore
+            && let [value, pointer] = l::operands(i)[..]
+            && own.contains(&pointer)
+            && l::const_int_value(value).is_some()
+        {
+            at_entry.store(value, pointer);
+        }
+    }
 
     // Every value some site carries (once, in first-seen order) gets a slot, and so does every
     // site's call result. Constants need none: their uses stay as they are.
@@ -323,7 +347,12 @@ fn rebuild(
                 continue;
             }
             let ty = l::type_of(v);
-            let slot = at_entry.alloca(ty, "osr.slot");
+            // A local that stayed in the machine frame is carried by a load of it right before
+            // the call: the continuation's own local is its slot.
+            let local = (l::is_instruction(v) && l::opcode(v) == llvm_sys::LLVMOpcode::LLVMLoad)
+                .then(|| l::operands(v)[0])
+                .filter(|p| own.contains(p));
+            let slot = local.unwrap_or_else(|| at_entry.alloca(ty, "osr.slot"));
             // Every use reads the slot: at the use, or for a phi at the end of the incoming
             // block.
             let reader = Builder::new(ctx);

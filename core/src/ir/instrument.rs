@@ -5,19 +5,19 @@
 //! 2. SROA and mem2reg (by the caller), so that state is SSA values, not stack memory.
 //! 3. [`rewrite`]: escaping memory to shadow-stack frames, counters at loop headers and
 //!    entries, hypercalls after watched stores, and a `"deopt"` bundle on every call that can
-//!    reach a hypercall, holding the values live after it.
+//!    reach a hypercall ([`CallGraph`]), holding the values live after it.
 
 use std::collections::{HashMap, HashSet};
 
-use llvm_sys::LLVMOpcode;
 use llvm_sys::prelude::LLVMModuleRef;
+use llvm_sys::{LLVMIntPredicate, LLVMOpcode};
 
 use super::llvm::{self as l, Block, Builder, Value};
 use super::{HYPERCALL, functions, globals, value_name};
 use crate::frames::SiteState;
 use crate::sites::{
-    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, OsrModule, SITE_CALLBACK, SiteInfo,
-    SiteKind,
+    DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, LoopCounters, OsrModule,
+    REGISTER_CHUNK, SITE_CALLBACK, SiteInfo, SiteKind,
 };
 use crate::types::SiteId;
 
@@ -141,6 +141,14 @@ struct Rewriter<'a> {
     /// Whether calls of external functions can reach a hypercall (shadow discovery, and some
     /// reaching guest function has its address taken).
     external_calls_reach: bool,
+    /// Whether an indirect call can reach a hypercall (see [`CallGraph`]).
+    indirect_calls_reach: bool,
+    /// The stack slots of [`LoopCounters::Register`] loop counts (they stay in the machine
+    /// frame: see [`Rewriter::count_in_register`]).
+    count_slots: HashSet<Value>,
+    /// Locals that stay in the machine frame although their address is taken (see
+    /// [`Rewriter::stays_in_frame`]).
+    frame_locals: HashSet<Value>,
     next_site: u32,
     next_function: u64,
 }
@@ -163,6 +171,9 @@ pub(crate) fn rewrite(
         discovery: HashMap::new(),
         reaching: HashSet::new(),
         external_calls_reach: false,
+        indirect_calls_reach: false,
+        count_slots: HashSet::new(),
+        frame_locals: HashSet::new(),
         next_site: 0,
         next_function: 0,
     };
@@ -210,19 +221,20 @@ pub(crate) fn rewrite(
         .copied()
         .filter(|&f| config.entry_sites || (config.loop_sites && !loop_headers(f).is_empty()))
         .collect();
-    r.reaching = reaching_functions(&defined, &counted, false);
-    if config.shadow_discovery && r.reaching.iter().any(|&f| address_taken(f)) {
-        // A library may call back any guest function whose address escaped: with frames found
-        // from the shadow-stack chain, the frame below such a library call can be transferred.
-        r.external_calls_reach = true;
-        r.reaching = reaching_functions(&defined, &counted, true);
-    }
-    for &f in &instrumented {
-        if config.loop_sites {
+    let graph = CallGraph::of(&defined, &counted, config);
+    r.reaching = graph.reaching;
+    r.indirect_calls_reach = graph.indirect_calls_reach;
+    // A library may call back any guest function whose address escaped: with frames found from
+    // the shadow-stack chain, the frame below such a library call can be transferred.
+    r.external_calls_reach = config.shadow_discovery && graph.indirect_calls_reach;
+    if config.loop_sites {
+        for &f in &instrumented {
             for header in loop_headers(f) {
                 r.counter_site(f, header);
             }
         }
+    }
+    for &f in &instrumented {
         r.entry_block(f);
     }
     for &f in &instrumented {
@@ -289,52 +301,90 @@ fn dynamic_stack(f: Value) -> Option<String> {
     None
 }
 
-/// The functions that can reach a hypercall: `seeds`, and those that call
-/// `PerformCustomCallback`, call through a pointer, or call a function that can. Calls into
-/// libraries count only with `external_calls` (see [`calls_back`]): without shadow discovery a
-/// frame walk stops at the first frame that is not JIT code, so nothing beyond one is
-/// transferred.
-fn reaching_functions(
-    defined: &[Value],
-    seeds: &HashSet<Value>,
-    external_calls: bool,
-) -> HashSet<Value> {
-    let mut calls: HashMap<Value, Vec<Value>> = HashMap::new();
-    let mut reach = seeds.clone();
-    for &f in defined {
-        let mut callees = Vec::new();
-        for b in l::blocks(f) {
-            for i in l::instructions(b) {
-                if !l::is_call(i) || l::is_inline_asm(l::called_value(i)) {
+/// Which functions can reach a hypercall, from a call graph of the module.
+///
+/// A function reaches one if it calls `PerformCustomCallback`, is a seed (its loop or entry
+/// counters make hypercalls), or calls a function that reaches one: directly; through a
+/// pointer, when some function whose address is taken reaches one (a pointer can only lead to
+/// a guest function whose address was taken, or into a library); or, with shadow discovery,
+/// through a library that may call such a function back (see [`calls_back`]). Without shadow
+/// discovery a frame walk stops at the first frame that is not JIT code, so nothing beyond a
+/// library frame is transferred and library calls never reach.
+struct CallGraph {
+    reaching: HashSet<Value>,
+    /// Whether some guest function whose address is taken reaches a hypercall: then so can an
+    /// indirect call (and, with shadow discovery, a library that calls back).
+    indirect_calls_reach: bool,
+}
+
+impl CallGraph {
+    /// The call graph of `defined`, with `seeds` reaching a hypercall. With
+    /// [`Instrumentation::call_graph`] off, every indirect call is taken to reach one.
+    fn of(defined: &[Value], seeds: &HashSet<Value>, config: &Instrumentation) -> CallGraph {
+        let shadow_discovery = config.shadow_discovery;
+        struct Calls {
+            direct: Vec<Value>,
+            indirect: bool,
+            library: bool,
+        }
+        let mut reaching = seeds.clone();
+        let mut calls: HashMap<Value, Calls> = HashMap::new();
+        for &f in defined {
+            let mut c = Calls {
+                direct: Vec::new(),
+                indirect: false,
+                library: false,
+            };
+            for b in l::blocks(f) {
+                for i in l::instructions(b) {
+                    if !l::is_call(i) || l::is_inline_asm(l::called_value(i)) {
+                        continue;
+                    }
+                    match l::called_function(i) {
+                        Some(callee) if value_name(callee) == HYPERCALL => {
+                            reaching.insert(f);
+                        }
+                        Some(callee) if l::is_declaration(callee) => {
+                            c.library |= shadow_discovery && calls_back(i, callee);
+                        }
+                        Some(callee) => c.direct.push(callee),
+                        None => c.indirect = true,
+                    }
+                }
+            }
+            calls.insert(f, c);
+        }
+        let taken: Vec<Value> = defined
+            .iter()
+            .copied()
+            .filter(|&f| address_taken(f))
+            .collect();
+        let mut indirect_calls_reach = !config.call_graph;
+        loop {
+            indirect_calls_reach =
+                indirect_calls_reach || taken.iter().any(|f| reaching.contains(f));
+            let mut changed = false;
+            for &f in defined {
+                if reaching.contains(&f) {
                     continue;
                 }
-                match l::called_function(i) {
-                    Some(c) if value_name(c) == HYPERCALL => {
-                        reach.insert(f);
-                    }
-                    Some(c) if external_calls && calls_back(i, c) => {
-                        reach.insert(f);
-                    }
-                    Some(c) => callees.push(c),
-                    None => {
-                        reach.insert(f);
-                    }
+                let c = &calls[&f];
+                if c.direct.iter().any(|d| reaching.contains(d))
+                    || (indirect_calls_reach && (c.indirect || c.library))
+                {
+                    reaching.insert(f);
+                    changed = true;
                 }
             }
-        }
-        calls.insert(f, callees);
-    }
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for &f in defined {
-            if !reach.contains(&f) && calls[&f].iter().any(|c| reach.contains(c)) {
-                reach.insert(f);
-                changed = true;
+            if !changed {
+                break;
             }
         }
+        CallGraph {
+            reaching,
+            indirect_calls_reach,
+        }
     }
-    reach
 }
 
 /// Whether `call` (of `callee`) is a call into a library that may call guest code back: a
@@ -363,6 +413,51 @@ fn address_taken(f: Value) -> bool {
             index + 1 == n.max(0) as u32
         })
     })
+}
+
+/// Whether argument `arg` of `call` is a parameter of the (defined) callee that the callee only
+/// loads from and stores into: it does not capture it (as `nocapture` says, which clang infers
+/// only when optimising).
+fn only_dereferenced(call: Value, arg: u32) -> bool {
+    let Some(callee) = l::called_function(call) else {
+        return false;
+    };
+    if l::is_declaration(callee) || l::is_vararg(l::function_type(callee)) {
+        return false;
+    }
+    let Some(&param) = l::params(callee).get(arg as usize) else {
+        return false;
+    };
+    l::uses(param).into_iter().all(|(user, index)| {
+        l::is_instruction(user)
+            && match l::opcode(user) {
+                LLVMOpcode::LLVMLoad => true,
+                LLVMOpcode::LLVMStore => index == 1,
+                _ => false,
+            }
+    })
+}
+
+/// The predecessors of `header` that `header` does not dominate: where its loop is entered
+/// from outside (for an irreducible cycle, every predecessor that can be reached without it).
+fn entering_preds(f: Value, header: Block) -> Vec<Block> {
+    let blocks = l::blocks(f);
+    let Some(&entry) = blocks.first() else {
+        return Vec::new();
+    };
+    let mut seen: HashSet<Block> = HashSet::from([entry]);
+    let mut stack = vec![entry];
+    while let Some(b) = stack.pop() {
+        for s in l::successors(b) {
+            if s != header && seen.insert(s) {
+                stack.push(s);
+            }
+        }
+    }
+    blocks
+        .into_iter()
+        .filter(|b| seen.contains(b) && l::successors(*b).contains(&header))
+        .collect()
 }
 
 /// Loop headers: targets of retreating edges of a depth-first walk from the entry (natural
@@ -404,9 +499,10 @@ impl Rewriter<'_> {
         SiteId(self.next_site)
     }
 
-    /// The site `i` gets if it is a call that can reach a hypercall: a call of
-    /// `PerformCustomCallback` or of a guest function that can reach one, an indirect call,
-    /// or (with shadow discovery) a call into a library that may call guest code back.
+    /// The site `i` gets if it is a call that can reach a hypercall (see [`CallGraph`]): a call
+    /// of `PerformCustomCallback` or of a guest function that can reach one, an indirect call
+    /// when some function whose address is taken can, or (with shadow discovery) a call into a
+    /// library that may call such a function back.
     fn call_site_kind(&self, i: Value) -> Option<SiteKind> {
         if !l::is_call(i) || l::is_inline_asm(l::called_value(i)) {
             return None;
@@ -422,7 +518,9 @@ impl Rewriter<'_> {
                 })
             }
             Some(_) => None,
-            None => Some(SiteKind::Call { callee: None }),
+            None => self
+                .indirect_calls_reach
+                .then_some(SiteKind::Call { callee: None }),
         }
     }
 
@@ -625,14 +723,135 @@ impl Rewriter<'_> {
         let c = builder.load(i64t, counter, "osr.c");
         let c1 = builder.sub(c, l::const_int(i64t, 1), "osr.c1");
         builder.store(c1, counter);
-        let fires = builder.icmp_sle(c1, l::const_int(i64t, 0), "osr.fires");
+        let fires = builder.icmp(LLVMIntPredicate::LLVMIntSLE, c1, zero(i64t), "osr.fires");
+        let fire = self.fire_block(f, counter, next, kind, |_| {}, |_| {});
+        let branch = builder.cond_br(fires, fire, next);
+        self.mark_unlikely(branch, 0);
+    }
+
+    /// Counts a loop's passes in a register ([`LoopCounters::Register`]), charging them to a
+    /// fresh counter global in chunks, and fires the site when the global runs out.
+    ///
+    /// Two `i64`s of the function hold the state: `k`, the passes until the next sync, and
+    /// `e`, the next chunk's size as a power of two (the chunk doubles from one pass each time
+    /// the loop is entered up to [`REGISTER_CHUNK`]). Both live in stack slots of the machine
+    /// frame, which every optimising pipeline turns into registers (SROA: a pass costs a
+    /// decrement and a fused branch, and `e`, read only by syncs, is cheap to spill), while
+    /// code built without one (O0, where every value that crosses a block goes through
+    /// memory) pays for one slot per pass, no more than a global counter. No site's state
+    /// carries them: a continuation starts them afresh, as the function's entry does (see
+    /// `continuation::rebuild`), which costs at most an early sync.
+    ///
+    /// ```text
+    /// entry, and every edge into the loop:
+    ///            k = 1; e = 0                                  (stack slots)
+    /// at:        k = k - 1; k > 0 ? next : osr.sync            (the only work of most passes)
+    /// osr.sync:  g = counter - 1; g <= 0 ? osr.fire : osr.chunk
+    /// osr.chunk: take = min(1 << e, g - 1); counter = g - take; k = take + 1;
+    ///            e = min(e + 1, log2 REGISTER_CHUNK); br next
+    /// osr.fire:  counter = g; PerformCustomCallback(...) ["deopt"]; k = 1; br next
+    /// ```
+    ///
+    /// A sync charges its own pass and the `take` passes that follow without one, so the
+    /// global is exact up to the chunk charged and not used when the loop is left (never more
+    /// than the passes of that stay in the loop, plus one).
+    fn count_in_register(
+        &mut self,
+        f: Value,
+        builder: &Builder,
+        header: Block,
+        next: Block,
+        kind: SiteKind,
+    ) {
+        let counter = self.counter_global();
+        let i64t = l::int_type(self.ctx, 64);
+        let one = l::const_int(i64t, 1);
+        let entry = l::blocks(f)[0];
+        let at_entry = Builder::new(self.ctx);
+        at_entry.before(l::instructions(entry)[0]);
+        let k_slot = at_entry.alloca(i64t, "osr.k.slot");
+        let e_slot = at_entry.alloca(i64t, "osr.e.slot");
+        at_entry.store(one, k_slot);
+        at_entry.store(zero(i64t), e_slot);
+        self.count_slots.extend([k_slot, e_slot]);
+        // Each way into the loop starts afresh, so that neither value is live outside it (a
+        // value live across the calls around an inner loop would be spilled at each pass).
+        let at_edge = Builder::new(self.ctx);
+        for pred in entering_preds(f, header) {
+            at_edge.before(l::terminator(pred).expect("a block ends with a terminator"));
+            at_edge.store(one, k_slot);
+            at_edge.store(zero(i64t), e_slot);
+        }
+
+        let k = builder.load(i64t, k_slot, "osr.k");
+        let k1 = builder.sub(k, one, "osr.k1");
+        builder.store(k1, k_slot);
+        let more = builder.icmp(LLVMIntPredicate::LLVMIntSGT, k1, zero(i64t), "osr.more");
+        let sync = l::append_block(self.ctx, f, "osr.sync");
+        let chunk = l::append_block(self.ctx, f, "osr.chunk");
+        // SAFETY: the blocks belong to `f`; this changes their layout only.
+        unsafe {
+            llvm_sys::core::LLVMMoveBasicBlockBefore(sync, next);
+            llvm_sys::core::LLVMMoveBasicBlockBefore(chunk, next);
+        }
+        let branch = builder.cond_br(more, next, sync);
+        self.mark_unlikely(branch, 1);
+
+        let at = Builder::new(self.ctx);
+        at.at_end(sync);
+        let g = at.load(i64t, counter, "osr.g");
+        let g1 = at.sub(g, one, "osr.g1");
+        let fires = at.icmp(LLVMIntPredicate::LLVMIntSLE, g1, zero(i64t), "osr.fires");
+        let fire = self.fire_block(
+            f,
+            counter,
+            next,
+            kind,
+            |before| {
+                before.store(g1, counter);
+            },
+            |after| {
+                after.store(one, k_slot);
+            },
+        );
+        let branch = at.cond_br(fires, fire, chunk);
+        self.mark_unlikely(branch, 0);
+
+        at.at_end(chunk);
+        let e = at.load(i64t, e_slot, "osr.e");
+        let step = at.shl(one, e, "osr.step");
+        let room = at.sub(g1, one, "osr.room");
+        let take = at.smin(step, room, "osr.take");
+        let rest = at.sub(g1, take, "osr.rest");
+        at.store(rest, counter);
+        let k2 = at.add(take, one, "osr.k2");
+        at.store(k2, k_slot);
+        let e1 = at.smin(
+            at.add(e, one, ""),
+            l::const_int(i64t, u64::from(REGISTER_CHUNK.trailing_zeros())),
+            "osr.e1",
+        );
+        at.store(e1, e_slot);
+        at.br(next);
+    }
+
+    /// A block, laid out before `next`, that runs `before`, makes the site hypercall of `kind`
+    /// (marked cold; `counter` is its counter), runs `after`, and goes on to `next`.
+    fn fire_block(
+        &mut self,
+        f: Value,
+        counter: Value,
+        next: Block,
+        kind: SiteKind,
+        before: impl FnOnce(&Builder),
+        after: impl FnOnce(&Builder),
+    ) -> Block {
         let fire = l::append_block(self.ctx, f, "osr.fire");
         // SAFETY: both blocks belong to `f`; this changes their layout only.
         unsafe { llvm_sys::core::LLVMMoveBasicBlockBefore(fire, next) };
-        let branch = builder.cond_br(fires, fire, next);
-        self.mark_unlikely(branch);
         let at = Builder::new(self.ctx);
         at.at_end(fire);
+        before(&at);
         let call = self.emit_site_call(&at, kind);
         // SAFETY: `call` is a live call; `cold` is a known enum attribute of its context.
         unsafe {
@@ -644,12 +863,17 @@ impl Rewriter<'_> {
             );
         }
         self.counters.insert(call, value_name(counter));
+        after(&at);
         at.br(next);
+        fire
     }
 
-    /// Tells the optimiser that `branch` (a conditional branch) almost never takes its first
-    /// successor, so the firing path is laid out of line and nothing is hoisted out of it.
-    fn mark_unlikely(&self, branch: Value) {
+    /// Tells the optimiser that `branch` (a conditional branch) almost never takes its
+    /// successor `rare` (0 or 1), so that path is laid out of line and nothing is hoisted out
+    /// of it.
+    fn mark_unlikely(&self, branch: Value, rare: usize) {
+        let mut weights = [1 << 20, 1 << 20];
+        weights[rare] = 1;
         // SAFETY: metadata built in the module's context and attached to a live branch.
         unsafe {
             use llvm_sys::core as c;
@@ -657,8 +881,8 @@ impl Rewriter<'_> {
             let name = "branch_weights";
             let mut parts = [
                 c::LLVMMDStringInContext2(self.ctx, name.as_ptr().cast(), name.len()),
-                c::LLVMValueAsMetadata(l::const_int(i32t, 1)),
-                c::LLVMValueAsMetadata(l::const_int(i32t, 1 << 20)),
+                c::LLVMValueAsMetadata(l::const_int(i32t, weights[0])),
+                c::LLVMValueAsMetadata(l::const_int(i32t, weights[1])),
             ];
             let node = c::LLVMMDNodeInContext2(self.ctx, parts.as_mut_ptr(), parts.len());
             let kind = c::LLVMGetMDKindIDInContext(self.ctx, c"prof".as_ptr(), 4);
@@ -688,7 +912,12 @@ impl Rewriter<'_> {
             l::move_to(&builder, phi);
         }
         builder.at_end(count);
-        self.count_and_fire(f, &builder, header, SiteKind::Loop);
+        match self.config.loop_counters {
+            LoopCounters::Global => self.count_and_fire(f, &builder, header, SiteKind::Loop),
+            LoopCounters::Register => {
+                self.count_in_register(f, &builder, count, header, SiteKind::Loop);
+            }
+        }
     }
 
     /// A new entry block that opens the shadow-stack frame (when the function has stack memory
@@ -696,10 +925,19 @@ impl Rewriter<'_> {
     /// `entry_sites`); every `ret` closes the frame.
     fn entry_block(&mut self, f: Value) {
         let old_entry = l::blocks(f)[0];
-        let allocas: Vec<Value> = l::instructions(old_entry)
+        let mut allocas: Vec<Value> = l::instructions(old_entry)
             .into_iter()
-            .filter(|&i| l::is_alloca(i))
+            .filter(|&i| l::is_alloca(i) && !self.count_slots.contains(&i))
             .collect();
+        if self.config.frame_locals {
+            allocas.retain(|&a| {
+                let stays = self.stays_in_frame(a);
+                if stays {
+                    self.frame_locals.insert(a);
+                }
+                !stays
+            });
+        }
         let discovery = self.config.shadow_discovery
             && (self.config.entry_sites
                 || l::blocks(f)
@@ -712,6 +950,17 @@ impl Rewriter<'_> {
         let entry = l::insert_block_before(self.ctx, old_entry, "osr.entry");
         let builder = Builder::new(self.ctx);
         builder.at_end(entry);
+        // Loop counts and locals that stay in the machine frame stay static allocas, in the
+        // entry block (loop counts are started there).
+        for i in l::instructions(old_entry) {
+            let stays = self.count_slots.contains(&i)
+                || self.frame_locals.contains(&i)
+                || (l::opcode(i) == LLVMOpcode::LLVMStore
+                    && self.count_slots.contains(&l::operands(i)[1]));
+            if stays {
+                l::move_to(&builder, i);
+            }
+        }
         if !allocas.is_empty() || discovery {
             self.shadow_frame(f, &builder, &allocas, discovery);
         }
@@ -720,6 +969,42 @@ impl Rewriter<'_> {
         } else {
             builder.br(old_entry);
         }
+    }
+
+    /// Whether the local `a` (an alloca) can stay in the machine frame, its contents carried
+    /// by the state of each site where it is live ([`Instrumentation::frame_locals`]): it is
+    /// one scalar that is not a pointer (pointer-typed locals are a collector's roots, which
+    /// the shadow stack reports), and nothing but its own code can reach its memory while a
+    /// site's call runs: it is only loaded, stored into, or handed to calls that are not sites
+    /// and do not capture it (`nocapture`, or a callee that only loads and stores through the
+    /// parameter), so no pointer to it outlives such a call and none is live across a site.
+    fn stays_in_frame(&self, a: Value) -> bool {
+        // SAFETY: `a` is a live alloca.
+        let ty = unsafe { llvm_sys::core::LLVMGetAllocatedType(a) };
+        if l::value_kind(ty).is_none()
+            || l::type_kind(ty) == llvm_sys::LLVMTypeKind::LLVMPointerTypeKind
+            || l::const_int_value(l::operands(a)[0]) != Some(1)
+        {
+            return false;
+        }
+        l::uses(a).into_iter().all(|(user, index)| {
+            if !l::is_instruction(user) {
+                return false;
+            }
+            match l::opcode(user) {
+                LLVMOpcode::LLVMLoad => true,
+                LLVMOpcode::LLVMStore => index == 1,
+                LLVMOpcode::LLVMCall => {
+                    index < l::arg_count(user)
+                        && l::called_function(user).is_some()
+                        && !self.marked.contains_key(&user)
+                        && self.call_site_kind(user).is_none()
+                        && (l::has_arg_attribute(user, index, "nocapture")
+                            || only_dereferenced(user, index))
+                }
+                _ => false,
+            }
+        })
     }
 
     /// Moves `allocas` into a shadow-stack frame opened at the builder:
@@ -935,9 +1220,24 @@ impl Rewriter<'_> {
         let mut any = false;
         for call in calls {
             let (id, kind) = self.marked[&call].clone();
+            // Loop counts are not state: a continuation starts them afresh. A local that stays
+            // in the machine frame is carried by its contents, read right before the call (the
+            // call cannot change them: it is not handed the local).
+            let at = Builder::new(self.ctx);
+            at.before(call);
             let values: Vec<Value> = live[&call]
                 .iter()
+                .filter(|v| !self.count_slots.contains(v))
                 .map(|v| renamed.get(v).copied().unwrap_or(*v))
+                .map(|v| {
+                    if self.frame_locals.contains(&v) {
+                        // SAFETY: `v` is a live alloca.
+                        let ty = unsafe { llvm_sys::core::LLVMGetAllocatedType(v) };
+                        at.load(ty, v, "osr.local")
+                    } else {
+                        v
+                    }
+                })
                 .collect();
             let mut kinds = Vec::with_capacity(values.len());
             let mut refused = None;
@@ -1033,6 +1333,11 @@ impl Rewriter<'_> {
             l::set_gc(f, REWRITE_GC);
         }
     }
+}
+
+/// The constant 0 of `t`.
+fn zero(t: l::Type) -> Value {
+    l::const_int(t, 0)
 }
 
 fn hypercall_type(ctx: llvm_sys::prelude::LLVMContextRef) -> l::Type {

@@ -376,6 +376,19 @@ pub(crate) fn has_call_attribute(call: Value, name: &str) -> bool {
         .is_null()
 }
 
+/// Whether argument `arg` (from 0) of `call` has the named enum attribute, at the call or on
+/// the called function's parameter.
+pub(crate) fn has_arg_attribute(call: Value, arg: u32, name: &str) -> bool {
+    let kind = enum_kind(name);
+    let index = arg + 1;
+    // SAFETY: `call` is a live call; a direct callee is a live function.
+    unsafe {
+        !llc::LLVMGetCallSiteEnumAttribute(call, index, kind).is_null()
+            || called_function(call)
+                .is_some_and(|f| !llc::LLVMGetEnumAttributeAtIndex(f, index, kind).is_null())
+    }
+}
+
 pub(crate) fn remove_fn_attribute(f: Value, name: &str) {
     let kind = enum_kind(name);
     // SAFETY: `f` is a live function.
@@ -555,18 +568,36 @@ impl Builder {
         unsafe { llc::LLVMBuildSub(self.0, a, b, c.as_ptr()) }
     }
 
-    pub(crate) fn icmp_sle(&self, a: Value, b: Value, name: &str) -> Value {
+    pub(crate) fn add(&self, a: Value, b: Value, name: &str) -> Value {
         let c = c_name(name);
         // SAFETY: as for `sub`.
-        unsafe {
-            llc::LLVMBuildICmp(
-                self.0,
-                llvm_sys::LLVMIntPredicate::LLVMIntSLE,
-                a,
-                b,
-                c.as_ptr(),
-            )
-        }
+        unsafe { llc::LLVMBuildAdd(self.0, a, b, c.as_ptr()) }
+    }
+
+    pub(crate) fn shl(&self, a: Value, b: Value, name: &str) -> Value {
+        let c = c_name(name);
+        // SAFETY: as for `sub`.
+        unsafe { llc::LLVMBuildShl(self.0, a, b, c.as_ptr()) }
+    }
+
+    pub(crate) fn icmp(
+        &self,
+        predicate: llvm_sys::LLVMIntPredicate,
+        a: Value,
+        b: Value,
+        name: &str,
+    ) -> Value {
+        let c = c_name(name);
+        // SAFETY: as for `sub`.
+        unsafe { llc::LLVMBuildICmp(self.0, predicate, a, b, c.as_ptr()) }
+    }
+
+    /// The smaller of two signed integers of one type.
+    pub(crate) fn smin(&self, a: Value, b: Value, name: &str) -> Value {
+        let less = self.icmp(llvm_sys::LLVMIntPredicate::LLVMIntSLT, a, b, "");
+        let c = c_name(name);
+        // SAFETY: as for `sub`; `less` is an `i1`.
+        unsafe { llc::LLVMBuildSelect(self.0, less, a, b, c.as_ptr()) }
     }
 
     /// Converts 64 bits loaded from a transfer buffer to a value of `kind`'s type `ty`.

@@ -5,3 +5,4 @@ mod engine;
 mod lazy;
 mod lifetime;
 mod shadow;
+mod sites;

@@ -121,6 +121,7 @@ fn instrumentation(sites: &str, metadata: &str) -> Option<Instrumentation> {
         store_sites: Vec::new(),
         initial_count: i64::MAX,
         shadow_discovery: metadata == "shadow",
+        ..Instrumentation::default()
     })
 }
 

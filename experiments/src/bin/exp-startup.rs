@@ -269,7 +269,7 @@ fn flip_engine(ir: &Path, cache: bool) -> Result<Engine> {
             entry_sites: false,
             store_sites: vec!["mode".to_owned()],
             initial_count: i64::MAX,
-            shadow_discovery: false,
+            ..Instrumentation::default()
         }),
         version_cache: if cache { 64 } else { 0 },
         ..EngineOptions::default()

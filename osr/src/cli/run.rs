@@ -322,21 +322,21 @@ pub(crate) fn main(run: RunArgs) -> Result<ExitCode, CliError> {
             entry_sites: false,
             store_sites: run.specialise.clone(),
             initial_count: i64::MAX,
-            shadow_discovery: false,
+            ..Instrumentation::default()
         }),
         OsrMode::Tier => Some(Instrumentation {
             loop_sites: true,
             entry_sites: false,
             store_sites: run.specialise.clone(),
             initial_count: run.threshold.unwrap_or(TIER_THRESHOLD),
-            shadow_discovery: false,
+            ..Instrumentation::default()
         }),
         OsrMode::Stress(seed) => Some(Instrumentation {
             loop_sites: true,
             entry_sites: true,
             store_sites: run.specialise.clone(),
             initial_count: run.threshold.unwrap_or(1 + (seed % 4) as i64),
-            shadow_discovery: false,
+            ..Instrumentation::default()
         }),
     };
     let options = EngineOptions {

@@ -115,7 +115,7 @@ fn child(spec: &str) {
             entry_sites: false,
             store_sites: vec!["mode".to_owned()],
             initial_count: i64::MAX,
-            shadow_discovery: false,
+            ..Instrumentation::default()
         }),
         ..EngineOptions::default()
     };

@@ -42,7 +42,7 @@ fn a_store_specialises_the_running_loop_and_the_next_one_deoptimises_it() {
             entry_sites: false,
             store_sites: vec![GLOBAL.to_owned()],
             initial_count: i64::MAX,
-            shadow_discovery: false,
+            ..Instrumentation::default()
         };
         let (engine, _scratch) = engine("config_loop", opt, instrument);
         let osr_module = engine.osr().unwrap();
