@@ -5,12 +5,14 @@
 //! Every experiment binary takes the same arguments:
 //!
 //! ```text
-//! exp-NAME [--quick] [--out FILE] [--quiet]
+//! exp-NAME [--quick] [--out FILE] [--quiet] [--only NAME[,NAME...]]
 //! ```
 //!
 //! `--quick` runs the small configuration (seconds, for CI's smoke run), `--out` names the results
 //! file (default `results/NAME.json`), `--quiet` turns the progress bar off (it is drawn only
-//! while stderr is a terminal anyway). On success the binary
+//! while stderr is a terminal anyway), `--only` runs only the named guests, for fast iteration
+//! (`exp-overhead --only nsieve,fib`: a binary that takes it says what it names; the others
+//! ignore it). On success the binary
 //! prints one line naming the file; on failure, one line on stderr and exit status 2.
 //!
 //! ```no_run
@@ -52,6 +54,9 @@ pub struct Args {
     pub out: PathBuf,
     /// No progress bar.
     pub quiet: bool,
+    /// `--only`: the guests to run, by name (empty: every guest). Binaries that take it say
+    /// what it names and fail on a name they do not know; the others ignore it.
+    pub only: Vec<String>,
 }
 
 impl Args {
@@ -65,6 +70,7 @@ impl Args {
             quick: false,
             out: PathBuf::from("results").join(format!("{name}.json")),
             quiet: false,
+            only: Vec::new(),
         };
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
@@ -77,9 +83,17 @@ impl Args {
                         .map(PathBuf::from)
                         .ok_or_else(|| usage(name, "--out needs a file"))?;
                 }
+                "--only" => {
+                    let names = args
+                        .next()
+                        .ok_or_else(|| usage(name, "--only needs a list of names"))?;
+                    parsed.only = only_list(name, &names)?;
+                }
                 other => {
                     if let Some(file) = other.strip_prefix("--out=") {
                         parsed.out = PathBuf::from(file);
+                    } else if let Some(names) = other.strip_prefix("--only=") {
+                        parsed.only = only_list(name, names)?;
                     } else {
                         return Err(usage(name, &format!("unknown argument `{other}`")));
                     }
@@ -88,11 +102,30 @@ impl Args {
         }
         Ok(parsed)
     }
+
+    /// Whether the guest `name` is to run: it is named by `--only`, or `--only` was not given.
+    pub fn selects(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == name)
+    }
+}
+
+/// The names of an `--only` list: comma-separated, none empty.
+fn only_list(name: &str, list: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = list.split(',').map(|n| n.trim().to_owned()).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(usage(
+            name,
+            &format!("--only takes NAME[,NAME...], not `{list}`"),
+        ));
+    }
+    Ok(names)
 }
 
 fn usage(name: &str, what: &str) -> Error {
     Error::InvalidConfig {
-        reason: format!("{what} (usage: exp-{name} [--quick] [--out FILE] [--quiet])"),
+        reason: format!(
+            "{what} (usage: exp-{name} [--quick] [--out FILE] [--quiet] [--only NAME[,NAME...]])"
+        ),
     }
 }
 
@@ -369,6 +402,23 @@ mod tests {
             "{e}"
         );
         assert!(Args::parse("x", ["--out"]).is_err());
+    }
+
+    #[test]
+    fn args_parse_only() {
+        let a = Args::parse("x", Vec::<String>::new()).unwrap();
+        assert!(a.only.is_empty() && a.selects("anything"));
+        let a = Args::parse("x", ["--only", "nsieve,fib"]).unwrap();
+        assert_eq!(a.only, ["nsieve", "fib"]);
+        assert!(a.selects("fib") && !a.selects("nbody"));
+        assert_eq!(Args::parse("x", ["--only=zstd"]).unwrap().only, ["zstd"]);
+        for bad in [&["--only"][..], &["--only", "a,,b"], &["--only="]] {
+            let e = Args::parse("x", bad.iter().copied())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--only") && e.contains("usage"), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

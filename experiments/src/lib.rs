@@ -6,6 +6,8 @@
 //!   interpreter), each with a small and a full size.
 //! - [`clang`]: compiling a C source with clang 19 to LLVM IR (for `uppercut run`) or to a
 //!   native executable (the baseline).
+//! - [`corpus`]: real programs of 10,000+ lines (SQLite, zstd) with drivers, built from
+//!   crates.io sources into bitcode and native executables by `experiments/corpus/build.sh`.
 //! - [`httpd`]: an HTTP/1.1 server guest whose configuration global `extended_status` is the
 //!   design note's Apache `ap_extended_status`, and a handle on a running server process.
 //! - [`http`] and [`load`]: a strict HTTP/1.1 client and a closed-loop load generator that
@@ -28,6 +30,7 @@
 //! ```
 
 pub mod clang;
+pub mod corpus;
 pub mod cpu;
 pub mod cputime;
 mod error;

@@ -19,6 +19,7 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "kernels" => kernels_table(r),
         "overhead-O2" => overhead_table(r, "O2"),
         "overhead-O0" => overhead_table(r, "O0"),
+        "overhead-programs" => overhead_programs_table(r),
         "transfer-live" => transfer_table(r, "live"),
         "transfer-depth" => transfer_table(r, "depth"),
         "compile" => compile_table(r),
@@ -359,7 +360,7 @@ fn overhead_table(r: &Results, opt: &str) -> Result<Table> {
     let all = rows(r, "overhead", &[("opt", opt)], &item)?;
     let kernels: Vec<String> = distinct(&all, "kernel")
         .into_iter()
-        .filter(|k| k != "all")
+        .filter(|k| k != "all" && !is_program(k))
         .collect();
     let mut header = vec!["kernel".to_owned(), "uninstrumented (ms)".to_owned()];
     header.extend(
@@ -397,9 +398,98 @@ fn overhead_table(r: &Results, opt: &str) -> Result<Table> {
     Ok(t)
 }
 
-/// Whether `kernel` is one of the suite's (the others are the OSR benches' call kernels).
+/// Whether `kernel` is one of the suite's (the others are the OSR benches' call kernels and
+/// the corpus's real programs).
 fn in_suite(kernel: &str) -> bool {
     uppercut_experiments::kernels::kernel(kernel).is_some()
+}
+
+/// Whether `kernel` is one of the corpus's real programs (`sqlite`, `zstd`).
+fn is_program(kernel: &str) -> bool {
+    uppercut_experiments::corpus::PROGRAMS.contains(&kernel)
+}
+
+/// The instrumented configurations of the real programs: `(sites, metadata, label)`.
+const PROGRAM_OVERHEAD_CONFIGS: [(&str, &str, &str); 2] = [
+    ("call+loop", "statepoint", "statepoints"),
+    ("call+loop", "shadow", "shadow chain"),
+];
+
+/// The real programs' rows of the overhead experiment: per program and level, the steady-state
+/// time uninstrumented and each configuration's overhead, then the first run (mostly lazy
+/// compilation) uninstrumented and each configuration's ratio to it. Results from a run that
+/// did not measure them give a line saying so.
+fn overhead_programs_table(r: &Results) -> Result<Table> {
+    let item = "overhead-programs";
+    let report = r.report("overhead", item)?;
+    let measured: Vec<&Row> = report
+        .rows
+        .iter()
+        .filter(|row| row.key_of("kernel").is_some_and(is_program))
+        .collect();
+    if measured.is_empty() {
+        return Ok(Table::absent(
+            "The real programs were not measured in this run (its results predate them).",
+        ));
+    }
+    let mut header = vec![
+        "program".to_owned(),
+        "level".to_owned(),
+        "uninstrumented (ms)".to_owned(),
+    ];
+    header.extend(
+        PROGRAM_OVERHEAD_CONFIGS
+            .iter()
+            .map(|(_, _, label)| format!("call + loop sites, {label}")),
+    );
+    header.push("first run, uninstrumented (ms)".to_owned());
+    header.extend(
+        PROGRAM_OVERHEAD_CONFIGS
+            .iter()
+            .map(|(_, _, label)| format!("first run, {label}")),
+    );
+    header.push("call / loop sites".to_owned());
+    let mut t = Table::new(header);
+    for program in distinct(&measured, "kernel") {
+        for opt in ["O0", "O2"] {
+            let row = |sites: &str, metadata: &str| {
+                report.find(&[
+                    ("kernel", &program),
+                    ("opt", opt),
+                    ("sites", sites),
+                    ("metadata", metadata),
+                ])
+            };
+            let Some(base) = row("none", "none") else {
+                continue;
+            };
+            let get = |row: Option<&Row>, value: &str| row.and_then(|r| r.get(value));
+            let mut cells = vec![
+                program.clone(),
+                opt.to_owned(),
+                num(base.get("median_ms").unwrap_or(f64::NAN)),
+            ];
+            for (sites, metadata, _) in PROGRAM_OVERHEAD_CONFIGS {
+                cells.push(get(row(sites, metadata), "overhead_pct").map_or("–".into(), pct));
+            }
+            cells.push(num(base.get("first_run_ms").unwrap_or(f64::NAN)));
+            for (sites, metadata, _) in PROGRAM_OVERHEAD_CONFIGS {
+                cells.push(
+                    get(row(sites, metadata), "first_run_ratio")
+                        .map_or("–".into(), |x| format!("{x:.2}×")),
+                );
+            }
+            let (sites, metadata, _) = PROGRAM_OVERHEAD_CONFIGS[0];
+            let instrumented = row(sites, metadata);
+            cells.push(format!(
+                "{} / {}",
+                get(instrumented, "call_sites_count").map_or("–".into(), count),
+                get(instrumented, "loop_sites_count").map_or("–".into(), count)
+            ));
+            t.row(cells);
+        }
+    }
+    Ok(t)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -415,7 +505,7 @@ fn overhead_figure(r: &Results, opt: &str) -> Result<(String, Chart)> {
     let all = rows(r, "overhead", &[("opt", opt)], &item)?;
     let categories: Vec<String> = distinct(&all, "kernel")
         .into_iter()
-        .filter(|k| k != "all")
+        .filter(|k| k != "all" && !is_program(k))
         .collect();
     let series = OVERHEAD_CONFIGS
         .iter()
@@ -1251,5 +1341,62 @@ mod tests {
         assert!((geomean(&[1.0, 4.0]) - 2.0).abs() < 1e-12);
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(1_795_269_484), "2026-11-21");
+    }
+
+    fn overhead_row(kernel: &str, sites: &str, metadata: &str, ms: f64, first: f64) -> Row {
+        Row::new()
+            .key("kernel", kernel)
+            .key("opt", "O2")
+            .key("sites", sites)
+            .key("metadata", metadata)
+            .value("median_ms", ms)
+            .value("overhead_pct", (ms / 100.0 - 1.0) * 100.0)
+            .value("first_run_ms", first)
+            .value("first_run_ratio", first / 1000.0)
+            .value("call_sites_count", 1200.0)
+            .value("loop_sites_count", 340.0)
+    }
+
+    #[test]
+    fn programs_table_shows_the_programs_or_says_they_are_absent() {
+        let mut report = Report::new("overhead", "Overhead", false);
+        report.push(overhead_row("nbody", "none", "none", 100.0, 1000.0));
+        let r = Results::from_reports([report.clone()]);
+        let t = overhead_programs_table(&r).unwrap();
+        assert!(t.rows.is_empty());
+        assert!(
+            t.markdown()
+                .starts_with("*The real programs were not measured")
+        );
+        report.push(overhead_row("zstd", "none", "none", 100.0, 1000.0));
+        report.push(overhead_row(
+            "zstd",
+            "call+loop",
+            "statepoint",
+            112.0,
+            1500.0,
+        ));
+        let r = Results::from_reports([report]);
+        let t = overhead_programs_table(&r).unwrap();
+        assert_eq!(
+            t.rows,
+            [[
+                "zstd",
+                "O2",
+                "100",
+                "+12.0%",
+                "–",
+                "1,000",
+                "1.50×",
+                "–",
+                "1,200 / 340"
+            ]]
+        );
+        // Programs are not kernels: the kernel tables leave them out.
+        let kernels = overhead_table(&r, "O2").unwrap();
+        assert!(
+            kernels.rows.iter().all(|row| row[0] != "zstd"),
+            "{kernels:?}"
+        );
     }
 }

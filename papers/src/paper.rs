@@ -26,13 +26,16 @@ pub fn read_template(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
-/// A Markdown table.
+/// A Markdown table, or a line saying why there is none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
     /// The column headings.
     pub header: Vec<String>,
     /// The cells, row by row (each as long as `header`).
     pub rows: Vec<Vec<String>>,
+    /// Why the results hold nothing for this table ([`Table::absent`]): rendered in italics in
+    /// its place.
+    pub absent: Option<String>,
 }
 
 impl Table {
@@ -41,6 +44,15 @@ impl Table {
         Table {
             header: header.into_iter().map(Into::into).collect(),
             rows: Vec::new(),
+            absent: None,
+        }
+    }
+
+    /// No table: the results do not have its rows (an older run), for the reason given.
+    pub fn absent(reason: impl Into<String>) -> Table {
+        Table {
+            absent: Some(reason.into()),
+            ..Table::default()
         }
     }
 
@@ -51,8 +63,12 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table as Markdown (numbers right-aligned: every column but the first).
+    /// The table as Markdown (numbers right-aligned: every column but the first), or the
+    /// reason it is absent, in italics.
     pub fn markdown(&self) -> String {
+        if let Some(reason) = &self.absent {
+            return format!("*{reason}*\n");
+        }
         let mut out = String::new();
         let escape = |s: &str| s.replace('|', "\\|");
         let line = |cells: &[String]| {
@@ -159,6 +175,10 @@ mod tests {
         assert_eq!(
             t.markdown(),
             "| kernel | ratio |\n|---|---:|\n| nbody | 1.02 |\n| a\\|b |  |\n"
+        );
+        assert_eq!(
+            Table::absent("Not measured in this run.").markdown(),
+            "*Not measured in this run.*\n"
         );
     }
 

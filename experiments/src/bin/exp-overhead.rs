@@ -28,18 +28,37 @@
 //! discovery adds only its stores). They are the worst cases: a call site per a few
 //! instructions. The summary rows (`kernel=all`) cover the suite kernels only.
 //!
-//! **How.** In this process: each guest is compiled by clang once per level; for each
-//! repetition and configuration a fresh [`Engine`] (`EngineOptions { opt_level, instrument }`)
-//! is built and compiled (not timed), the site callback [`SITE_CALLBACK`] (and the guests'
-//! `never` hypercall) is a handler that only counts, and only `run_main` (or `call("kernel")`)
-//! is timed, by this thread's CPU time ([`cputime::thread`]: the guest runs on it, and the
-//! machines these run on are shared, so wall time counts other processes' turns; the wall
-//! time is recorded beside it). A fresh engine per repetition because `fasta` and `nbody`
-//! mutate their globals.
+//! **Real programs.** Two programs of the corpus (`experiments/corpus/`, built by `build.sh`
+//! through [`corpus::build`]), run through `main` with arguments, their output compared with the
+//! corpus's native `-O2` executable: `sqlite` (SQLite's 271,000-line amalgamation with its driver:
+//! `N` rows inserted, indexed and queried; 100,000 at O0, 250,000 at O2) and `zstd` (zstd's
+//! library, 47,800 lines of `common/`, `compress/`, `decompress/` and headers, with its driver:
+//! compression round trips of `KIB` KiB of generated input at levels 1, 3, 9 and 19 and streaming
+//! at 5; 3,072 at O0, 16,384 at O2). Each runs about 1 s in the steady state under the JIT
+//! uninstrumented (on a 2-core x86-64 VM). Their IR is the corpus's bitcode: at O2 `PROGRAM-O2.bc`
+//! (clang `-O2` per file, linked), at O0 `PROGRAM-O0.bc` promoted by the same `opt` passes as the
+//! kernels' O0 IR. To bound the run time they run three configurations only ([`PROGRAM_CONFIGS`]:
+//! `none`/`none`, `call+loop`/`statepoint` and `call+loop`/`shadow`; compiling what SQLite's run
+//! calls takes about 10 s at O2 uninstrumented and 30–40 s instrumented). A program's first run is
+//! mostly lazy compilation, which would drown the steady state: so each configuration gets one
+//! engine, whose first run of `main` is timed apart (values `first_run_ms`, the CPU time of that
+//! run, and `first_run_ratio`, to the baseline's first run: one sample each, mostly what compiling
+//! the instrumented module costs), and the repetitions then run `main` again on the same engines,
+//! interleaved (the drivers keep no state between runs). Their rows are in the same format, key
+//! `kernel` = the program's name, and are in no summary row.
+//!
+//! **How.** In this process: each kernel is compiled by clang once per level; for each repetition
+//! and configuration a fresh [`Engine`] (`EngineOptions { opt_level, instrument }`) is built and
+//! compiled (not timed; the programs keep one per configuration, above), the site callback
+//! [`SITE_CALLBACK`] (and the guests' `never` hypercall) is a handler that only counts, and only
+//! `run_main` (or `call("kernel")`) is timed, by this thread's CPU time ([`cputime::thread`]: the
+//! guest runs on it, and the machines these run on are shared, so wall time counts other processes'
+//! turns; the wall time is recorded beside it). A fresh engine per repetition because `fasta` and
+//! `nbody` mutate their globals.
 //! No OSR runtime ([`uppercut_osr::Osr`]) is installed: the handler would only ever see
 //! hypercalls that never happen, and the runtime's compiler thread is not metadata. The
-//! experiment fails if any site fires. Repetitions are interleaved across the five
-//! configurations; each row holds the median, and its ratio to the baseline's median.
+//! experiment fails if any site fires. Repetitions are interleaved across the configurations;
+//! each row holds the median, and its ratio to the baseline's median.
 //!
 //! The process makes itself multi-threaded (a thread started and joined) before measuring:
 //! glibc's `malloc` takes a slower path for good once a second thread has existed, and every
@@ -65,7 +84,10 @@
 //! to the `none`/`none` row of the same kernel and level), `overhead_pct`
 //! (`(ratio - 1) * 100`), `spread_pct` (the interquartile range of the per-repetition ratios,
 //! each repetition's time over the baseline's in the same round, times 100: the noise),
-//! `call_sites_count`, `loop_sites_count`, `compile_ms` (median engine build and compile).
+//! `call_sites_count`, `loop_sites_count`, `compile_ms` (median engine build and compile:
+//! in the default lazy mode, loading and instrumenting the module and compiling its globals;
+//! the functions compile on their first call, within the kernels' timed runs and the
+//! programs' first runs); the programs' rows also `first_run_ms` and `first_run_ratio`.
 //! Summary rows `kernel=all` per level and configuration over the suite kernels: `ratio` (the
 //! geometric mean), `overhead_pct` (from it), `max_overhead_pct`. A check compares `ratio`
 //! within 10% (ignoring differences below 0.03).
@@ -74,7 +96,15 @@
 //! the baseline's only by what instrumentation does to a module with nothing to instrument,
 //! so what they show beyond the noise comes from that (or from code layout), not from sites.
 //!
-//! `cargo run --release -p uppercut-experiments --bin exp-overhead -- [--quick] [--out FILE]`
+//! **Quick run** (`--quick`): three suite kernels and two call kernels at their small sizes, and
+//! the programs with tiny workloads (`sqlite 300` at O0; `zstd 16` at O0 and O2: SQLite's O2
+//! compilation alone would take 20 s) in the first two program configurations; 3 repetitions.
+//! `--only NAME[,NAME...]` runs only the named guests (suite kernels, call kernels or programs,
+//! at the sizes of the run, quick or full), e.g. `--only nsieve,fib` or `--only sqlite,zstd`;
+//! the summary rows then cover the suite kernels that ran.
+//!
+//! `cargo run --release -p uppercut-experiments --bin exp-overhead -- [--quick] [--out FILE]
+//! [--only NAME[,NAME...]]`
 
 use std::ffi::c_void;
 use std::fs::File;
@@ -91,7 +121,7 @@ use uppercut_core::{
 };
 use uppercut_experiments::harness::{self, Args, Progress};
 use uppercut_experiments::report::{Report, Row};
-use uppercut_experiments::{Clang, Error, Result, Size, cputime, kernels};
+use uppercut_experiments::{Clang, Error, Result, Size, corpus, cputime, kernels};
 
 fn main() {
     harness::main(
@@ -186,6 +216,49 @@ const CALL_KERNELS: [CallKernel; 4] = [
 /// The call kernels of the quick run.
 const CALLS_QUICK: [&str; 2] = ["fib", "sum_calls"];
 
+/// A real program of the corpus (`experiments/corpus/`), run through `main`.
+struct Program {
+    name: &'static str,
+    /// Its arguments at O0 and at O2 in the full run (its steady-state run under the JIT about
+    /// 1 s on a 2-core x86-64 VM), and in the quick run.
+    args_o0: &'static [&'static str],
+    args_o2: &'static [&'static str],
+    args_quick: &'static [&'static str],
+    /// The levels of the quick run.
+    quick_levels: &'static [OptLevel],
+}
+
+const PROGRAMS: [Program; 2] = [
+    Program {
+        name: "sqlite",
+        args_o0: &["100000"],
+        args_o2: &["250000"],
+        args_quick: &["300"],
+        quick_levels: &[OptLevel::O0],
+    },
+    Program {
+        name: "zstd",
+        args_o0: &["3072"],
+        args_o2: &["16384"],
+        args_quick: &["16"],
+        quick_levels: &[OptLevel::O0, OptLevel::O2],
+    },
+];
+
+/// The configurations the programs run in (a subset of [`CONFIGS`], to bound the run time:
+/// compiling what SQLite's run calls takes about 10 s at O2 uninstrumented, 30–40 s
+/// instrumented, once per configuration). Without loop sites no call of theirs can reach a
+/// hypercall, so `sites=call` would be the kernels' control again. The quick run takes the
+/// first [`PROGRAM_CONFIGS_QUICK`].
+const PROGRAM_CONFIGS: [(&str, &str); 3] = [
+    ("none", "none"),
+    ("call+loop", "statepoint"),
+    ("call+loop", "shadow"),
+];
+
+/// How many of [`PROGRAM_CONFIGS`] the quick run takes.
+const PROGRAM_CONFIGS_QUICK: usize = 2;
+
 /// How a guest is run.
 enum Entry {
     /// `main(argc, argv)` with these arguments; its stdout must be `expected`.
@@ -197,7 +270,10 @@ enum Entry {
 /// One guest at one level, ready to run.
 struct Guest {
     name: &'static str,
-    ir: String,
+    /// Its IR, as text or bitcode.
+    ir: Vec<u8>,
+    /// Its file name, for errors (`NAME.ll` or `NAME.bc`).
+    origin: String,
     entry: Entry,
 }
 
@@ -215,13 +291,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
     let opt = find_opt()?;
     report.environment.clang = clang.version().to_owned();
     report.setting("repetitions", reps);
-    report.setting(
-        "configs",
-        CONFIGS
-            .iter()
-            .map(|(s, m)| format!("sites={s},metadata={m}"))
-            .collect::<Vec<_>>(),
-    );
+    report.setting("configs", config_names(&CONFIGS));
     report.setting(
         "o0_ir",
         "clang -O0 -Xclang -disable-O0-optnone, then opt -passes='function(sroa<modify-cfg>,mem2reg)'",
@@ -234,14 +304,40 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
     );
     report.setting("runtime", "no Osr runtime: a counting site handler");
 
+    // `--only` picks guests by name from every kind; otherwise the quick run takes its subset.
+    let known: Vec<&str> = kernels::kernels()
+        .iter()
+        .map(|k| k.name)
+        .chain(CALL_KERNELS.iter().map(|k| k.name))
+        .chain(PROGRAMS.iter().map(|p| p.name))
+        .collect();
+    if let Some(unknown) = args.only.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "--only: no guest named `{unknown}` (guests: {})",
+                known.join(", ")
+            ),
+        });
+    }
+    let picked = |name: &str, quick_set: bool| {
+        if args.only.is_empty() {
+            !args.quick || quick_set
+        } else {
+            args.selects(name)
+        }
+    };
     let suite: Vec<&kernels::Kernel> = kernels::kernels()
         .iter()
-        .filter(|k| !args.quick || SUITE_QUICK.contains(&k.name))
+        .filter(|k| picked(k.name, SUITE_QUICK.contains(&k.name)))
         .collect();
     let calls: Vec<&CallKernel> = CALL_KERNELS
         .iter()
-        .filter(|k| !args.quick || CALLS_QUICK.contains(&k.name))
+        .filter(|k| picked(k.name, CALLS_QUICK.contains(&k.name)))
         .collect();
+    let programs: Vec<&Program> = PROGRAMS.iter().filter(|p| picked(p.name, true)).collect();
+    if !args.only.is_empty() {
+        report.setting("only", &args.only);
+    }
     let mut sizes = serde_json::Map::new();
     for k in &suite {
         let (o0, o2) = suite_args(k, args.quick);
@@ -255,7 +351,32 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
         };
         sizes.insert(k.name.to_owned(), serde_json::json!({ "O0": o0, "O2": o2 }));
     }
+    for p in &programs {
+        let mut at = serde_json::Map::new();
+        for level in program_levels(p, args.quick) {
+            at.insert(
+                format!("O{}", level.as_u8()),
+                serde_json::json!(program_args(p, level, args.quick)),
+            );
+        }
+        sizes.insert(p.name.to_owned(), serde_json::Value::Object(at));
+    }
     report.setting("sizes", &sizes);
+    if !programs.is_empty() {
+        report.setting(
+            "programs",
+            "corpus programs (experiments/corpus/build.sh: SQLite from libsqlite3-sys, zstd from \
+             zstd-sys): one engine per configuration, its first run of main timed apart \
+             (first_run_ms), then the repetitions on the same engines",
+        );
+        report.setting("program_configs", config_names(program_configs(args.quick)));
+    }
+    let corpus_dir = if programs.is_empty() {
+        corpus::dir()
+    } else {
+        let names: Vec<&str> = programs.iter().map(|p| p.name).collect();
+        corpus::build(&names)?
+    };
 
     // Every configuration with the allocator of a multi-threaded process (see the docs).
     std::thread::spawn(|| {})
@@ -263,11 +384,14 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
         .map_err(|_| measurement("a helper thread panicked"))?;
 
     let levels = [OptLevel::O0, OptLevel::O2];
-    let progress = Progress::new(
-        args,
-        "overhead",
-        (suite.len() + calls.len()) * levels.len() * reps * CONFIGS.len(),
-    );
+    let steps = (suite.len() + calls.len()) * levels.len() * reps * CONFIGS.len()
+        + programs
+            .iter()
+            .map(|p| {
+                program_levels(p, args.quick).len() * (reps + 1) * program_configs(args.quick).len()
+            })
+            .sum::<usize>();
+    let progress = Progress::new(args, "overhead", steps);
     let mut capture = Capture::new()?;
     let mut no_call_sites = Vec::new();
     for opt_level in levels {
@@ -278,7 +402,8 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
             let expected = native_stdout(native.path(), &kargs)?;
             let guest = Guest {
                 name: k.name,
-                ir: guest_ir(&clang, &opt, k.name, k.source, opt_level)?,
+                ir: guest_ir(&clang, &opt, k.name, k.source, opt_level)?.into_bytes(),
+                origin: format!("{}.ll", k.name),
                 entry: Entry::Main {
                     args: kargs,
                     expected,
@@ -300,10 +425,31 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
             };
             let guest = Guest {
                 name: k.name,
-                ir: guest_ir(&clang, &opt, k.name, k.source, opt_level)?,
+                ir: guest_ir(&clang, &opt, k.name, k.source, opt_level)?.into_bytes(),
+                origin: format!("{}.ll", k.name),
                 entry: Entry::Kernel { arg },
             };
             for row in measure(&guest, opt_level, reps, &mut capture, &progress)? {
+                report.push(row);
+            }
+        }
+        let at_level = programs
+            .iter()
+            .filter(|p| program_levels(p, args.quick).contains(&opt_level));
+        for p in at_level {
+            let pargs = program_args(p, opt_level, args.quick);
+            let expected = native_stdout(&corpus::native(&corpus_dir, p.name), &pargs)?;
+            let guest = Guest {
+                name: p.name,
+                ir: program_ir(&opt, &corpus_dir, p.name, opt_level)?,
+                origin: format!("{}-O{}.bc", p.name, opt_level.as_u8()),
+                entry: Entry::Main {
+                    args: pargs,
+                    expected,
+                },
+            };
+            let configs = program_configs(args.quick);
+            for row in measure_program(&guest, opt_level, configs, reps, &mut capture, &progress)? {
                 report.push(row);
             }
         }
@@ -315,23 +461,61 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
         )));
     }
     summarise(report, &suite);
-    report.note(format!(
-        "suite kernels with no call site under sites=call (no call can reach a hypercall \
-         without loop sites): {}; their sites=call rows measure instrumentation with nothing \
-         to instrument; call-site cost is measured on the call kernels ({})",
-        if no_call_sites.is_empty() {
-            "none".to_owned()
-        } else {
-            no_call_sites.join(", ")
-        },
-        calls.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-    ));
+    if !suite.is_empty() {
+        report.note(format!(
+            "suite kernels with no call site under sites=call (no call can reach a hypercall \
+             without loop sites): {}; their sites=call rows measure instrumentation with \
+             nothing to instrument; call-site cost is measured on the call kernels ({})",
+            if no_call_sites.is_empty() {
+                "none".to_owned()
+            } else {
+                no_call_sites.join(", ")
+            },
+            calls.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        ));
+    }
     note_extremes(report);
     // On a shared 2-core VM the per-repetition ratios spread by about 5% (interquartile range,
     // median over the rows), a few rows by 20-40%; medians of 7 move less. 10% flags a real
     // change (a loop counter costing 20% or 50%) but not that noise.
     report.check_with_floor("ratio", 0.10, 0.03);
     Ok(())
+}
+
+/// `sites=S,metadata=M` for each configuration.
+fn config_names(configs: &[(&str, &str)]) -> Vec<String> {
+    configs
+        .iter()
+        .map(|(s, m)| format!("sites={s},metadata={m}"))
+        .collect()
+}
+
+/// The configurations the programs run in.
+fn program_configs(quick: bool) -> &'static [(&'static str, &'static str)] {
+    if quick {
+        &PROGRAM_CONFIGS[..PROGRAM_CONFIGS_QUICK]
+    } else {
+        &PROGRAM_CONFIGS
+    }
+}
+
+/// The levels a program runs at.
+fn program_levels(p: &Program, quick: bool) -> Vec<OptLevel> {
+    if quick {
+        p.quick_levels.to_vec()
+    } else {
+        vec![OptLevel::O0, OptLevel::O2]
+    }
+}
+
+/// A program's arguments at `level`.
+fn program_args(p: &Program, level: OptLevel, quick: bool) -> Vec<String> {
+    let args = match (quick, level) {
+        (true, _) => p.args_quick,
+        (false, OptLevel::O0) => p.args_o0,
+        (false, _) => p.args_o2,
+    };
+    args.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// A suite kernel's arguments at O0 and at O2.
@@ -349,7 +533,8 @@ fn suite_args(k: &kernels::Kernel, quick: bool) -> (Vec<String>, Vec<String>) {
     (strings(o0), strings(o2))
 }
 
-/// Runs one guest at one level in every configuration; one row per configuration.
+/// Runs one guest at one level in every configuration, a fresh engine per repetition; one row
+/// per configuration.
 fn measure(
     guest: &Guest,
     opt_level: OptLevel,
@@ -358,55 +543,135 @@ fn measure(
     progress: &Progress,
 ) -> Result<Vec<Row>> {
     let level = format!("O{}", opt_level.as_u8());
-    let mut sites = vec![(0usize, 0usize); CONFIGS.len()];
-    let mut compile_ms: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
-    let mut wall_ms: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
+    let mut m = Measured::new(CONFIGS.len());
     let mut reference: Option<u64> = None;
     // An untimed run of the baseline: warms the allocator and checks the output.
     let warm = build(guest, opt_level, CONFIGS[0])?;
     run_once(guest, &warm, capture, &mut reference)?;
     drop(warm);
     let indices: Vec<usize> = (0..CONFIGS.len()).collect();
-    let samples = harness::interleave(&indices, reps, |&i| {
+    m.cpu_ms = harness::interleave(&indices, reps, |&i| {
         let started = Instant::now();
         let engine = build(guest, opt_level, CONFIGS[i])?;
-        compile_ms[i].push(started.elapsed().as_secs_f64() * 1e3);
-        sites[i] = site_counts(&engine);
+        m.compile_ms[i].push(ms(started.elapsed()));
+        m.sites[i] = site_counts(&engine);
         let (cpu, wall) = run_once(guest, &engine, capture, &mut reference)?;
-        wall_ms[i].push(wall.as_secs_f64() * 1e3);
+        m.wall_ms[i].push(ms(wall));
         progress.step(&format!(
             "{} {level} {}/{}",
             guest.name, CONFIGS[i].0, CONFIGS[i].1
         ));
-        Ok(cpu.as_secs_f64() * 1e3)
+        Ok(ms(cpu))
     })?;
-    let base = harness::median(&samples[0]);
-    let mut rows = Vec::new();
-    for (i, (s, m)) in CONFIGS.iter().enumerate() {
-        let ms = harness::median(&samples[i]);
-        let ratio = ms / base;
-        let paired: Vec<f64> = samples[i]
-            .iter()
-            .zip(&samples[0])
-            .map(|(x, b)| x / b)
-            .collect();
-        rows.push(
-            Row::new()
-                .key("kernel", guest.name)
-                .key("opt", &level)
-                .key("sites", s)
-                .key("metadata", m)
-                .value("median_ms", ms)
-                .value("wall_ms", harness::median(&wall_ms[i]))
-                .value("ratio", ratio)
-                .value("overhead_pct", (ratio - 1.0) * 100.0)
-                .value("spread_pct", iqr(&paired) * 100.0)
-                .value("call_sites_count", sites[i].0 as f64)
-                .value("loop_sites_count", sites[i].1 as f64)
-                .value("compile_ms", harness::median(&compile_ms[i])),
-        );
+    Ok(m.rows(guest.name, &level, &CONFIGS))
+}
+
+/// Runs a corpus program at one level in each of `configs` (the first the baseline): one engine
+/// per configuration, each run once first (its lazy compilation: the `first_run_ms` values),
+/// then `reps` runs interleaved across the configurations on the same engines (the steady
+/// state: `median_ms`). One row per configuration.
+fn measure_program(
+    guest: &Guest,
+    opt_level: OptLevel,
+    configs: &[(&str, &str)],
+    reps: usize,
+    capture: &mut Capture,
+    progress: &Progress,
+) -> Result<Vec<Row>> {
+    let level = format!("O{}", opt_level.as_u8());
+    let mut m = Measured::new(configs.len());
+    let mut reference: Option<u64> = None;
+    let mut engines = Vec::with_capacity(configs.len());
+    let mut first_ms = Vec::with_capacity(configs.len());
+    for (i, &config) in configs.iter().enumerate() {
+        let started = Instant::now();
+        let engine = build(guest, opt_level, config)?;
+        m.compile_ms[i].push(ms(started.elapsed()));
+        m.sites[i] = site_counts(&engine);
+        let (cpu, _) = run_once(guest, &engine, capture, &mut reference)?;
+        first_ms.push(ms(cpu));
+        progress.step(&format!(
+            "{} {level} {}/{} (first run)",
+            guest.name, config.0, config.1
+        ));
+        engines.push(engine);
     }
-    Ok(rows)
+    let indices: Vec<usize> = (0..configs.len()).collect();
+    m.cpu_ms = harness::interleave(&indices, reps, |&i| {
+        let (cpu, wall) = run_once(guest, &engines[i], capture, &mut reference)?;
+        m.wall_ms[i].push(ms(wall));
+        progress.step(&format!(
+            "{} {level} {}/{}",
+            guest.name, configs[i].0, configs[i].1
+        ));
+        Ok(ms(cpu))
+    })?;
+    let rows = m.rows(guest.name, &level, configs);
+    Ok(rows
+        .into_iter()
+        .zip(&first_ms)
+        .map(|(row, &first)| {
+            row.value("first_run_ms", first)
+                .value("first_run_ratio", first / first_ms[0])
+        })
+        .collect())
+}
+
+/// What one guest at one level gave, per configuration.
+struct Measured {
+    /// CPU times of the timed runs.
+    cpu_ms: Vec<Vec<f64>>,
+    wall_ms: Vec<Vec<f64>>,
+    compile_ms: Vec<Vec<f64>>,
+    /// `(call, loop)` site counts.
+    sites: Vec<(usize, usize)>,
+}
+
+impl Measured {
+    fn new(configs: usize) -> Measured {
+        Measured {
+            cpu_ms: vec![Vec::new(); configs],
+            wall_ms: vec![Vec::new(); configs],
+            compile_ms: vec![Vec::new(); configs],
+            sites: vec![(0, 0); configs],
+        }
+    }
+
+    /// One row per configuration, the first of `configs` being the baseline.
+    fn rows(&self, name: &str, level: &str, configs: &[(&str, &str)]) -> Vec<Row> {
+        let base = harness::median(&self.cpu_ms[0]);
+        let mut rows = Vec::new();
+        for (i, (s, m)) in configs.iter().enumerate() {
+            let median_ms = harness::median(&self.cpu_ms[i]);
+            let ratio = median_ms / base;
+            let paired: Vec<f64> = self.cpu_ms[i]
+                .iter()
+                .zip(&self.cpu_ms[0])
+                .map(|(x, b)| x / b)
+                .collect();
+            rows.push(
+                Row::new()
+                    .key("kernel", name)
+                    .key("opt", level)
+                    .key("sites", s)
+                    .key("metadata", m)
+                    .value("median_ms", median_ms)
+                    .value("wall_ms", harness::median(&self.wall_ms[i]))
+                    .value("ratio", ratio)
+                    .value("overhead_pct", (ratio - 1.0) * 100.0)
+                    .value("spread_pct", iqr(&paired) * 100.0)
+                    .value("call_sites_count", self.sites[i].0 as f64)
+                    .value("loop_sites_count", self.sites[i].1 as f64)
+                    .value("compile_ms", harness::median(&self.compile_ms[i])),
+            );
+        }
+        rows
+    }
+}
+
+/// A duration in milliseconds.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// A compiled engine of `guest` in configuration `(sites, metadata)`.
@@ -423,8 +688,7 @@ fn build(guest: &Guest, opt_level: OptLevel, (sites, metadata): (&str, &str)) ->
         instrument: instrumentation(sites, metadata),
         ..EngineOptions::default()
     };
-    let engine = Engine::from_bytes(guest.ir.as_bytes(), &format!("{}.ll", guest.name), options)
-        .map_err(what)?;
+    let engine = Engine::from_bytes(&guest.ir, &guest.origin, options).map_err(what)?;
     if sites != "none" {
         engine
             .register_callback(SITE_CALLBACK, never)
@@ -670,6 +934,31 @@ fn guest_ir(
         .arg(&promoted);
     checked(&mut opt_cmd)?;
     std::fs::read_to_string(&promoted).map_err(|e| io(format!("reading {}", promoted.display()), e))
+}
+
+/// The bitcode a corpus program runs at `opt_level`: the corpus module at O2, or at O0 the
+/// corpus's `-O0` module promoted as the kernels' O0 IR is (see the docs).
+fn program_ir(opt: &Path, dir: &Path, name: &str, opt_level: OptLevel) -> Result<Vec<u8>> {
+    let level = format!("O{}", opt_level.as_u8());
+    let module = corpus::module(dir, name, &level);
+    let read =
+        |path: &Path| std::fs::read(path).map_err(|e| io(format!("reading {}", path.display()), e));
+    if opt_level != OptLevel::O0 {
+        return read(&module);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("uppercut-overhead-{name}-"))
+        .tempdir()
+        .map_err(|e| io("creating a temporary folder", e))?;
+    let promoted = tmp.path().join(format!("{name}-O0.promoted.bc"));
+    let mut opt_cmd = Command::new(opt);
+    opt_cmd
+        .arg("-passes=function(sroa<modify-cfg>,mem2reg)")
+        .arg(&module)
+        .arg("-o")
+        .arg(&promoted);
+    checked(&mut opt_cmd)?;
+    read(&promoted)
 }
 
 /// Runs a build step; an error with its stderr if it fails.

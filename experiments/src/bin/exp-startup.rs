@@ -39,14 +39,14 @@
 //!
 //! `cargo run --release -p uppercut-experiments --bin exp-startup -- [--quick] [--out FILE]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use uppercut_core::{Engine, EngineOptions, Instrumentation, OptLevel, VersionRequest};
 use uppercut_experiments::harness::{self, Args, Progress};
 use uppercut_experiments::report::{Report, Row};
-use uppercut_experiments::{Clang, Error, Result, Size, cputime, kernels};
+use uppercut_experiments::{Clang, Error, Result, Size, corpus, cputime, kernels};
 
 fn main() {
     harness::main(
@@ -165,26 +165,8 @@ fn measurement(reason: impl Into<String>) -> Error {
     }
 }
 
-/// Builds the corpus (idempotent) and returns its folder.
-fn corpus() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("../target/corpus");
-    let script = root.join("corpus/build.sh");
-    let timed = harness::run_timed(Command::new(&script).arg(&out), Duration::from_secs(1800))?;
-    if !timed.status.success() {
-        let tail: Vec<&str> = timed.stderr.lines().rev().take(5).collect();
-        return Err(measurement(format!(
-            "{} failed ({}): {}",
-            script.display(),
-            timed.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-        )));
-    }
-    Ok(out)
-}
-
 fn startup(args: &Args, report: &mut Report) -> Result<()> {
-    let dir = corpus()?;
+    let dir = corpus::build(&["sqlite"])?;
     let uppercut = harness::uppercut()?;
     let inputs: &[&str] = if args.quick {
         &["O0.bc"]
@@ -207,7 +189,8 @@ fn startup(args: &Args, report: &mut Report) -> Result<()> {
         "SQLite (libsqlite3-sys 0.40.0's amalgamation) + experiments/corpus/sqlite/driver.c, \
          trivial run, built by experiments/corpus/build.sh",
     );
-    let native = harness::run_to_first_line(&mut Command::new(dir.join("sqlite-native")))?.stdout;
+    let native =
+        harness::run_to_first_line(&mut Command::new(corpus::native(&dir, "sqlite")))?.stdout;
     let progress = Progress::new(args, "startup", inputs.len() * runners.len() * reps);
     for input in inputs {
         let file = dir.join(format!("sqlite-{input}"));
