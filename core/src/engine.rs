@@ -1358,11 +1358,7 @@ impl Engine {
             return Vec::new();
         };
         let map = self.code_map();
-        let start = WalkStart {
-            sp,
-            fp,
-            return_address,
-        };
+        let start = WalkStart::at_hypercall(sp, fp, return_address);
         FrameCursor::new(&map, stack, start, crate::frames::no_patches)
             .map(|f| JitFrame {
                 return_address: f.return_address,
@@ -1973,10 +1969,12 @@ fn frame_table(unit: &str, memory: &ir::UnitMemory) -> Result<FrameTable> {
         }
     }
     let cfi = match memory.section(EH_FRAME_SECTION) {
-        Some((address, bytes)) => Some(EhFrameSection::new(bytes, address).map_err(corrupt)?),
+        Some((address, bytes)) => {
+            Some(EhFrameSection::new(bytes.to_vec(), address).map_err(corrupt)?)
+        }
         None => None,
     };
-    Ok(FrameTable::build(map.as_ref(), cfi.as_ref()))
+    Ok(FrameTable::build(map.as_ref(), cfi))
 }
 
 /// Makes each of `entries` jump to `target`.

@@ -68,7 +68,7 @@ pub use error::{Error, Result};
 pub use hypercall::{
     CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
 };
-pub use ir::llvm_version;
+pub use ir::{DEOPT_IN_REGISTERS_ENV, deopt_values_in_registers, llvm_version};
 pub use perf::PerfMode;
 pub use plugin::load_plugin;
 pub use sites::{

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use uppercut_core::frames::{FrameBase, RecordValue, StackMemory, ThreadStack};
+use uppercut_core::frames::{FrameBase, RecordValue, SavedAt, StackMemory, ThreadStack};
 use uppercut_core::shadow::{ShadowEntry, for_each_entry};
 use uppercut_core::{Engine, OsrModule, SiteId, UnitId, VersionId, VersionInfo};
 
@@ -464,6 +464,10 @@ impl Walk<'_> {
             version: candidate.version,
             site: Some(site),
             pending,
+            // Found from the chain, not by unwinding: where inner frames saved callee-saved
+            // registers is not known (an eager read of a value in one is refused; a lazy
+            // transfer reads it as the callee returns it).
+            saved: [SavedAt::Unknown; 5],
         })
     }
 

@@ -27,7 +27,7 @@
 
 use std::sync::Arc;
 
-use uppercut_core::frames::CursorFrame;
+use uppercut_core::frames::{CursorFrame, SavedAt};
 use uppercut_core::{SiteId, VersionInfo};
 
 /// One JIT frame of this thread, suspended at a call.
@@ -53,6 +53,9 @@ pub struct Frame {
     /// `Some(continuation)` when the frame's return address already points at a transfer thunk:
     /// it moves into that continuation when its callee returns.
     pub pending: Option<u64>,
+    /// Where the frame's callee-saved registers (`rbx`, `r12`-`r15`) are as of its return
+    /// address, as the walk found them: a value a record puts in one is read there.
+    pub saved: [SavedAt; 5],
 }
 
 impl Frame {
@@ -66,6 +69,7 @@ impl Frame {
             version: Arc::clone(frame.version),
             site: frame.row.and_then(|r| r.site),
             pending,
+            saved: frame.saved,
         }
     }
 }

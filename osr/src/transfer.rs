@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use uppercut_core::code_memory::{CodeArena, CodeRegion, RegionRequest};
 use uppercut_core::frames::{
-    CalleeSaves, CodeMap, CursorFrame, FrameBase, FrameCursor, FrameRow, RecordValue, SiteState,
-    StackMemory, ThreadStack, WalkStart,
+    CalleeSaves, CodeMap, CursorFrame, FrameBase, FrameCursor, FrameRow, RecordValue, Refusal,
+    SavedAt, SiteState, StackMemory, ThreadStack, WalkStart,
 };
 use uppercut_core::stackmaps::DwarfReg;
 use uppercut_core::{CallbackError, Engine, GuestState, Hypercall, SiteId, UnitId, ValueKind};
@@ -374,11 +374,7 @@ impl Transfers {
             return;
         };
         let resolve = |word: u64| thunks.resolve(word);
-        let start = WalkStart {
-            sp: state.rsp,
-            fp: state.rbp,
-            return_address: state.return_address,
-        };
+        let start = WalkStart::at_hypercall(state.rsp, state.rbp, state.return_address);
         for frame in FrameCursor::new(map, stack, start, resolve) {
             if !f(&frame) {
                 break;
@@ -686,8 +682,7 @@ impl Transfers {
         let (saves, caller_fp) = capture_into(
             &window,
             descriptor,
-            frame.stack_pointer,
-            frame.frame_pointer,
+            (frame.stack_pointer, frame.frame_pointer, &frame.saved),
             frame.return_address_slot,
             &mut values,
         )?;
@@ -777,7 +772,8 @@ impl Transfers {
         let descriptor = prepared.descriptor();
         if mode == TransferMode::Eager {
             values.clear();
-            let (saves, caller_fp) = capture_into(window, descriptor, f.sp, f.fp, f.slot, values)?;
+            let (saves, caller_fp) =
+                capture_into(window, descriptor, (f.sp, f.fp, &f.saved), f.slot, values)?;
             descriptor.eager.store(true, Ordering::Relaxed);
             eager::push(
                 f.fp,
@@ -872,12 +868,16 @@ impl Transfers {
         slots
             .iter()
             .map(|slot| {
-                let base = match slot.source {
+                let address = match slot.source {
                     Source::Constant => return Ok(slot.bits),
-                    Source::Sp => frame.stack_pointer,
-                    Source::Fp => frame.frame_pointer,
+                    Source::Sp => frame
+                        .stack_pointer
+                        .wrapping_add_signed(i64::from(slot.offset)),
+                    Source::Fp => frame
+                        .frame_pointer
+                        .wrapping_add_signed(i64::from(slot.offset)),
+                    Source::Register => register_slot(return_address, &frame.saved, slot.offset)?,
                 };
-                let address = base.wrapping_add_signed(i64::from(slot.offset));
                 if !window.contains(address, u64::from(slot.width)) {
                     return Err(Error::StaleFrame {
                         return_address,
@@ -1015,6 +1015,12 @@ fn value_slots(
                     offset: 0,
                     bits: c & bits,
                 },
+                RecordValue::Register(register) => ValueSlot {
+                    source: Source::Register,
+                    width: 8,
+                    offset: register as i32,
+                    bits,
+                },
                 RecordValue::Stack { base, offset, size } => {
                     let base = match base {
                         FrameBase::Sp => Source::Sp,
@@ -1130,6 +1136,9 @@ pub(crate) enum Source {
     Sp,
     /// `[rbp + offset]`.
     Fp,
+    /// The callee-saved register `offset` ([`arch::RESTORED`] order): where an inner frame
+    /// saved it (eager), or as the callee returned it (lazy).
+    Register,
 }
 
 /// One value of a descriptor: read `width` bytes at `source + offset` and keep `bits`, or take
@@ -1174,11 +1183,11 @@ thread_local! {
 fn capture_into(
     window: &ThreadStack,
     descriptor: &Descriptor,
-    sp: u64,
-    fp: u64,
+    frame: (u64, u64, &[SavedAt; 5]),
     slot: u64,
     values: &mut Vec<u64>,
 ) -> Result<([u64; arch::RESTORED.len()], u64)> {
+    let (sp, fp, saved) = frame;
     let read = |address: u64, width: u8| -> Result<u64> {
         if !window.contains(address, u64::from(width)) {
             return Err(Error::StaleFrame {
@@ -1191,15 +1200,15 @@ fn capture_into(
         Ok(unsafe { load(address, width) })
     };
     for value in &descriptor.values {
-        let base = match value.source {
+        let address = match value.source {
             Source::Constant => {
                 values.push(value.bits);
                 continue;
             }
-            Source::Sp => sp,
-            Source::Fp => fp,
+            Source::Sp => sp.wrapping_add_signed(i64::from(value.offset)),
+            Source::Fp => fp.wrapping_add_signed(i64::from(value.offset)),
+            Source::Register => register_slot(descriptor.return_address, saved, value.offset)?,
         };
-        let address = base.wrapping_add_signed(i64::from(value.offset));
         values.push(read(address, value.width)? & value.bits);
     }
     let cfa = fp + arch::CFA_FROM_FP_OFFSET;
@@ -1211,6 +1220,25 @@ fn capture_into(
     }
     let caller_fp = read(cfa.wrapping_add_signed(arch::SAVED_FP_FROM_CFA), 8)?;
     Ok((saves, caller_fp))
+}
+
+/// Where the frame's callee-saved register `register` ([`arch::RESTORED`] order) is saved, as
+/// the frame walk found it.
+fn register_slot(return_address: u64, saved: &[SavedAt; 5], register: i32) -> Result<u64> {
+    match saved.get(register as usize) {
+        Some(&SavedAt::Slot(address)) => Ok(address),
+        _ => Err(Error::Refused {
+            return_address,
+            reason: Refusal::UnsupportedFrame {
+                reason: format!(
+                    "a value is in {}, and the walk did not find where it was saved",
+                    arch::RESTORED
+                        .get(register as usize)
+                        .map_or_else(|| format!("register {register}"), |r| r.to_string())
+                ),
+            },
+        }),
+    }
 }
 
 /// What a [`Transfers::transfer_frames`] pass did.
@@ -1277,6 +1305,7 @@ pub(crate) unsafe fn capture(
     descriptor: &Descriptor,
     sp: u64,
     fp: u64,
+    registers: &[u64; arch::RESTORED.len()],
     integer_result: u64,
     float_result: u64,
 ) -> *mut u64 {
@@ -1288,6 +1317,10 @@ pub(crate) unsafe fn capture(
         let base = match value.source {
             Source::Constant => {
                 *slot = value.bits;
+                continue;
+            }
+            Source::Register => {
+                *slot = registers[value.offset as usize] & value.bits;
                 continue;
             }
             Source::Sp => sp,
@@ -1339,32 +1372,23 @@ pub(crate) fn capture_eager(
 /// The byte eager transfers poison captured slots with ([`Transfers::set_scrub`]).
 pub const SCRUB_BYTE: u8 = 0xdb;
 
-/// Overwrites the slots an eager transfer captured from `frame` with [`SCRUB_BYTE`]s.
+/// Overwrites the value slots an eager transfer captured from `frame` with [`SCRUB_BYTE`]s.
+/// Its callee-saved save slots stay: they hold its caller's registers, and a caller whose
+/// record puts a value in one of those registers is read from there when it moves in turn.
 fn scrub_frame(frame: &Frame, descriptor: &Descriptor) {
     let Some(window) = ThreadStack::current() else {
         return;
     };
     let poison = u64::from_ne_bytes([SCRUB_BYTE; 8]);
-    let cfa = frame.frame_pointer + arch::CFA_FROM_FP_OFFSET;
-    let slots = descriptor
-        .values
-        .iter()
-        .filter_map(|slot| {
-            let base = match slot.source {
-                Source::Constant => return None,
-                Source::Sp => frame.stack_pointer,
-                Source::Fp => frame.frame_pointer,
-            };
-            Some((base.wrapping_add_signed(i64::from(slot.offset)), slot.width))
-        })
-        .chain(
-            descriptor
-                .saves
-                .0
-                .iter()
-                .filter(|&&offset| offset != 0)
-                .map(|&offset| (cfa.wrapping_add_signed(i64::from(offset)), 8)),
-        );
+    let slots = descriptor.values.iter().filter_map(|slot| {
+        let base = match slot.source {
+            // A register's save slot is an inner frame's, which restores it on return.
+            Source::Constant | Source::Register => return None,
+            Source::Sp => frame.stack_pointer,
+            Source::Fp => frame.frame_pointer,
+        };
+        Some((base.wrapping_add_signed(i64::from(slot.offset)), slot.width))
+    });
     for (address, width) in slots {
         // The frame pointer chain (saved rbp, return address) stays intact.
         let keeps_chain =
@@ -1725,6 +1749,7 @@ mod tests {
                     offset: 0,
                     bits: 42,
                 },
+                slot(Source::Register, 3, ValueKind::I32),
             ]
             .into_boxed_slice(),
             result: ResultSlot::of(Some(ValueKind::I8)),
@@ -1736,13 +1761,22 @@ mod tests {
             kinds: Box::new([]),
             result_kind: None,
         };
+        let registers = [1, 2, 3, 0xaaaa_bbbb_cccc_dddd, 5];
         // SAFETY: every slot the descriptor names lies in `stack`.
-        let buffer = unsafe { capture(&descriptor, sp, fp, 0x1234, 0) };
+        let buffer = unsafe { capture(&descriptor, sp, fp, &registers, 0x1234, 0) };
         // SAFETY: the buffer holds at least values + 1 slots.
-        let got = unsafe { std::slice::from_raw_parts(buffer, 6) };
+        let got = unsafe { std::slice::from_raw_parts(buffer, 7) };
         assert_eq!(
             got,
-            &[0x1122_3344_5566_7788, 0x3fc0_0000, 0, 0x7788, 42, 0x34]
+            &[
+                0x1122_3344_5566_7788,
+                0x3fc0_0000,
+                0,
+                0x7788,
+                42,
+                0xcccc_dddd,
+                0x34
+            ]
         );
     }
 }

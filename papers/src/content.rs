@@ -20,6 +20,7 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "overhead-O2" => overhead_table(r, "O2"),
         "overhead-O0" => overhead_table(r, "O0"),
         "overhead-programs" => overhead_programs_table(r),
+        "overhead-techniques" => overhead_techniques_table(r),
         "transfer-live" => transfer_table(r, "live"),
         "transfer-depth" => transfer_table(r, "depth"),
         "compile" => compile_table(r),
@@ -414,6 +415,84 @@ const PROGRAM_OVERHEAD_CONFIGS: [(&str, &str, &str); 2] = [
     ("call+loop", "statepoint", "statepoints"),
     ("call+loop", "shadow", "shadow chain"),
 ];
+
+/// The techniques that make readiness cheap, as the overhead experiment turns them off one at
+/// a time (`call+loop`, `statepoint:T`): `(metadata, label)`; the first row has them all on.
+const TECHNIQUE_CONFIGS: [(&str, &str); 4] = [
+    ("statepoint", "all on"),
+    (
+        "statepoint:global-counters",
+        "off: loop counters in registers (a global per pass)",
+    ),
+    (
+        "statepoint:no-call-graph",
+        "off: the call graph (every indirect call a site)",
+    ),
+    (
+        "statepoint:shadow-locals",
+        "off: locals in the machine frame (all on the shadow stack)",
+    ),
+];
+
+/// What each technique buys: never-firing call + loop sites with statepoints, all techniques
+/// on and each turned off, as the suite's median and worst overhead and the call kernels'
+/// worst, per level. Results from before the techniques give a line saying so.
+fn overhead_techniques_table(r: &Results) -> Result<Table> {
+    let item = "overhead-techniques";
+    let report = r.report("overhead", item)?;
+    let measured = report
+        .rows
+        .iter()
+        .any(|row| row.key_of("metadata").is_some_and(|m| m.contains(':')));
+    if !measured {
+        return Ok(Table::absent(
+            "The techniques were not measured one by one in this run (its results predate them).",
+        ));
+    }
+    let mut header = vec!["call + loop sites, statepoints".to_owned()];
+    for opt in ["O2", "O0"] {
+        header.extend([
+            format!("{opt} suite median"),
+            format!("{opt} suite worst"),
+            format!("{opt} call kernels worst"),
+        ]);
+    }
+    let mut t = Table::new(header);
+    for (metadata, label) in TECHNIQUE_CONFIGS {
+        let mut cells = vec![label.to_owned()];
+        for opt in ["O2", "O0"] {
+            let of = |suite: bool| -> Vec<f64> {
+                report
+                    .rows
+                    .iter()
+                    .filter(|row| {
+                        row.key_of("opt") == Some(opt)
+                            && row.key_of("sites") == Some("call+loop")
+                            && row.key_of("metadata") == Some(metadata)
+                            && row.key_of("kernel").is_some_and(|k| {
+                                k != "all" && !is_program(k) && in_suite(k) == suite
+                            })
+                    })
+                    .filter_map(|row| row.get("overhead_pct"))
+                    .collect()
+            };
+            let (suite, calls) = (of(true), of(false));
+            for (values, f) in [
+                (&suite, median as fn(&[f64]) -> f64),
+                (&suite, worst),
+                (&calls, worst),
+            ] {
+                cells.push(if values.is_empty() {
+                    "–".into()
+                } else {
+                    pct(f(values))
+                });
+            }
+        }
+        t.row(cells);
+    }
+    Ok(t)
+}
 
 /// The real programs' rows of the overhead experiment: per program and level, the steady-state
 /// time uninstrumented and each configuration's overhead, then the first run (mostly lazy

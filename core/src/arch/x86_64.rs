@@ -287,6 +287,13 @@ pub(crate) unsafe fn exit_state(frame: TrampolineFrame) -> (u64, u64, u64) {
     unsafe { (frame as u64 + 16, *frame, *frame.add(1)) }
 }
 
+/// Where a hypercall trampoline whose frame pointer is `frame` keeps the guest's `rbx` and
+/// `r12`-`r15` (in [`CALLEE_SAVED`](crate::frames::layout::CALLEE_SAVED) order): pushed right
+/// below the guest's saved `rbp`, in that order.
+pub(crate) fn trampoline_saves(frame: u64) -> [u64; 5] {
+    [8, 16, 24, 32, 40].map(|below| frame.wrapping_sub(below))
+}
+
 /// The callee-saved registers (`rbx`, `rbp`, `r12`-`r15`) as they are at the call: what a
 /// conservative scan of a thread adds to its stack.
 #[inline(always)]

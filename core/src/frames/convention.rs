@@ -49,6 +49,11 @@ pub enum RecordValue {
     },
     /// A constant (sign-extended to 64 bits for a small one): the value's bits.
     Constant(u64),
+    /// In a callee-saved register, by its index in [`CALLEE_SAVED`](super::layout::CALLEE_SAVED)
+    /// (a statepoint whose values are live-ins: the value stays where the code keeps it). At the
+    /// return address the register holds it again, so an inner frame that used the register
+    /// saved it ([`SavedAt`](super::cursor::SavedAt)), and the callee's return brings it back.
+    Register(usize),
 }
 
 /// The register a stack slot is addressed from.
@@ -62,7 +67,7 @@ pub enum FrameBase {
 
 impl RecordValue {
     /// The slot's address in a frame with these stack and frame pointers (`None` for a
-    /// constant).
+    /// constant or a register: a register's save slot depends on the inner frames).
     pub fn address(&self, sp: u64, fp: u64) -> Option<u64> {
         match *self {
             RecordValue::Stack { base, offset, .. } => {
@@ -72,7 +77,7 @@ impl RecordValue {
                 };
                 Some(base.wrapping_add_signed(i64::from(offset)))
             }
-            RecordValue::Constant(_) => None,
+            RecordValue::Constant(_) | RecordValue::Register(_) => None,
         }
     }
 }
@@ -158,7 +163,16 @@ impl SiteState<RecordValue> {
                 Location::Constant { value, .. } => RecordValue::Constant(i64::from(value) as u64),
                 Location::ConstantIndex { value, .. } => RecordValue::Constant(value),
                 Location::Register { reg, .. } => {
-                    return (Some(site), Err(unsupported(format!("register {reg}"))));
+                    match super::layout::CALLEE_SAVED.iter().position(|&r| r == reg) {
+                        Some(index) => RecordValue::Register(index),
+                        // A call clobbers every other register: a record cannot mean one.
+                        None => {
+                            return (
+                                Some(site),
+                                Err(unsupported(format!("register {reg} (not callee-saved)"))),
+                            );
+                        }
+                    }
                 }
                 Location::Direct { reg, offset, .. } => {
                     return (
@@ -225,14 +239,16 @@ pub(crate) mod tests {
         );
         assert_eq!(state.values[0].address(0x1000, 0x2000), Some(0x1008));
 
-        let mut in_register = header(2);
-        in_register.push(Location::Constant { value: 7, size: 8 });
-        in_register.push(Location::Register {
-            reg: DwarfReg::RBX,
-            size: 8,
-        });
-        let (site, state) = SiteState::decode(&in_register);
+        let in_register = |reg| {
+            let mut locations = header(2);
+            locations.push(Location::Constant { value: 7, size: 8 });
+            locations.push(Location::Register { reg, size: 8 });
+            SiteState::decode(&locations)
+        };
+        let (site, state) = in_register(DwarfReg::R13);
         assert_eq!(site, Some(SiteId(7)));
+        assert_eq!(state.unwrap().values, [RecordValue::Register(2)]);
+        let (_, state) = in_register(DwarfReg::RAX);
         assert!(matches!(
             state,
             Err(Refusal::UnsupportedLocation { index: 0, .. })

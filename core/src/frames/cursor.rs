@@ -187,6 +187,24 @@ pub struct WalkStart {
     pub fp: u64,
     /// The return address into it the trampoline recorded.
     pub return_address: u64,
+    /// Where the innermost frame's callee-saved registers are (besides `rbp`, in
+    /// [`CALLEE_SAVED`] order).
+    pub saved: [SavedAt; 5],
+}
+
+impl WalkStart {
+    /// The start of a walk from a hypercall: the guest's stack pointer, frame pointer and
+    /// return address as the hypercall trampoline recorded them (see
+    /// [`GuestState`](crate::GuestState)). The trampoline also pushed the guest's callee-saved
+    /// registers below its own frame pointer (`sp - 16`): there the innermost frame's are.
+    pub fn at_hypercall(sp: u64, fp: u64, return_address: u64) -> WalkStart {
+        WalkStart {
+            sp,
+            fp,
+            return_address,
+            saved: crate::arch::trampoline_saves(sp.wrapping_sub(16)).map(SavedAt::Slot),
+        }
+    }
 }
 
 /// One JIT frame the cursor found, suspended at a call.
@@ -258,7 +276,7 @@ impl<'m, M: StackMemory, R: Fn(u64) -> Option<u64>> FrameCursor<'m, M, R> {
             unit: None,
             version: None,
             row: None,
-            saved: [SavedAt::Register; 5],
+            saved: start.saved,
         }
     }
 
@@ -323,9 +341,17 @@ impl<'m, M: StackMemory, R: Fn(u64) -> Option<u64>> Iterator for FrameCursor<'m,
             row,
             saved: self.saved,
         };
-        // The older frame sees this frame's save slots.
-        match row.map(|r| r.saves.as_ref()) {
-            Some(Ok(saves)) => {
+        // The older frame sees this frame's save slots (from the CFI when no record is here).
+        let unrecorded;
+        let saves = match row {
+            Some(r) => r.saves.as_ref().ok(),
+            None => {
+                unrecorded = unit.table.saves_at(return_address).ok();
+                unrecorded.as_ref()
+            }
+        };
+        match saves {
+            Some(saves) => {
                 let cfa = fp + CFA_FROM_FP_OFFSET;
                 for (at, &offset) in self.saved.iter_mut().zip(&saves.0) {
                     if offset != 0 {
@@ -333,7 +359,7 @@ impl<'m, M: StackMemory, R: Fn(u64) -> Option<u64>> Iterator for FrameCursor<'m,
                     }
                 }
             }
-            _ => self.saved = [SavedAt::Unknown; CALLEE_SAVED.len()],
+            None => self.saved = [SavedAt::Unknown; CALLEE_SAVED.len()],
         }
         self.next = older(&self.memory, fp);
         Some(frame)
@@ -420,6 +446,7 @@ mod tests {
                 sp: at(2),
                 fp: at(frames[0].0),
                 return_address: frames[0].1,
+                saved: [SavedAt::Register; 5],
             }
         }
     }

@@ -91,19 +91,38 @@ pub struct FrameRow {
 
 /// A unit's rows, sorted by return address. Built once, when the unit is published, from its
 /// `.llvm_stackmaps` and `.eh_frame`; immutable afterwards and shared by every reader.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct FrameTable {
     has_stack_map: bool,
     has_eh_frame: bool,
     rows: Box<[FrameRow]>,
+    /// The unit's call-frame information, for the save slots at return addresses that have no
+    /// record (calls that cannot reach a hypercall, but that a walk passes through).
+    cfi: Option<EhFrameSection<'static>>,
+}
+
+impl std::fmt::Debug for FrameTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameTable")
+            .field("has_stack_map", &self.has_stack_map)
+            .field("has_eh_frame", &self.has_eh_frame)
+            .field("rows", &self.rows.len())
+            .finish()
+    }
 }
 
 /// LLVM's stack-map frame size for a frame whose size is not fixed.
 const DYNAMIC_FRAME: u64 = u64::MAX;
 
 impl FrameTable {
-    /// Decodes every record of a unit and the CFI row at each record's return address.
-    pub fn build(map: Option<&StackMap<'_>>, cfi: Option<&EhFrameSection<'_>>) -> FrameTable {
+    /// Decodes every record of a unit and the CFI row at each record's return address, and
+    /// keeps the CFI (`cfi`) for the return addresses that have no record.
+    pub fn build(map: Option<&StackMap<'_>>, cfi: Option<EhFrameSection<'static>>) -> FrameTable {
+        let table = Self::decode(map, cfi.as_ref());
+        FrameTable { cfi, ..table }
+    }
+
+    fn decode(map: Option<&StackMap<'_>>, cfi: Option<&EhFrameSection<'_>>) -> FrameTable {
         let mut rows: Vec<FrameRow> = Vec::new();
         for record in map.into_iter().flat_map(|m| m.records_by_address()) {
             let return_address = record.return_address().0;
@@ -122,16 +141,7 @@ impl FrameTable {
             if !agree {
                 state = Err(Refusal::DoubtfulRecord);
             }
-            let saves = match cfi {
-                None => Err(Refusal::NoMetadata {
-                    section: EH_FRAME_SECTION,
-                }),
-                Some(cfi) => cfi
-                    .frame_info_for_return_address(ReturnAddress(return_address))
-                    .map_err(|e| e.to_string())
-                    .and_then(|info| CalleeSaves::from_cfi(&info))
-                    .map_err(|reason| Refusal::UnsupportedFrame { reason }),
-            };
+            let saves = saves_in(cfi, return_address);
             let size = record.function().stack_size();
             rows.push(FrameRow {
                 return_address,
@@ -145,6 +155,16 @@ impl FrameTable {
             has_stack_map: map.is_some(),
             has_eh_frame: cfi.is_some(),
             rows: rows.into_boxed_slice(),
+            cfi: None,
+        }
+    }
+
+    /// Where the frame suspended at `return_address` saved the callee-saved registers: its
+    /// row's, or for a return address without a record, from the unit's CFI.
+    pub fn saves_at(&self, return_address: u64) -> Result<CalleeSaves, Refusal> {
+        match self.row(return_address) {
+            Ok(row) => row.saves.clone(),
+            Err(_) => saves_in(self.cfi.as_ref(), return_address),
         }
     }
 
@@ -156,6 +176,7 @@ impl FrameTable {
             has_stack_map: true,
             has_eh_frame: true,
             rows: rows.into_boxed_slice(),
+            cfi: None,
         }
     }
 
@@ -192,6 +213,20 @@ impl FrameTable {
     /// Whether the unit has an `.eh_frame` section.
     pub fn has_eh_frame(&self) -> bool {
         self.has_eh_frame
+    }
+}
+
+/// The save slots at `return_address` by `cfi`.
+fn saves_in(cfi: Option<&EhFrameSection<'_>>, return_address: u64) -> Result<CalleeSaves, Refusal> {
+    match cfi {
+        None => Err(Refusal::NoMetadata {
+            section: EH_FRAME_SECTION,
+        }),
+        Some(cfi) => cfi
+            .frame_info_for_return_address(ReturnAddress(return_address))
+            .map_err(|e| e.to_string())
+            .and_then(|info| CalleeSaves::from_cfi(&info))
+            .map_err(|reason| Refusal::UnsupportedFrame { reason }),
     }
 }
 

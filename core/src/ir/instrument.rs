@@ -1312,6 +1312,7 @@ impl Rewriter<'_> {
                 &[state.bundle(|site| l::const_int(i64t, site))],
             );
             l::add_call_string_attribute(new, "statepoint-id", &id.0.to_string());
+
             renamed.insert(call, new);
             any = true;
             let shadow_frame = frame.and_then(|fr| values.iter().position(|&v| v == fr));

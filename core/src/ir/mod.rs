@@ -67,6 +67,47 @@ pub fn llvm_version() -> String {
     format!("{major}.{minor}.{patch}")
 }
 
+/// The environment variable that, set to `0` before the first guest loads, makes every site
+/// store its values into stack slots of their own (see [`deopt_values_in_registers`]).
+pub const DEOPT_IN_REGISTERS_ENV: &str = "UPPERCUT_DEOPT_IN_REGISTERS";
+
+/// Whether sites leave their values where the code keeps them, in callee-saved registers (the
+/// default), rather than storing each into a stack slot of its own at every site.
+///
+/// This is LLVM's `-use-registers-for-deopt-values`, a process-wide code-generation option: it
+/// is set once, when the first guest loads, from [`DEOPT_IN_REGISTERS_ENV`] (`0` turns it off),
+/// and holds for every engine of the process. Values in callee-saved registers are found by the
+/// frame walk where the inner frames' prologues saved them, and by a lazy transfer as the
+/// callee returns them; the option keeps caller-saved registers out of the records (they are
+/// spilled at each site), which statepoints whose values are mere live-ins do not.
+pub fn deopt_values_in_registers() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        let on = std::env::var(DEOPT_IN_REGISTERS_ENV).map_or(true, |v| v.trim() != "0");
+        if on {
+            // O0's fast register allocator cannot fold a statepoint's register operands into
+            // stack slots and runs out of registers on a site with many values: every level
+            // gets the allocator that can (`-optimize-regalloc`).
+            let args = [
+                c"uppercut".as_ptr(),
+                c"-use-registers-for-deopt-values".as_ptr(),
+                c"-optimize-regalloc".as_ptr(),
+            ];
+            // SAFETY: two NUL-terminated strings that outlive the call, and no overview; LLVM
+            // parses them into its option registry (this runs once per process, before any
+            // code generation, so no compilation reads the option while it changes).
+            unsafe {
+                llvm_sys::support::LLVMParseCommandLineOptions(
+                    args.len() as i32,
+                    args.as_ptr(),
+                    std::ptr::null(),
+                )
+            };
+        }
+        on
+    })
+}
+
 /// The LLVM context and the prepared guest module, from which every unit is extracted.
 pub(crate) struct Ir {
     // Field order is drop order: the module borrows `_context` and goes first.
@@ -261,6 +302,7 @@ impl Ir {
                 message,
             }
         })?;
+        deopt_values_in_registers();
         let context = Box::new(Context::create());
         // SAFETY: the context is boxed, so its address is stable; `Ir` drops the module before
         // the box (field order), and no `'static` borrow leaves this module: every method hands
@@ -589,7 +631,10 @@ impl Ir {
         for &f in &gc_functions {
             for b in llvm::blocks(f) {
                 for i in llvm::instructions(b) {
-                    if llvm::is_call(i) && llvm::deopt_operands(i).is_none() {
+                    if !llvm::is_call(i) {
+                        continue;
+                    }
+                    if llvm::deopt_operands(i).is_none() {
                         llvm::add_call_string_attribute(i, "gc-leaf-function", "");
                     }
                 }

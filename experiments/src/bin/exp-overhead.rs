@@ -14,7 +14,15 @@
 //! - `call`, `shadow` and `call+loop`, `shadow`: the same with
 //!   [`Instrumentation::shadow_discovery`]: every function with sites also opens a
 //!   shadow-stack frame that records its machine frame and stores the id of each site before
-//!   its call (the statepoint records stay).
+//!   its call (the statepoint records stay);
+//! - `call+loop`, `statepoint:T`: `call+loop`, `statepoint` with one of the techniques that make
+//!   readiness cheap turned off, one row each ([`TECHNIQUES`]): `global-counters` (loop
+//!   counters in a global, decremented at every pass), `no-call-graph` (every indirect call a
+//!   site), `shadow-locals` (every address-taken local in a shadow-stack frame). What a
+//!   technique buys is its row's overhead beyond the `statepoint` row's. The fourth, values left
+//!   in callee-saved registers ([`uppercut_core::deopt_values_in_registers`]), is an LLVM option
+//!   of the whole process: the setting `deopt_values_in_registers` says which way this run went
+//!   (run with `UPPERCUT_DEOPT_IN_REGISTERS=0` for the other).
 //!
 //! **Guests.** The nine kernels of the suite (`experiments/kernels/*.c`, run through `main`)
 //! make no hypercall, and none has an indirect call, so with `loop_sites = false` no call can
@@ -116,8 +124,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use uppercut_core::{
-    CallbackError, Engine, EngineOptions, Hypercall, Instrumentation, OptLevel, SITE_CALLBACK,
-    SiteKind,
+    CallbackError, Engine, EngineOptions, Hypercall, Instrumentation, LoopCounters, OptLevel,
+    SITE_CALLBACK, SiteKind,
 };
 use uppercut_experiments::harness::{self, Args, Progress};
 use uppercut_experiments::report::{Report, Row};
@@ -131,13 +139,38 @@ fn main() {
     )
 }
 
-/// The configurations, in the order they run within a repetition: `(sites, metadata)`.
-const CONFIGS: [(&str, &str); 5] = [
+/// The configurations, in the order they run within a repetition: `(sites, metadata)`. A
+/// metadata of `statepoint:T` is `statepoint` with one of the techniques that make readiness
+/// cheap turned off ([`TECHNIQUES`]): what that technique buys is its row's overhead beyond
+/// the `statepoint` row's.
+const CONFIGS: [(&str, &str); 8] = [
     ("none", "none"),
     ("call", "statepoint"),
     ("call+loop", "statepoint"),
     ("call", "shadow"),
     ("call+loop", "shadow"),
+    ("call+loop", "statepoint:global-counters"),
+    ("call+loop", "statepoint:no-call-graph"),
+    ("call+loop", "statepoint:shadow-locals"),
+];
+
+/// The techniques a `statepoint:T` configuration turns off, and what `T` means.
+const TECHNIQUES: [(&str, &str); 3] = [
+    (
+        "global-counters",
+        "loop sites decrement a global counter at every pass (LoopCounters::Global) instead of \
+         counting in a register and charging the global in chunks",
+    ),
+    (
+        "no-call-graph",
+        "every indirect call is a site (Instrumentation::call_graph off), not only those that \
+         can reach a function that can reach a hypercall",
+    ),
+    (
+        "shadow-locals",
+        "every local whose address is taken lives in a shadow-stack frame \
+         (Instrumentation::frame_locals off), not only those a site's callee could reach",
+    ),
 ];
 
 /// The instrumentation of a configuration (`None` for the baseline).
@@ -145,14 +178,22 @@ fn instrumentation(sites: &str, metadata: &str) -> Option<Instrumentation> {
     if sites == "none" {
         return None;
     }
-    Some(Instrumentation {
+    let (strategy, off) = metadata.split_once(':').unwrap_or((metadata, ""));
+    let mut instrument = Instrumentation {
         loop_sites: sites == "call+loop",
         entry_sites: false,
         store_sites: Vec::new(),
         initial_count: i64::MAX,
-        shadow_discovery: metadata == "shadow",
+        shadow_discovery: strategy == "shadow",
         ..Instrumentation::default()
-    })
+    };
+    match off {
+        "global-counters" => instrument.loop_counters = LoopCounters::Global,
+        "no-call-graph" => instrument.call_graph = false,
+        "shadow-locals" => instrument.frame_locals = false,
+        _ => {}
+    }
+    Some(instrument)
 }
 
 /// Arguments of a suite kernel for the full run: `(name, at O0, at O2)`, each about 0.1 s
@@ -292,6 +333,17 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
     report.environment.clang = clang.version().to_owned();
     report.setting("repetitions", reps);
     report.setting("configs", config_names(&CONFIGS));
+    report.setting(
+        "deopt_values_in_registers",
+        uppercut_core::deopt_values_in_registers(),
+    );
+    report.setting(
+        "techniques_off",
+        TECHNIQUES
+            .iter()
+            .map(|(t, what)| format!("statepoint:{t}: {what}"))
+            .collect::<Vec<_>>(),
+    );
     report.setting(
         "o0_ir",
         "clang -O0 -Xclang -disable-O0-optnone, then opt -passes='function(sroa<modify-cfg>,mem2reg)'",

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! When the callee returns into it, the stub below saves the machine state, lets
-//! [`uppercut_osr_resume`] read the frame's values into the thread's transfer buffer and work
+//! [`uppercut_osr_resume`] read the frame's values (from its slots, and from the callee-saved
+//! registers as the callee returned them) into the thread's transfer buffer and work
 //! out the old frame's caller's state from the call-frame information, and jumps to the
 //! continuation as if the old frame's caller had called it:
 //!
@@ -268,7 +269,16 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
         }
         // SAFETY: the frame is live and suspended at the descriptor's return address, so its
         // values are where the descriptor says relative to `sp` and `fp`.
-        let buffer = unsafe { transfer::capture(descriptor, sp, fp, save.rax, save.xmm0[0]) };
+        let buffer = unsafe {
+            transfer::capture(
+                descriptor,
+                sp,
+                fp,
+                &save.callee_saved,
+                save.rax,
+                save.xmm0[0],
+            )
+        };
         for (value, &offset) in save.callee_saved.iter_mut().zip(&descriptor.saves.0) {
             if offset != 0 {
                 // SAFETY: the CFI says the frame's prologue saved this register at CFA +

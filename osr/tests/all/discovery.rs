@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 
+use uppercut_core::frames::SavedAt;
 use uppercut_core::{
     CallbackError, Engine, EngineOptions, Hypercall, Instrumentation, OptLevel as Level, SiteId,
     SiteKind, VersionKind,
@@ -223,8 +224,13 @@ fn discovery_agrees_with_the_frame_pointer_walk() {
                         return Err(format!("{opt:?}: {e}").into());
                     }
                 }
+                // The chain does not say where inner frames saved registers: compare the rest.
                 let discovered = ok_frames(&found);
-                assert_eq!(discovered, walked, "{opt:?}: the two walks disagree");
+                assert_eq!(
+                    without_saves(discovered.clone()),
+                    without_saves(walked.clone()),
+                    "{opt:?}: the two walks disagree"
+                );
                 assert!(
                     found
                         .iter()
@@ -308,8 +314,8 @@ fn discovery_finds_the_frame_below_qsort_and_moves_it() {
                 // The frame-pointer walk sees the comparator, not `run`.
                 assert!(walked.iter().all(|f| f.version.function != "run"));
                 assert_eq!(
-                    found[0].frame.as_ref().ok(),
-                    walked.first(),
+                    without_saves(found[0].frame.iter().cloned().collect()),
+                    without_saves(walked.iter().take(1).cloned().collect()),
                     "{opt:?}: both see the comparator's frame alike"
                 );
                 let run = found[1].frame.clone().map_err(failed)?;
@@ -436,4 +442,16 @@ int main(void) {
         assert_eq!(native.stdout, b"main: 5\nreport: 295\n");
         compare(&native, &jitted).unwrap_or_else(|report| panic!("{opt:?}:\n{report}"));
     }
+}
+
+/// Frames as both walks see them: where inner frames saved the callee-saved registers is known
+/// only to the frame-pointer walk.
+fn without_saves(frames: Vec<Frame>) -> Vec<Frame> {
+    frames
+        .into_iter()
+        .map(|f| Frame {
+            saved: [SavedAt::Unknown; 5],
+            ..f
+        })
+        .collect()
 }

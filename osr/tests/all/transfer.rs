@@ -25,6 +25,50 @@ fn engine(fixture: &str, opt: OptLevel) -> Engine {
     Engine::from_bytes(text.as_bytes(), fixture, options).expect("load the fixture")
 }
 
+/// With values in registers (the process's default, `uppercut_core::deopt_values_in_registers`),
+/// code generation at O2 leaves integer values in callee-saved registers, and the records say
+/// so (at O0 every value crossing a block lives in a stack slot anyway); the tests below then
+/// move frames whose values are in registers. At both levels, no record names a caller-saved
+/// register.
+#[test]
+fn values_stay_in_callee_saved_registers() {
+    use uppercut_core::frames::RecordValue;
+    assert!(uppercut_core::deopt_values_in_registers());
+    for opt in LEVELS {
+        for fixture in ["kinds.ll", "recursion.ll"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/ir")
+                .join(fixture);
+            let options = EngineOptions {
+                opt_level: opt,
+                compile: uppercut_core::CompileMode::Eager,
+                ..Default::default()
+            };
+            let engine = Engine::from_file(&path, options).unwrap();
+            engine.compile().unwrap();
+            let rows: Vec<_> = engine
+                .code_map()
+                .units()
+                .flat_map(|u| u.table.rows().to_vec())
+                .collect();
+            // Every site's record decodes: no value is in a caller-saved register.
+            assert!(rows.iter().all(|r| r.state.is_ok()), "{fixture} at {opt}");
+            let in_registers = rows
+                .iter()
+                .filter_map(|r| r.state.as_ref().ok())
+                .flat_map(|state| &state.values)
+                .filter(|v| matches!(v, RecordValue::Register(_)))
+                .count();
+            if opt == OptLevel::O2 {
+                assert!(
+                    in_registers > 0,
+                    "{fixture} at {opt}: no value in a register"
+                );
+            }
+        }
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> CallbackError {
     CallbackError(e.to_string())
 }
