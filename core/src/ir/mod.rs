@@ -92,6 +92,7 @@ pub fn deopt_values_in_registers() -> bool {
                 c"uppercut".as_ptr(),
                 c"-use-registers-for-deopt-values".as_ptr(),
                 c"-optimize-regalloc".as_ptr(),
+                c"-restrict-statepoint-remat".as_ptr(),
             ];
             // SAFETY: two NUL-terminated strings that outlive the call, and no overview; LLVM
             // parses them into its option registry (this runs once per process, before any
