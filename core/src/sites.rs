@@ -103,10 +103,11 @@ pub enum LoopCounters {
     /// Passes are counted in a register of the function and charged to the global in chunks
     /// (strip-mining): the loop header decrements a local count and branches; only when it
     /// runs out does the code read the global, charge the next chunk to it (or fire, when the
-    /// global runs out), and refill the local count. A chunk starts at one pass each time the
-    /// loop is entered and doubles up to [`REGISTER_CHUNK`] passes, so the global is never
-    /// charged for more than twice the passes that ran (plus one), and a count stored into it
-    /// is seen within [`REGISTER_CHUNK`] passes. A loop whose global is exhausted and not refilled
+    /// global runs out), and refill the local count. A chunk starts at one pass at the
+    /// function's entry and after each call it makes (so that the count is never live across a
+    /// call), and doubles up to [`REGISTER_CHUNK`] passes: the global is never charged for more
+    /// than twice the passes that ran (plus one), and a count stored into it is seen within
+    /// [`REGISTER_CHUNK`] passes. A loop whose global is exhausted and not refilled
     /// fires at every pass, as with [`LoopCounters::Global`].
     ///
     /// The local count is a value of the function that no site's state carries: a frame

@@ -438,25 +438,17 @@ fn only_dereferenced(call: Value, arg: u32) -> bool {
     })
 }
 
-/// The predecessors of `header` that `header` does not dominate: where its loop is entered
-/// from outside (for an irreducible cycle, every predecessor that can be reached without it).
-fn entering_preds(f: Value, header: Block) -> Vec<Block> {
-    let blocks = l::blocks(f);
-    let Some(&entry) = blocks.first() else {
-        return Vec::new();
-    };
-    let mut seen: HashSet<Block> = HashSet::from([entry]);
-    let mut stack = vec![entry];
-    while let Some(b) = stack.pop() {
-        for s in l::successors(b) {
-            if s != header && seen.insert(s) {
-                stack.push(s);
-            }
-        }
-    }
-    blocks
+/// The calls of `f` after which register loop counts start afresh: every call but of an
+/// intrinsic (which is no call once compiled, or one into code that never calls back).
+fn calls_to_reset_after(f: Value) -> Vec<Value> {
+    l::blocks(f)
         .into_iter()
-        .filter(|b| seen.contains(b) && l::successors(*b).contains(&header))
+        .flat_map(l::instructions)
+        .filter(|&i| {
+            l::is_call(i)
+                && !l::is_inline_asm(l::called_value(i))
+                && !l::called_function(i).is_some_and(|c| value_name(c).starts_with("llvm."))
+        })
         .collect()
 }
 
@@ -733,8 +725,8 @@ impl Rewriter<'_> {
     /// fresh counter global in chunks, and fires the site when the global runs out.
     ///
     /// Two `i64`s of the function hold the state: `k`, the passes until the next sync, and
-    /// `e`, the next chunk's size as a power of two (the chunk doubles from one pass each time
-    /// the loop is entered up to [`REGISTER_CHUNK`]). Both live in stack slots of the machine
+    /// `e`, which sizes the next chunk (`2^e / 2` passes besides the sync's own: none at the
+    /// function's entry and after each call it makes, then doubling up to [`REGISTER_CHUNK`]). Both live in stack slots of the machine
     /// frame, which every optimising pipeline turns into registers (SROA: a pass costs a
     /// decrement and a fused branch, and `e`, read only by syncs, is cheap to spill), while
     /// code built without one (O0, where every value that crosses a block goes through
@@ -743,26 +735,19 @@ impl Rewriter<'_> {
     /// `continuation::rebuild`), which costs at most an early sync.
     ///
     /// ```text
-    /// entry, and every edge into the loop:
+    /// entry, and after every call:
     ///            k = 1; e = 0                                  (stack slots)
     /// at:        k = k - 1; k > 0 ? next : osr.sync            (the only work of most passes)
     /// osr.sync:  g = counter - 1; g <= 0 ? osr.fire : osr.chunk
-    /// osr.chunk: take = min(1 << e, g - 1); counter = g - take; k = take + 1;
-    ///            e = min(e + 1, log2 REGISTER_CHUNK); br next
+    /// osr.chunk: take = min((1 << e) / 2, g - 1); counter = g - take; k = take + 1;
+    ///            e = min(e + 1, log2 REGISTER_CHUNK + 1); br next
     /// osr.fire:  counter = g; PerformCustomCallback(...) ["deopt"]; k = 1; br next
     /// ```
     ///
     /// A sync charges its own pass and the `take` passes that follow without one, so the
-    /// global is exact up to the chunk charged and not used when the loop is left (never more
-    /// than the passes of that stay in the loop, plus one).
-    fn count_in_register(
-        &mut self,
-        f: Value,
-        builder: &Builder,
-        header: Block,
-        next: Block,
-        kind: SiteKind,
-    ) {
+    /// global is exact up to the chunk charged and not used when the function calls out or
+    /// returns (never more than the passes since the last call, plus one).
+    fn count_in_register(&mut self, f: Value, builder: &Builder, next: Block, kind: SiteKind) {
         let counter = self.counter_global();
         let i64t = l::int_type(self.ctx, 64);
         let one = l::const_int(i64t, 1);
@@ -774,15 +759,19 @@ impl Rewriter<'_> {
         at_entry.store(one, k_slot);
         at_entry.store(zero(i64t), e_slot);
         self.count_slots.extend([k_slot, e_slot]);
-        // Each way into the loop starts afresh, so that neither value is live outside it (a
-        // value live across the calls around an inner loop would be spilled at each pass).
-        let at_edge = Builder::new(self.ctx);
-        for pred in entering_preds(f, header) {
-            at_edge.before(l::terminator(pred).expect("a block ends with a terminator"));
-            at_edge.store(one, k_slot);
-            at_edge.store(zero(i64t), e_slot);
+        // Every call of the function starts them afresh after it returns, so that neither is
+        // live across a call (a value live across the calls around an inner loop would be
+        // spilled and reloaded at each pass); call-free code keeps its chunk across loop exits
+        // and entries.
+        let at_call = Builder::new(self.ctx);
+        for call in calls_to_reset_after(f) {
+            // SAFETY: a call is never a terminator here (an invoke is not a call): an
+            // instruction follows it.
+            let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(call) };
+            at_call.before(next);
+            at_call.store(one, k_slot);
+            at_call.store(zero(i64t), e_slot);
         }
-
         let k = builder.load(i64t, k_slot, "osr.k");
         let k1 = builder.sub(k, one, "osr.k1");
         builder.store(k1, k_slot);
@@ -819,7 +808,8 @@ impl Rewriter<'_> {
 
         at.at_end(chunk);
         let e = at.load(i64t, e_slot, "osr.e");
-        let step = at.shl(one, e, "osr.step");
+        // 2^e / 2: the first sync after a start charges only its own pass.
+        let step = at.lshr(at.shl(one, e, ""), one, "osr.step");
         let room = at.sub(g1, one, "osr.room");
         let take = at.smin(step, room, "osr.take");
         let rest = at.sub(g1, take, "osr.rest");
@@ -828,7 +818,7 @@ impl Rewriter<'_> {
         at.store(k2, k_slot);
         let e1 = at.smin(
             at.add(e, one, ""),
-            l::const_int(i64t, u64::from(REGISTER_CHUNK.trailing_zeros())),
+            l::const_int(i64t, u64::from(REGISTER_CHUNK.trailing_zeros()) + 1),
             "osr.e1",
         );
         at.store(e1, e_slot);
@@ -915,7 +905,7 @@ impl Rewriter<'_> {
         match self.config.loop_counters {
             LoopCounters::Global => self.count_and_fire(f, &builder, header, SiteKind::Loop),
             LoopCounters::Register => {
-                self.count_in_register(f, &builder, count, header, SiteKind::Loop);
+                self.count_in_register(f, &builder, header, SiteKind::Loop);
             }
         }
     }

@@ -580,6 +580,12 @@ impl Builder {
         unsafe { llc::LLVMBuildShl(self.0, a, b, c.as_ptr()) }
     }
 
+    pub(crate) fn lshr(&self, a: Value, b: Value, name: &str) -> Value {
+        let c = c_name(name);
+        // SAFETY: as for `sub`.
+        unsafe { llc::LLVMBuildLShr(self.0, a, b, c.as_ptr()) }
+    }
+
     pub(crate) fn icmp(
         &self,
         predicate: llvm_sys::LLVMIntPredicate,
