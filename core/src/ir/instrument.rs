@@ -438,7 +438,7 @@ fn only_dereferenced(call: Value, arg: u32) -> bool {
     })
 }
 
-/// The calls of `f` after which register loop counts start afresh: every call but of an
+/// The calls of `f` after which register loop counts may start afresh: every call but of an
 /// intrinsic (which is no call once compiled, or one into code that never calls back).
 fn calls_to_reset_after(f: Value) -> Vec<Value> {
     l::blocks(f)
@@ -759,12 +759,23 @@ impl Rewriter<'_> {
         at_entry.store(one, k_slot);
         at_entry.store(zero(i64t), e_slot);
         self.count_slots.extend([k_slot, e_slot]);
-        // Every call of the function starts them afresh after it returns, so that neither is
-        // live across a call (a value live across the calls around an inner loop would be
-        // spilled and reloaded at each pass); call-free code keeps its chunk across loop exits
-        // and entries.
+        // Every call that stays a call starts them afresh after it returns, so that neither is
+        // live across one (a value live across the calls around an inner loop would be spilled
+        // and reloaded at each pass); call-free code keeps its chunk across loop exits and
+        // entries.
         let at_call = Builder::new(self.ctx);
-        for call in calls_to_reset_after(f) {
+        let calls: Vec<Value> = calls_to_reset_after(f)
+            .into_iter()
+            .filter(|&c| {
+                // Calls that stay calls: sites (their callees are never inlined into versions)
+                // and calls into libraries. A guest function without sites may well be inlined,
+                // and a start after it would then cost a sync at every pass.
+                self.marked.contains_key(&c)
+                    || self.call_site_kind(c).is_some()
+                    || l::called_function(c).is_none_or(l::is_declaration)
+            })
+            .collect();
+        for call in calls {
             // SAFETY: a call is never a terminator here (an invoke is not a call): an
             // instruction follows it.
             let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(call) };
