@@ -17,6 +17,11 @@
 //!                                              ...   __uppercut_shadow_pop(%sf); ret
 //! ```
 //!
+//! (The picture counts in the global, as [`LoopCounters::Global`] does; by default a loop counts
+//! in a register and charges the global in chunks, [`LoopCounters::Register`]. A scalar local
+//! that no site's callee can reach stays in the machine frame instead, its contents part of
+//! each site's state: [`Instrumentation::frame_locals`].)
+//!
 //! A call carries a site (a `"deopt"` bundle with its id and the base program's live values)
 //! when it can reach a hypercall, by the module's call graph: a call of `PerformCustomCallback`
 //! or of a guest function that can reach one, an indirect call when some guest function whose
