@@ -865,31 +865,10 @@ impl Transfers {
             slot: frame.return_address_slot,
             reason: "this thread's stack bounds are unknown".to_owned(),
         })?;
+        let at = (frame.stack_pointer, frame.frame_pointer, &frame.saved);
         slots
             .iter()
-            .map(|slot| {
-                let address = match slot.source {
-                    Source::Constant => return Ok(slot.bits),
-                    Source::Sp => frame
-                        .stack_pointer
-                        .wrapping_add_signed(i64::from(slot.offset)),
-                    Source::Fp => frame
-                        .frame_pointer
-                        .wrapping_add_signed(i64::from(slot.offset)),
-                    Source::Register => register_slot(return_address, &frame.saved, slot.offset)?,
-                };
-                if !window.contains(address, u64::from(slot.width)) {
-                    return Err(Error::StaleFrame {
-                        return_address,
-                        slot: frame.return_address_slot,
-                        reason: format!(
-                            "a value at {address:#x} is outside this thread's live stack"
-                        ),
-                    });
-                }
-                // SAFETY: the bytes lie in this thread's live stack (checked above).
-                Ok(unsafe { load(address, slot.width) } & slot.bits)
-            })
+            .map(|slot| read_value(&window, slot, at, return_address, frame.return_address_slot))
             .collect()
     }
 
@@ -1187,31 +1166,14 @@ fn capture_into(
     slot: u64,
     values: &mut Vec<u64>,
 ) -> Result<([u64; arch::RESTORED.len()], u64)> {
-    let (sp, fp, saved) = frame;
-    let read = |address: u64, width: u8| -> Result<u64> {
-        if !window.contains(address, u64::from(width)) {
-            return Err(Error::StaleFrame {
-                return_address: descriptor.return_address,
-                slot,
-                reason: format!("{address:#x} is outside this thread's live stack"),
-            });
-        }
-        // SAFETY: the bytes lie in this thread's live stack (checked above).
-        Ok(unsafe { load(address, width) })
-    };
+    let return_address = descriptor.return_address;
     for value in &descriptor.values {
-        let address = match value.source {
-            Source::Constant => {
-                values.push(value.bits);
-                continue;
-            }
-            Source::Sp => sp.wrapping_add_signed(i64::from(value.offset)),
-            Source::Fp => fp.wrapping_add_signed(i64::from(value.offset)),
-            Source::Register => register_slot(descriptor.return_address, saved, value.offset)?,
-        };
-        values.push(read(address, value.width)? & value.bits);
+        values.push(read_value(window, value, frame, return_address, slot)?);
     }
-    let cfa = fp + arch::CFA_FROM_FP_OFFSET;
+    let read = |address: u64, width: u8| -> Result<u64> {
+        checked_load(window, address, width, return_address, slot)
+    };
+    let cfa = frame.1 + arch::CFA_FROM_FP_OFFSET;
     let mut saves = [0u64; arch::RESTORED.len()];
     for (saved, &offset) in saves.iter_mut().zip(&descriptor.saves.0) {
         if offset != 0 {
@@ -1220,6 +1182,45 @@ fn capture_into(
     }
     let caller_fp = read(cfa.wrapping_add_signed(arch::SAVED_FP_FROM_CFA), 8)?;
     Ok((saves, caller_fp))
+}
+
+/// One value of a frame suspended at `return_address` (its return-address slot `slot`), with
+/// these stack and frame pointers and callee-saved register save slots, as a transfer passes it;
+/// every address read is checked against `window`.
+fn read_value(
+    window: &ThreadStack,
+    value: &ValueSlot,
+    (sp, fp, saved): (u64, u64, &[SavedAt; 5]),
+    return_address: u64,
+    slot: u64,
+) -> Result<u64> {
+    let address = match value.source {
+        Source::Constant => return Ok(value.bits),
+        Source::Sp => sp.wrapping_add_signed(i64::from(value.offset)),
+        Source::Fp => fp.wrapping_add_signed(i64::from(value.offset)),
+        Source::Register => register_slot(return_address, saved, value.offset)?,
+    };
+    Ok(checked_load(window, address, value.width, return_address, slot)? & value.bits)
+}
+
+/// `width` bytes at `address`, zero-extended, if they lie in `window` (the frame at
+/// `return_address`, whose return-address slot is `slot`, is stale otherwise).
+fn checked_load(
+    window: &ThreadStack,
+    address: u64,
+    width: u8,
+    return_address: u64,
+    slot: u64,
+) -> Result<u64> {
+    if !window.contains(address, u64::from(width)) {
+        return Err(Error::StaleFrame {
+            return_address,
+            slot,
+            reason: format!("{address:#x} is outside this thread's live stack"),
+        });
+    }
+    // SAFETY: the bytes lie in this thread's live stack (checked above).
+    Ok(unsafe { load(address, width) })
 }
 
 /// Where the frame's callee-saved register `register` ([`arch::RESTORED`] order) is saved, as

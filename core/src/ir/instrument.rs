@@ -428,12 +428,18 @@ fn only_dereferenced(call: Value, arg: u32) -> bool {
     let Some(&param) = l::params(callee).get(arg as usize) else {
         return false;
     };
-    l::uses(param).into_iter().all(|(user, index)| {
+    dereferenced_or(param, |_, _| false)
+}
+
+/// Whether every use of the pointer `p` is an instruction that loads through it, stores through
+/// it (not the pointer itself), or one that `other` accepts (`other(user, operand index)`).
+fn dereferenced_or(p: Value, other: impl Fn(Value, u32) -> bool) -> bool {
+    l::uses(p).into_iter().all(|(user, index)| {
         l::is_instruction(user)
             && match l::opcode(user) {
                 LLVMOpcode::LLVMLoad => true,
                 LLVMOpcode::LLVMStore => index == 1,
-                _ => false,
+                _ => other(user, index),
             }
     })
 }
@@ -988,23 +994,14 @@ impl Rewriter<'_> {
         {
             return false;
         }
-        l::uses(a).into_iter().all(|(user, index)| {
-            if !l::is_instruction(user) {
-                return false;
-            }
-            match l::opcode(user) {
-                LLVMOpcode::LLVMLoad => true,
-                LLVMOpcode::LLVMStore => index == 1,
-                LLVMOpcode::LLVMCall => {
-                    index < l::arg_count(user)
-                        && l::called_function(user).is_some()
-                        && !self.marked.contains_key(&user)
-                        && self.call_site_kind(user).is_none()
-                        && (l::has_arg_attribute(user, index, "nocapture")
-                            || only_dereferenced(user, index))
-                }
-                _ => false,
-            }
+        dereferenced_or(a, |user, index| {
+            l::opcode(user) == LLVMOpcode::LLVMCall
+                && index < l::arg_count(user)
+                && l::called_function(user).is_some()
+                && !self.marked.contains_key(&user)
+                && self.call_site_kind(user).is_none()
+                && (l::has_arg_attribute(user, index, "nocapture")
+                    || only_dereferenced(user, index))
         })
     }
 
