@@ -51,7 +51,7 @@ use crate::hypercall::{self, Callback, Callbacks};
 use crate::ir::{self, Ir, Linker, ModuleFacts, Resume, ResumePart, UnitSpec};
 use crate::perf::{self, PerfMode};
 use crate::sites::{Instrumentation, OsrModule};
-use crate::types::{OptLevel, SiteId, UnitId, VersionId};
+use crate::types::{OptLevel, Readiness, SiteId, UnitId, VersionId};
 
 /// How an engine compiles.
 #[derive(Debug, Clone)]
@@ -178,6 +178,8 @@ pub struct VersionInfo {
     pub kind: VersionKind,
     /// The globals it was specialised on, with the values it assumes (their bits).
     pub specialisation: Vec<(String, u64)>,
+    /// Which of the function's sites it keeps ([`Readiness::Final`]: none but store sites).
+    pub readiness: Readiness,
 }
 
 impl VersionInfo {
@@ -192,21 +194,27 @@ impl VersionInfo {
             &self.function,
             self.opt_level,
             &self.specialisation,
+            self.readiness,
             self.kind,
         )
     }
 }
 
 /// How debuggers, profilers and frame dumps name a version's code: its function, then its level,
-/// the values it was specialised on, and which part of a continuation it is, e.g.
-/// `hot_loop [O2]`, `hot_loop [O2, mode=1]`, `hot_loop [O2, continuation of site7]`.
+/// the values it was specialised on, whether it is final, and which part of a continuation it
+/// is, e.g. `hot_loop [O2]`, `hot_loop [O2, mode=1]`, `hot_loop [O2 final]`,
+/// `hot_loop [O2, continuation of site7]`.
 pub fn version_label(
     function: &str,
     opt_level: OptLevel,
     specialisation: &[(String, u64)],
+    readiness: Readiness,
     kind: VersionKind,
 ) -> String {
     let mut label = format!("{function} [{opt_level}");
+    if readiness == Readiness::Final {
+        label.push_str(" final");
+    }
     if !specialisation.is_empty() {
         label.push_str(", ");
         label.push_str(&specialisation_text(specialisation));
@@ -264,6 +272,9 @@ pub struct VersionRequest {
     /// the entries led to before is then retired ([`Engine::retire_unit`]); a version compiled
     /// without relinking is the caller's to retire.
     pub relink: bool,
+    /// Which of the function's sites the version keeps. A [`Readiness::Final`] version cannot
+    /// be specialised.
+    pub readiness: Readiness,
 }
 
 impl VersionRequest {
@@ -274,6 +285,7 @@ impl VersionRequest {
             opt_level,
             specialisation: Vec::new(),
             relink: true,
+            readiness: Readiness::Sites,
         }
     }
 }
@@ -574,6 +586,7 @@ impl Engine {
                 specialise: &[],
                 data: true,
                 inline: &[],
+                readiness: Readiness::Sites,
             };
             self.compile_unit(&ir, &spec)?;
             self.state().compiled = true;
@@ -604,6 +617,7 @@ impl Engine {
             specialise: &[],
             data: true,
             inline: &[],
+            readiness: Readiness::Sites,
         };
         let linked = self
             .compile_unit(&ir, &spec)
@@ -700,6 +714,7 @@ impl Engine {
             return Err(Error::NoSuchFunction(function.to_owned()));
         }
         self.check_specialisation(&request.specialisation)?;
+        check_final(request.readiness, &request.specialisation)?;
         if request.relink {
             if let Some(done) = self.relink_cached(request)? {
                 return Ok(done);
@@ -709,24 +724,7 @@ impl Engine {
         let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.{unit_index}", ir.origin());
         let keep = [function.to_owned()];
-        // Above O0 the unit carries its small callees' bodies, so that the optimiser can
-        // inline them as it would in the whole program.
-        let inline = if request.opt_level == OptLevel::O0 {
-            Vec::new()
-        } else {
-            let grouped: Vec<String> = self
-                .state()
-                .grouped
-                .iter()
-                .map(|(f, _)| f.clone())
-                .collect();
-            ir.inline_candidates(
-                function,
-                &grouped,
-                INLINE_MAX_INSTRUCTIONS,
-                INLINE_MAX_CALLEES,
-            )?
-        };
+        let inline = self.inline_candidates(&ir, function, request.opt_level, request.readiness)?;
         let spec = UnitSpec {
             name: &name,
             functions: Some(&keep),
@@ -735,6 +733,7 @@ impl Engine {
             specialise: &request.specialisation,
             data: false,
             inline: &inline,
+            readiness: request.readiness,
         };
         let (versions, mut times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -776,6 +775,7 @@ impl Engine {
                         && v.kind == VersionKind::Function
                         && v.opt_level == request.opt_level
                         && v.specialisation == request.specialisation
+                        && v.readiness == request.readiness
                         && !state.retired.contains(&v.unit)
                         && !state.stale.contains(id)
                 })
@@ -886,6 +886,20 @@ impl Engine {
         opt: OptLevel,
         specialisation: &[(String, u64)],
     ) -> Result<Continuation> {
+        self.compile_continuation_as(function, site, opt, specialisation, Readiness::Sites)
+    }
+
+    /// [`Engine::compile_continuation`], keeping the function's sites as `readiness` says: a
+    /// [`Readiness::Final`] continuation is where a frame goes to stay (its loops count
+    /// nothing, its calls may be inlined), and cannot be specialised.
+    pub fn compile_continuation_as(
+        &self,
+        function: &str,
+        site: SiteId,
+        opt: OptLevel,
+        specialisation: &[(String, u64)],
+        readiness: Readiness,
+    ) -> Result<Continuation> {
         let osr = self.osr_of(function)?;
         let info = osr.site(site).ok_or_else(|| Error::NoSuchSite {
             function: function.to_owned(),
@@ -900,11 +914,13 @@ impl Engine {
             });
         }
         self.check_specialisation(specialisation)?;
+        check_final(readiness, specialisation)?;
         let ir = self.ir();
         let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.osr.{}.{unit_index}", ir.origin(), site.0);
         let symbol = format!("{function}.osr.{}.{unit_index}", site.0);
         let keep = [function.to_owned()];
+        let inline = self.inline_candidates(&ir, function, opt, readiness)?;
         let spec = UnitSpec {
             name: &name,
             functions: Some(&keep),
@@ -912,7 +928,8 @@ impl Engine {
             continuation: Some(Resume::Site(site, &symbol)),
             specialise: specialisation,
             data: false,
-            inline: &[],
+            inline: &inline,
+            readiness,
         };
         let (versions, times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -950,6 +967,18 @@ impl Engine {
         opt: OptLevel,
         specialisation: &[(String, u64)],
     ) -> Result<MultiContinuation> {
+        self.compile_multi_continuation_as(function, opt, specialisation, Readiness::Sites)
+    }
+
+    /// [`Engine::compile_multi_continuation`], keeping the function's sites as `readiness`
+    /// says (see [`Engine::compile_continuation_as`]).
+    pub fn compile_multi_continuation_as(
+        &self,
+        function: &str,
+        opt: OptLevel,
+        specialisation: &[(String, u64)],
+        readiness: Readiness,
+    ) -> Result<MultiContinuation> {
         let osr = self.osr_of(function)?;
         let mut sites: Vec<SiteId> = osr
             .sites()
@@ -964,6 +993,7 @@ impl Engine {
             )));
         }
         self.check_specialisation(specialisation)?;
+        check_final(readiness, specialisation)?;
         let ir = self.ir();
         let unit_index = self.state().next_unit;
         let name = format!("{}#{function}.osr.all.{unit_index}", ir.origin());
@@ -973,6 +1003,7 @@ impl Engine {
             .map(|&site| (site, format!("{function}.osr.{}.{unit_index}", site.0)))
             .collect();
         let keep = [function.to_owned()];
+        let inline = self.inline_candidates(&ir, function, opt, readiness)?;
         let spec = UnitSpec {
             name: &name,
             functions: Some(&keep),
@@ -983,7 +1014,8 @@ impl Engine {
             }),
             specialise: specialisation,
             data: false,
-            inline: &[],
+            inline: &inline,
+            readiness,
         };
         let (versions, times) = self.compile_unit(&ir, &spec)?;
         drop(ir);
@@ -1011,6 +1043,33 @@ impl Engine {
             entries,
             times,
         })
+    }
+
+    /// The callees whose bodies a unit of `function` at `opt` carries: above O0, its small
+    /// callees, so that the optimiser can inline them as it would in the whole program.
+    fn inline_candidates(
+        &self,
+        ir: &Ir,
+        function: &str,
+        opt: OptLevel,
+        readiness: Readiness,
+    ) -> Result<Vec<String>> {
+        if opt == OptLevel::O0 {
+            return Ok(Vec::new());
+        }
+        let grouped: Vec<String> = self
+            .state()
+            .grouped
+            .iter()
+            .map(|(f, _)| f.clone())
+            .collect();
+        ir.inline_candidates(
+            function,
+            &grouped,
+            INLINE_MAX_INSTRUCTIONS,
+            INLINE_MAX_CALLEES,
+            readiness,
+        )
     }
 
     /// The engine's OSR module, after compiling the base unit, when `function` is a guest
@@ -1578,6 +1637,7 @@ impl Engine {
                 opt_level: opt,
                 kind,
                 specialisation: spec.specialise.to_vec(),
+                readiness: spec.readiness,
             };
             state.versions.insert(id, info.clone());
             state.by_entry.insert(info.entry, id);
@@ -1788,6 +1848,18 @@ static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// The largest callee (in instructions) whose body a version above O0 carries for inlining.
 const INLINE_MAX_INSTRUCTIONS: usize = 120;
+
+/// A final version assumes nothing about globals: nothing could leave it when a value changes.
+fn check_final(readiness: Readiness, specialisation: &[(String, u64)]) -> Result<()> {
+    if readiness == Readiness::Final && !specialisation.is_empty() {
+        return Err(Error::Osr(format!(
+            "a final version cannot be specialised ({}): its frames could not leave it when a \
+             value changes",
+            specialisation_text(specialisation)
+        )));
+    }
+    Ok(())
+}
 /// How many callees' bodies a version above O0 carries at most.
 const INLINE_MAX_CALLEES: usize = 16;
 

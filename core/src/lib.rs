@@ -77,6 +77,6 @@ pub use sites::{
 };
 pub use sys::stack_top;
 pub use threads::before_exit;
-pub use types::{Address, OptLevel, SiteId, UnitId, ValueKind, VersionId};
+pub use types::{Address, OptLevel, Readiness, SiteId, UnitId, ValueKind, VersionId};
 /// The frame-metadata reader the engine uses, for [`Engine::with_unit_metadata`].
 pub use uppercut_stackmaps as stackmaps;

@@ -170,6 +170,11 @@ pub struct SiteInfo {
     pub shadow_frame: Option<usize>,
     /// The global `i64` counter of a loop or entry site.
     pub counter: Option<String>,
+    /// A loop site's nesting depth: 1 for a loop in no other loop of its function, 2 for one
+    /// inside such a loop, and so on. A continuation resumed at an outermost loop's header has
+    /// a whole loop nest the optimiser sees as one; resumed deeper, the loops around it are
+    /// entered in the middle and optimise worse.
+    pub loop_depth: Option<u32>,
     /// Why the call carries no OSR state, if it does not (its hypercall, if any, still fires;
     /// frames stopped there are not transferred).
     pub refused: Option<String>,

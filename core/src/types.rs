@@ -50,6 +50,24 @@ impl OptLevel {
     }
 }
 
+/// What a version keeps of the OSR sites that instrumentation placed in its function.
+///
+/// A version built [`Readiness::Final`] is a last tier: nothing moves its frames again, so it
+/// pays for no readiness. Its loops and entry count nothing, its calls are plain calls (so the
+/// optimiser may inline callees that have sites), and its unit has no stack-map records for
+/// them; only store sites stay (specialisation on a watched global needs every store's
+/// hypercall, in any code). A frame of a final version is never transferred: a walk lists it
+/// without a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Readiness {
+    /// Every site of the function: its frames can move again.
+    #[default]
+    Sites,
+    /// Only store sites: a last tier whose frames stay where they are. It cannot be
+    /// specialised (nothing could leave it when a value it assumes changes).
+    Final,
+}
+
 impl fmt::Display for OptLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "O{}", self.as_u8())

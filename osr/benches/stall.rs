@@ -37,10 +37,7 @@ fn round(ir: &str, background: bool) -> OsrStats {
             Ok(usize::from(moved) as *mut c_void)
         })
         .expect("register stop");
-    let policy = TierUp {
-        background,
-        ..TierUp::default()
-    };
+    let policy = TierUp::new(OptLevel::O2, background);
     let osr = Osr::install(&engine, policy).expect("install");
     engine.call("spin", &[42]).expect("spin");
     osr.stats()

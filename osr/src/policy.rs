@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use uppercut_core::{OptLevel, SiteInfo, SiteKind, ValueKind, VersionId};
+use uppercut_core::{OptLevel, Readiness, SiteInfo, SiteKind, ValueKind, VersionId};
 
 use crate::runtime::{Cx, VersionSpec};
 
@@ -36,7 +36,20 @@ pub trait Policy: Send + 'static {
     }
 }
 
-/// Tier-up: hot loops of slower code move to `level` mid-loop.
+/// Tier-up: hot functions and hot loops of slower code move to `level`.
+///
+/// A loop or entry site whose counter ran out (see
+/// [`Instrumentation`](uppercut_core::Instrumentation): loop headers count passes, function
+/// entries count calls) asks for its function at `level`. With `background` (the default) the
+/// guest goes on in its old code while the compiler thread builds the version (and, for a loop,
+/// the continuations of the sites where this thread's frames of the function wait); once it is
+/// relinked, later calls enter it and the waiting loops move into it at their next pass. Without,
+/// the guest waits for the compilation and the frames move at once.
+///
+/// Tiered code is built [`Readiness::Final`] by default: it is the last tier, so it keeps no
+/// loop or entry counters and no call sites (its calls may be inlined), and runs as fast as a
+/// plain version at `level`. A function that already runs specialised code is tiered up with
+/// its sites (a later store must be able to move its frames out).
 #[derive(Debug, Clone)]
 pub struct TierUp {
     /// The level hot code moves to.
@@ -44,20 +57,67 @@ pub struct TierUp {
     /// Compile in the background: the hot loop goes on in its old code and moves once the
     /// new version (and the continuation of the site that fired) is ready, at a later pass.
     pub background: bool,
+    /// What tiered code keeps of its sites.
+    pub readiness: Readiness,
+    /// The storm guard: versions the policy asks for per function, at most. A function that
+    /// reaches it is left where it runs (reported once, as a `storm` event in the log).
+    pub max_versions: u32,
+    asked: HashMap<String, u32>,
 }
 
 impl Default for TierUp {
     fn default() -> Self {
         TierUp {
             level: OptLevel::O2,
-            background: false,
+            background: true,
+            readiness: Readiness::Final,
+            max_versions: TIER_MAX_VERSIONS,
+            asked: HashMap::new(),
         }
+    }
+}
+
+/// [`TierUp::max_versions`] by default.
+pub const TIER_MAX_VERSIONS: u32 = 8;
+
+impl TierUp {
+    /// Tier-up to `level`, compiling in the background or not; final tiered code and the
+    /// default storm guard.
+    pub fn new(level: OptLevel, background: bool) -> TierUp {
+        TierUp {
+            level,
+            background,
+            ..TierUp::default()
+        }
+    }
+
+    /// Whether the storm guard lets `function` have one more version (and counts it).
+    fn may_ask(&mut self, cx: &Cx<'_>, function: &str) -> bool {
+        let asked = self.asked.entry(function.to_owned()).or_insert(0);
+        if *asked >= self.max_versions {
+            if *asked == self.max_versions {
+                *asked += 1;
+                let reason = format!("{} versions asked for: no more tier-up", self.max_versions);
+                cx.storm(function, &reason);
+            }
+            return false;
+        }
+        *asked += 1;
+        true
     }
 }
 
 impl Policy for TierUp {
     fn name(&self) -> &str {
         "tier"
+    }
+
+    fn frames_wanted(&self, site: &SiteInfo) -> Option<usize> {
+        // An entry site moves no frame; a loop looks for every frame of its function.
+        match site.kind {
+            SiteKind::Entry => Some(1),
+            _ => None,
+        }
     }
 
     fn on_site(&mut self, cx: &mut Cx<'_>) -> Result<(), String> {
@@ -73,20 +133,45 @@ impl Policy for TierUp {
             .as_ref()
             .map(|v| v.specialisation.clone())
             .unwrap_or_default();
+        let readiness = match specialisation.is_empty() {
+            true => self.readiness,
+            false => Readiness::Sites,
+        };
         let spec = VersionSpec {
             opt_level: self.level,
             specialisation,
+            readiness,
         };
         let slower = newest.as_ref().is_none_or(|v| v.opt_level < self.level);
+        if slower && !self.may_ask(cx, &function) {
+            return Ok(());
+        }
         if slower && self.background {
-            // The sites where this thread's frames of the function wait: their continuations
-            // are built with the version.
-            let mut sites: Vec<_> = cx
-                .frames()
-                .iter()
-                .filter(|f| f.version.function == function)
-                .filter_map(|f| f.site)
-                .collect();
+            // The continuations built with the version: at the calls where this thread's
+            // frames of the function wait, and at its outermost loops' headers (where the
+            // relink's arming brings a frame running one of its loops). A function hot by its
+            // calls only needs the version: its frames finish in their old code, and calls
+            // enter the new.
+            let mut sites: Vec<_> = match site.kind {
+                SiteKind::Entry => Vec::new(),
+                _ => {
+                    let osr = cx.osr();
+                    let waiting = cx
+                        .frames()
+                        .iter()
+                        .filter(|f| f.version.function == function)
+                        .filter_map(|f| f.site)
+                        .filter(|&s| osr.site(s).is_some_and(|s| s.loop_depth.is_none()));
+                    let outermost = osr
+                        .function(&function)
+                        .map(|f| f.sites.as_slice())
+                        .unwrap_or_default()
+                        .iter()
+                        .copied()
+                        .filter(|&s| osr.site(s).is_some_and(|s| s.loop_depth == Some(1)));
+                    waiting.chain(outermost).collect()
+                }
+            };
             sites.sort_unstable();
             sites.dedup();
             cx.version_in_background(&function, &spec, true, &sites);
@@ -95,6 +180,11 @@ impl Policy for TierUp {
         if slower && cx.version(&function, &spec, true).is_err() {
             // A function that cannot have a new version (it uses thread-locals, say) keeps
             // running where it is.
+            return Ok(());
+        }
+        if site.kind == SiteKind::Entry {
+            // Its frame has barely started: it finishes where it is, later calls enter the new
+            // version.
             return Ok(());
         }
         let slow: Vec<usize> = (0..cx.frames().len())
@@ -106,9 +196,14 @@ impl Policy for TierUp {
             })
             .collect();
         for i in slow {
+            let frame_specialisation = cx.frames()[i].version.specialisation.clone();
             let frame_spec = VersionSpec {
                 opt_level: self.level,
-                specialisation: cx.frames()[i].version.specialisation.clone(),
+                readiness: match frame_specialisation.is_empty() {
+                    true => self.readiness,
+                    false => Readiness::Sites,
+                },
+                specialisation: frame_specialisation,
             };
             let _ = cx.transfer(i, &frame_spec);
         }
@@ -118,14 +213,33 @@ impl Policy for TierUp {
 
 /// Specialise-on-store: functions that read the watched globals run with their current values
 /// folded in.
-#[derive(Debug, Clone, Default)]
+///
+/// The storm guard: a global whose value changed `max_changes` times stops being specialised on.
+/// At the change that reaches the bound, its readers are relinked to versions that read it from
+/// memory, and every frame that assumes a value of it leaves, as at any other change; later
+/// stores only make their hypercall.
+#[derive(Debug, Clone)]
 pub struct Specialise {
     /// The watched globals.
     pub globals: Vec<String>,
     /// The level specialised versions are built at.
     pub level: OptLevel,
+    /// Changes of a global's value after which it is no longer specialised on.
+    pub max_changes: u32,
     /// The value each global's specialisations assume now.
     current: HashMap<String, u64>,
+    /// How often each global's value changed.
+    changes: HashMap<String, u32>,
+}
+
+/// [`Specialise::max_changes`] by default: about where production VMs stop reoptimising
+/// code that keeps deoptimising.
+pub const SPECIALISE_MAX_CHANGES: u32 = 100;
+
+impl Default for Specialise {
+    fn default() -> Self {
+        Specialise::new(Vec::new())
+    }
 }
 
 impl Specialise {
@@ -134,7 +248,9 @@ impl Specialise {
         Specialise {
             globals,
             level: OptLevel::O2,
+            max_changes: SPECIALISE_MAX_CHANGES,
             current: HashMap::new(),
+            changes: HashMap::new(),
         }
     }
 }
@@ -168,14 +284,28 @@ impl Policy for Specialise {
         let value = cx
             .read_global(&global, kind)
             .map_err(|e| format!("cannot read `{global}`: {e}"))?;
-        if self.current.get(&global) == Some(&value) {
+        let changes = self.changes.entry(global.clone()).or_insert(0);
+        if *changes > self.max_changes || self.current.get(&global) == Some(&value) {
             return Ok(());
+        }
+        *changes += 1;
+        // The storm guard: at the last change it allows, every version goes back to reading
+        // the global from memory.
+        let given_up = *changes > self.max_changes;
+        if given_up {
+            let reason = format!(
+                "its value changed {} times: no longer specialised on",
+                self.max_changes
+            );
+            cx.storm(&global, &reason);
         }
         self.current.insert(global.clone(), value);
         let spec_for = |old: &[(String, u64)]| {
             let mut specialisation: Vec<(String, u64)> =
                 old.iter().filter(|(g, _)| *g != global).cloned().collect();
-            specialisation.push((global.clone(), value));
+            if !given_up {
+                specialisation.push((global.clone(), value));
+            }
             specialisation.sort();
             specialisation
         };
@@ -187,6 +317,7 @@ impl Policy for Specialise {
             let spec = VersionSpec {
                 opt_level: self.level,
                 specialisation: spec_for(&old),
+                readiness: Readiness::Sites,
             };
             // A reader that cannot be rebuilt stays generic: correct, only slower.
             let _ = cx.version(reader, &spec, true);
@@ -216,7 +347,7 @@ impl Policy for Specialise {
                 .iter()
                 .find(|(g, _)| *g == global)
                 .map(|(_, v)| *v);
-            if assumed == Some(value) {
+            if assumed == Some(value) || (given_up && assumed.is_none()) {
                 last = Some((key, false));
                 continue;
             }
@@ -224,6 +355,7 @@ impl Policy for Specialise {
             let spec = VersionSpec {
                 opt_level: self.level,
                 specialisation: spec_for(&next.specialisation),
+                readiness: Readiness::Sites,
             };
             let stale = assumed.is_some()
                 || frame
@@ -343,6 +475,7 @@ impl Policy for Stress {
             let spec = VersionSpec {
                 opt_level: level,
                 specialisation: cx.frames()[i].version.specialisation.clone(),
+                readiness: Readiness::Sites,
             };
             if !cx.has_continuation(i, &spec) {
                 if self.compile_budget == 0 {

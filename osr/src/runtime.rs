@@ -21,27 +21,32 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use uppercut_core::{
-    CallbackError, Engine, Hypercall, OptLevel, OsrModule, SITE_CALLBACK, SiteId, SiteInfo, UnitId,
-    ValueKind, VersionInfo, VersionRequest, specialisation_text,
+    CallbackError, Engine, Hypercall, OptLevel, OsrModule, Readiness, SITE_CALLBACK, SiteId,
+    SiteInfo, SiteKind, UnitId, ValueKind, VersionInfo, VersionRequest, specialisation_text,
 };
 
 use crate::compiler::Compiler;
 use crate::policy::Policy;
 use crate::{Frame, Target, Transfers};
 
-/// What a version is built as: a level and the global values it assumes.
+/// What a version is built as: a level, the global values it assumes, and the sites it keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VersionSpec {
     /// Its optimisation level.
     pub opt_level: OptLevel,
     /// Globals it treats as constants, with their values' bits, sorted by name.
     pub specialisation: Vec<(String, u64)>,
+    /// Which sites it keeps: a [`Readiness::Final`] version is where frames go to stay.
+    pub readiness: Readiness,
 }
 
 impl std::fmt::Display for VersionSpec {
-    /// `O2`, or `O2, mode=1` when specialised.
+    /// `O2`, `O2 final`, or `O2, mode=1` when specialised.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.opt_level)?;
+        if self.readiness == Readiness::Final {
+            write!(f, " final")?;
+        }
         if !self.specialisation.is_empty() {
             write!(f, ", {}", specialisation_text(&self.specialisation))?;
         }
@@ -55,6 +60,7 @@ impl VersionSpec {
         VersionSpec {
             opt_level,
             specialisation: Vec::new(),
+            readiness: Readiness::Sites,
         }
     }
 
@@ -63,6 +69,7 @@ impl VersionSpec {
         VersionSpec {
             opt_level: version.opt_level,
             specialisation: version.specialisation.clone(),
+            readiness: version.readiness,
         }
     }
 }
@@ -93,6 +100,9 @@ pub struct OsrStats {
     pub max_stall: Duration,
     /// The time all site hypercalls kept the guest waiting.
     pub total_stall: Duration,
+    /// Functions and globals a policy's storm guard gave up on ([`Cx::storm`]): recompiled or
+    /// deoptimised too often, they are left as they are.
+    pub storms: u64,
 }
 
 /// One thing OSR did, in order (kept for tests and experiments; the first
@@ -297,6 +307,8 @@ struct Shared {
     armed: Mutex<HashMap<String, i64>>,
     /// Versions asked for in the background (compiled, being compiled, or queued).
     queued: Mutex<HashSet<(String, VersionSpec)>>,
+    /// Continuations asked for in the background by a catch-up, likewise.
+    queued_continuations: Mutex<HashSet<(SiteId, VersionSpec)>>,
     transitions: AtomicU64,
     patched: AtomicU64,
     refused: AtomicU64,
@@ -306,6 +318,7 @@ struct Shared {
     caught_up: AtomicU64,
     stall_max_ns: AtomicU64,
     stall_total_ns: AtomicU64,
+    storms: AtomicU64,
 }
 
 impl Shared {
@@ -321,66 +334,40 @@ impl Shared {
         }
     }
 
-    /// Records that `function`'s entries now lead to `spec`, and arms its loop and entry sites
-    /// so that threads running its old code reach a safepoint at their next pass.
-    fn relinked(
-        self: &Arc<Self>,
-        engine: &Engine,
-        osr: &OsrModule,
-        function: &str,
-        spec: &VersionSpec,
-    ) {
+    /// Records that `function`'s entries now lead to `spec`, and arms its loop sites so that
+    /// threads running its old code reach a safepoint soon.
+    fn relinked(&self, engine: &Engine, osr: &OsrModule, function: &str, spec: &VersionSpec) {
         {
             // Under the lock: a thread that reads the new generation finds its entry.
             let mut relinked = lock(&self.relinked);
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             relinked.insert(function.to_owned(), (generation, spec.clone()));
         }
+        // Outermost loops only: a frame moved at an outermost loop's header resumes in a loop
+        // nest the optimiser sees whole (entered deeper, the loops around the resume point are
+        // entered in their middle). Entries neither: an entry of the old code is never run
+        // again (it jumps to the new version now).
         let counters: Vec<String> = osr
             .function(function)
             .map(|f| f.sites.as_slice())
             .unwrap_or_default()
             .iter()
-            .filter_map(|id| osr.site(*id)?.counter.clone())
+            .filter_map(|id| osr.site(*id))
+            .filter(|site| site.kind == SiteKind::Loop && site.loop_depth == Some(1))
+            .filter_map(|site| site.counter.clone())
             .collect();
-        if counters.is_empty() {
-            return;
+        // One store each: a loop that counts in registers charges its global with a
+        // compare-and-swap, which never overwrites the arming, and sees it within a chunk of
+        // passes (`REGISTER_CHUNK`). A loop that counts in the global itself
+        // (`LoopCounters::Global`) decrements it with a plain load and store, and may
+        // overwrite the arming: its frames then move only at a later relink, or never
+        // (correct, only slower).
+        let mut armed = lock(&self.armed);
+        for counter in &counters {
+            let before = read_counter(engine, counter).unwrap_or(i64::MAX);
+            armed.entry(counter.clone()).or_insert(before);
+            let _ = store_counter(engine, counter, 1);
         }
-        {
-            let mut armed = lock(&self.armed);
-            for counter in &counters {
-                let before = read_counter(engine, counter).unwrap_or(i64::MAX);
-                armed.entry(counter.clone()).or_insert(before);
-                let _ = store_counter(engine, counter, 1);
-            }
-        }
-        // A loop decrements its counter with a plain load and store, and a core running a tight
-        // loop reads its own pending store of the counter (store-to-load forwarding): a store
-        // from another thread is often overwritten before that loop ever sees it. So a thread
-        // of its own looks again and arms again until the armed sites fire (or a bound passes;
-        // a frame that is never caught up keeps running its old code, which is correct).
-        let (engine, shared) = (engine.clone(), Arc::clone(self));
-        let started = std::thread::Builder::new()
-            .name("uppercut-arming".to_owned())
-            .spawn(move || {
-                let deadline = Instant::now() + ARM_BOUND;
-                while Instant::now() < deadline {
-                    std::thread::sleep(ARM_INTERVAL);
-                    let armed = lock(&shared.armed);
-                    let waiting: Vec<&String> =
-                        counters.iter().filter(|c| armed.contains_key(*c)).collect();
-                    if waiting.is_empty() {
-                        return;
-                    }
-                    for counter in waiting {
-                        if read_counter(&engine, counter).is_some_and(|c| c > 1) {
-                            let _ = store_counter(&engine, counter, 1);
-                        }
-                    }
-                }
-            });
-        // Without that thread the first arming stands alone.
-        drop(started);
     }
 
     /// If a relink armed `site`'s counter, disarms it (the count it held before comes back)
@@ -409,11 +396,12 @@ impl Shared {
         if let Some(cached) = lock(&self.continuations).get(&key) {
             return cached.ok_or_else(|| format!("no continuation at {} (failed before)", site.id));
         }
-        let (function, id, level, specialisation) = (
+        let (function, id, level, specialisation, readiness) = (
             site.function.clone(),
             site.id,
             spec.opt_level,
             spec.specialisation.clone(),
+            spec.readiness,
         );
         let compiling = engine.clone();
         let kind = self.options.continuations;
@@ -422,10 +410,10 @@ impl Shared {
         let compile = move || -> Result<(Vec<(SiteId, u64)>, UnitId), String> {
             match kind {
                 ContinuationKind::PerSite => compiling
-                    .compile_continuation(&function, id, level, &specialisation)
+                    .compile_continuation_as(&function, id, level, &specialisation, readiness)
                     .map(|c| (vec![(id, c.version.entry)], c.version.unit)),
                 ContinuationKind::MultiEntry => compiling
-                    .compile_multi_continuation(&function, level, &specialisation)
+                    .compile_multi_continuation_as(&function, level, &specialisation, readiness)
                     .map(|c| (c.entries, c.version.unit)),
             }
             .map_err(|e| e.to_string())
@@ -487,10 +475,6 @@ fn set_seen(shared: &Shared, generation: u64) {
 
 /// Numbers runtimes, so that what a thread saw of one is never taken for another's.
 static RUNTIMES: AtomicU64 = AtomicU64::new(0);
-
-/// How far apart a relink's arming of loop counters is checked and renewed, and for how long.
-const ARM_INTERVAL: Duration = Duration::from_micros(200);
-const ARM_BOUND: Duration = Duration::from_secs(5);
 
 fn read_counter(engine: &Engine, counter: &str) -> Option<i64> {
     let address = engine.global_address(counter).ok()?;
@@ -556,6 +540,7 @@ impl Osr {
             relinked: Mutex::default(),
             armed: Mutex::default(),
             queued: Mutex::default(),
+            queued_continuations: Mutex::default(),
             transitions: AtomicU64::new(0),
             patched: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -565,6 +550,7 @@ impl Osr {
             caught_up: AtomicU64::new(0),
             stall_max_ns: AtomicU64::new(0),
             stall_total_ns: AtomicU64::new(0),
+            storms: AtomicU64::new(0),
         });
         let callback = Arc::clone(&shared);
         engine
@@ -576,18 +562,16 @@ impl Osr {
         transfers.set_scrub(shared.options.scrub && shared.options.transfer == TransferMode::Eager);
         // The thread that installs OSR is usually the one that runs the guest.
         let _ = uppercut_core::frames::ThreadStack::current();
-        // Compile the guest and decode its frame metadata now, on the compiler thread (which
-        // starts here), rather than in the first site hypercall.
-        let (compiling, warming) = (engine.clone(), transfers.clone());
-        let warmed = shared.compiler.run(move || {
-            compiling.compile()?;
-            warming
-                .warm()
-                .map_err(|e| uppercut_core::Error::Osr(e.to_string()))
-        });
-        if let Some(Err(e)) = warmed {
-            return Err(crate::Error::Engine(e.to_string()));
-        }
+        // Compile the guest (its globals, when it compiles lazily) and decode its frame
+        // metadata now rather than in the first site hypercall. On this thread: the compiler
+        // thread starts only when a policy first compiles, since any second thread moves the
+        // process's `malloc` to its slower multi-threaded paths for good.
+        engine
+            .compile()
+            .map_err(|e| crate::Error::Engine(e.to_string()))?;
+        transfers
+            .warm()
+            .map_err(|e| crate::Error::Engine(e.to_string()))?;
         Ok(Osr { shared, transfers })
     }
 
@@ -610,6 +594,7 @@ impl Osr {
             caught_up: s.caught_up.load(Ordering::Relaxed),
             max_stall: Duration::from_nanos(s.stall_max_ns.load(Ordering::Relaxed)),
             total_stall: Duration::from_nanos(s.stall_total_ns.load(Ordering::Relaxed)),
+            storms: s.storms.load(Ordering::Relaxed),
         }
     }
 
@@ -772,6 +757,7 @@ impl Cx<'_> {
             opt_level: spec.opt_level,
             specialisation: spec.specialisation.clone(),
             relink,
+            readiness: spec.readiness,
         };
         let engine = self.engine.clone();
         let made = self
@@ -832,6 +818,7 @@ impl Cx<'_> {
                 opt_level: spec.opt_level,
                 specialisation: spec.specialisation.clone(),
                 relink,
+                readiness: spec.readiness,
             };
             // Continuations first: once the version is relinked, threads move at once.
             for site in &sites {
@@ -873,9 +860,10 @@ impl Cx<'_> {
             else {
                 continue;
             };
-            if frame.site.is_none() {
+            let Some(site) = frame.site.and_then(|s| self.osr.site(s)) else {
                 continue;
-            }
+            };
+            let inner_loop = site.loop_depth.is_some_and(|d| d > 1);
             let next = frame
                 .pending
                 .and_then(|c| map.version_at(c + 1))
@@ -884,10 +872,56 @@ impl Cx<'_> {
                 continue;
             }
             let spec = spec.clone();
+            if next.specialisation.is_empty() && inner_loop {
+                // Code that assumes nothing can wait for the header of the loop around this
+                // one, which is armed and a better place to resume.
+                continue;
+            }
+            if next.specialisation.is_empty() && !self.has_continuation(i, &spec) {
+                // Code that assumes nothing need not leave at once: the continuation is built
+                // in the background, and the frame moves at a later site once it is ready.
+                self.continuation_in_background(i, &spec);
+                continue;
+            }
             if self.transfer(i, &spec).is_ok() {
                 self.shared.caught_up.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Builds the continuation frame `index` needs to move to `spec` on the compiler thread,
+    /// without waiting; once it is ready, the frame's function is announced again (as if
+    /// relinked anew, if `spec` is still what it was relinked to), so that the frames of it
+    /// still in older code move at their next site.
+    fn continuation_in_background(&mut self, index: usize, spec: &VersionSpec) {
+        let Some(site) = self.frame_site(index).cloned() else {
+            return;
+        };
+        if !lock(&self.shared.queued_continuations).insert((site.id, spec.clone())) {
+            return;
+        }
+        let (engine, shared, spec) = (self.engine.clone(), Arc::clone(self.shared), spec.clone());
+        self.shared.compiler.spawn(move || {
+            if shared.continuation(&engine, &site, &spec, true).is_err() {
+                return;
+            }
+            let Some(osr) = engine.osr() else {
+                return;
+            };
+            let current = lock(&shared.relinked)
+                .get(&site.function)
+                .is_some_and(|(_, relinked)| *relinked == spec);
+            if current {
+                shared.relinked(&engine, &osr, &site.function, &spec);
+            }
+        });
+    }
+
+    /// Reports that a policy's storm guard gave up on `what` (a function or a global) for
+    /// `reason`: counted in [`OsrStats::storms`] and logged as a `storm` event.
+    pub fn storm(&self, what: &str, reason: &str) {
+        self.shared.storms.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(target: "uppercut::osr", what, reason, "storm");
     }
 
     /// The newest version of `function` that its entries lead to.

@@ -413,6 +413,7 @@ mod tests {
             opt_level: OptLevel::O2,
             kind: VersionKind::Function,
             specialisation: Vec::new(),
+            readiness: crate::Readiness::Sites,
         };
         let unit = Arc::new(UnitCode::new(UnitId(0), vec![version], table));
         CodeMap::new(vec![(0x1000, 0x1100, unit)])

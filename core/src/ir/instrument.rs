@@ -37,6 +37,9 @@ pub(crate) const WAS_OPTNONE: &str = "uppercut-was-optnone";
 pub(crate) const REWRITE_GC: &std::ffi::CStr = c"statepoint-example";
 /// The GC strategy instrumented functions are compiled under.
 pub(crate) const CODEGEN_GC: &std::ffi::CStr = c"shadow-stack";
+/// The metadata kind on the branch that leads into a loop or entry site's counting (`!{i32 n}`:
+/// successor `n` goes on without counting).
+pub(crate) const COUNT_METADATA: &str = "uppercut.count";
 /// Bytes before the first slot of a shadow-stack frame: `StackEntry { Next, Map }`.
 const SHADOW_HEADER: u64 = 16;
 /// Largest alignment a shadow-stack slot can have (frames are 16-byte aligned).
@@ -132,6 +135,8 @@ struct Rewriter<'a> {
     marked: HashMap<Value, (SiteId, SiteKind)>,
     /// The counter global of each loop or entry site call.
     counters: HashMap<Value, String>,
+    /// The nesting depth of each loop site's loop, by its counter's name.
+    loop_depths: HashMap<String, u32>,
     /// The shadow-stack frame pointer of each function that has one.
     shadow_frames: HashMap<Value, Value>,
     /// Where the frame of each function with discovery words keeps them.
@@ -167,6 +172,7 @@ pub(crate) fn rewrite(
         hypercall: None,
         marked: HashMap::new(),
         counters: HashMap::new(),
+        loop_depths: HashMap::new(),
         shadow_frames: HashMap::new(),
         discovery: HashMap::new(),
         reaching: HashSet::new(),
@@ -229,8 +235,8 @@ pub(crate) fn rewrite(
     r.external_calls_reach = config.shadow_discovery && graph.indirect_calls_reach;
     if config.loop_sites {
         for &f in &instrumented {
-            for header in loop_headers(f) {
-                r.counter_site(f, header);
+            for (header, depth) in loop_nest(f) {
+                r.counter_site(f, header, depth);
             }
         }
     }
@@ -272,6 +278,11 @@ pub(crate) fn rewrite(
                 result: None,
                 shadow_frame: None,
                 counter: r.counters.get(&call).cloned(),
+                loop_depth: r
+                    .counters
+                    .get(&call)
+                    .and_then(|c| r.loop_depths.get(c))
+                    .copied(),
                 refused: Some(why.unwrap_or_else(|| "its function has no sites".to_owned())),
             }
         })
@@ -461,10 +472,19 @@ fn calls_to_reset_after(f: Value) -> Vec<Value> {
 /// Loop headers: targets of retreating edges of a depth-first walk from the entry (natural
 /// loops and irreducible cycles alike), in discovery order.
 fn loop_headers(f: Value) -> Vec<Block> {
+    loop_nest(f).into_iter().map(|(header, _)| header).collect()
+}
+
+/// The loop headers of `f` (the targets of retreating edges of a depth-first walk from its
+/// entry), each with its loop's nesting depth: 1 for a loop in no other, 2 for a loop in one
+/// other, and so on. A loop's body is its header and every block that reaches one of its
+/// latches without passing through the header.
+fn loop_nest(f: Value) -> Vec<(Block, u32)> {
     let Some(&entry) = l::blocks(f).first() else {
         return Vec::new();
     };
-    let mut headers = Vec::new();
+    let mut headers: Vec<Block> = Vec::new();
+    let mut latches: HashMap<Block, Vec<Block>> = HashMap::new();
     let mut state: HashMap<Block, bool> = HashMap::new(); // true while on the DFS stack
     let mut stack = vec![(entry, l::successors(entry), 0usize)];
     state.insert(entry, true);
@@ -476,6 +496,7 @@ fn loop_headers(f: Value) -> Vec<Block> {
                     if !headers.contains(&s) {
                         headers.push(s);
                     }
+                    latches.entry(s).or_default().push(*b);
                 }
                 Some(false) => {}
                 None => {
@@ -488,7 +509,37 @@ fn loop_headers(f: Value) -> Vec<Block> {
             stack.pop();
         }
     }
+    let mut predecessors: HashMap<Block, Vec<Block>> = HashMap::new();
+    for &b in state.keys() {
+        for s in l::successors(b) {
+            predecessors.entry(s).or_default().push(b);
+        }
+    }
+    let bodies: Vec<HashSet<Block>> = headers
+        .iter()
+        .map(|header| {
+            let mut body: HashSet<Block> = HashSet::from([*header]);
+            let mut work: Vec<Block> = latches.get(header).cloned().unwrap_or_default();
+            while let Some(b) = work.pop() {
+                if body.insert(b) {
+                    work.extend(predecessors.get(&b).into_iter().flatten().copied());
+                }
+            }
+            body
+        })
+        .collect();
     headers
+        .iter()
+        .enumerate()
+        .map(|(i, &header)| {
+            let around = bodies
+                .iter()
+                .enumerate()
+                .filter(|&(j, body)| j != i && body.contains(&header))
+                .count();
+            (header, 1 + around as u32)
+        })
+        .collect()
 }
 
 impl Rewriter<'_> {
@@ -715,16 +766,27 @@ impl Rewriter<'_> {
 
     /// Decrements `counter` at the builder and branches to a block that fires a site hypercall
     /// when it reaches zero, or on to `next`.
-    fn count_and_fire(&mut self, f: Value, builder: &Builder, next: Block, kind: SiteKind) {
+    fn count_and_fire(
+        &mut self,
+        f: Value,
+        builder: &Builder,
+        next: Block,
+        kind: SiteKind,
+        loop_depth: Option<u32>,
+    ) {
         let counter = self.counter_global();
         let i64t = l::int_type(self.ctx, 64);
         let c = builder.load(i64t, counter, "osr.c");
         let c1 = builder.sub(c, l::const_int(i64t, 1), "osr.c1");
         builder.store(c1, counter);
         let fires = builder.icmp(LLVMIntPredicate::LLVMIntSLE, c1, zero(i64t), "osr.fires");
+        if let Some(depth) = loop_depth {
+            self.loop_depths.insert(value_name(counter), depth);
+        }
         let fire = self.fire_block(f, counter, next, kind, |_| {}, |_| {});
         let branch = builder.cond_br(fires, fire, next);
         self.mark_unlikely(branch, 0);
+        self.mark_counting(branch, 1);
     }
 
     /// Counts a loop's passes in a register ([`LoopCounters::Register`]), charging them to a
@@ -744,16 +806,24 @@ impl Rewriter<'_> {
     /// entry, and after every call:
     ///            k = 1; e = 0                                  (stack slots)
     /// at:        k = k - 1; k > 0 ? next : osr.sync            (the only work of most passes)
-    /// osr.sync:  g = counter - 1; g <= 0 ? osr.fire : osr.chunk
-    /// osr.chunk: take = min((1 << e) / 2, g - 1); counter = g - take; k = take + 1;
-    ///            e = min(e + 1, log2 REGISTER_CHUNK + 1); br next
-    /// osr.fire:  counter = g; PerformCustomCallback(...) ["deopt"]; k = 1; br next
+    /// osr.sync:  g = counter - 1; take = g <= 0 ? 0 : min((1 << e) / 2, g - 1);
+    ///            counter = g - take (compare-and-swap, again from the count found if it
+    ///            changed); g <= 0 ? osr.fire : osr.chunk
+    /// osr.chunk: k = take + 1; e = min(e + 1, log2 REGISTER_CHUNK + 1); br next
+    /// osr.fire:  PerformCustomCallback(...) ["deopt"]; k = 1; br next
     /// ```
     ///
     /// A sync charges its own pass and the `take` passes that follow without one, so the
     /// global is exact up to the chunk charged and not used when the function calls out or
     /// returns (never more than the passes since the last call, plus one).
-    fn count_in_register(&mut self, f: Value, builder: &Builder, next: Block, kind: SiteKind) {
+    fn count_in_register(
+        &mut self,
+        f: Value,
+        builder: &Builder,
+        next: Block,
+        kind: SiteKind,
+        loop_depth: Option<u32>,
+    ) {
         let counter = self.counter_global();
         let i64t = l::int_type(self.ctx, 64);
         let one = l::const_int(i64t, 1);
@@ -802,20 +872,47 @@ impl Rewriter<'_> {
         }
         let branch = builder.cond_br(more, next, sync);
         self.mark_unlikely(branch, 1);
+        self.mark_counting(branch, 0);
 
+        // The sync charges the global with one compare-and-swap: a count stored into it by
+        // another thread (a relink's arming, a policy) is never overwritten by a sync that
+        // read it before, so a thread running this loop sees it at its next sync.
+        let cas = l::append_block(self.ctx, f, "osr.cas");
+        let synced = l::append_block(self.ctx, f, "osr.synced");
+        // SAFETY: the blocks belong to `f`; this changes their layout only.
+        unsafe {
+            llvm_sys::core::LLVMMoveBasicBlockBefore(cas, chunk);
+            llvm_sys::core::LLVMMoveBasicBlockBefore(synced, chunk);
+        }
         let at = Builder::new(self.ctx);
         at.at_end(sync);
-        let g = at.load(i64t, counter, "osr.g");
+        let g0 = at.load(i64t, counter, "osr.g0");
+        let e = at.load(i64t, e_slot, "osr.e");
+        // 2^e / 2: the first sync after a start charges only its own pass.
+        let step = at.lshr(at.shl(one, e, ""), one, "osr.step");
+        at.br(cas);
+
+        at.at_end(cas);
+        let g = at.phi(i64t, &[(g0, sync)], "osr.g");
         let g1 = at.sub(g, one, "osr.g1");
         let fires = at.icmp(LLVMIntPredicate::LLVMIntSLE, g1, zero(i64t), "osr.fires");
+        let room = at.sub(g1, one, "osr.room");
+        let take = at.select(fires, zero(i64t), at.smin(step, room, ""), "osr.take");
+        let rest = at.sub(g1, take, "osr.rest");
+        let (seen, swapped) = at.cmpxchg(counter, g, rest);
+        l::add_incoming(g, seen, cas);
+        at.cond_br(swapped, synced, cas);
+
+        at.at_end(synced);
+        if let Some(depth) = loop_depth {
+            self.loop_depths.insert(value_name(counter), depth);
+        }
         let fire = self.fire_block(
             f,
             counter,
             next,
             kind,
-            |before| {
-                before.store(g1, counter);
-            },
+            |_| {},
             |after| {
                 after.store(one, k_slot);
             },
@@ -824,13 +921,6 @@ impl Rewriter<'_> {
         self.mark_unlikely(branch, 0);
 
         at.at_end(chunk);
-        let e = at.load(i64t, e_slot, "osr.e");
-        // 2^e / 2: the first sync after a start charges only its own pass.
-        let step = at.lshr(at.shl(one, e, ""), one, "osr.step");
-        let room = at.sub(g1, one, "osr.room");
-        let take = at.smin(step, room, "osr.take");
-        let rest = at.sub(g1, take, "osr.rest");
-        at.store(rest, counter);
         let k2 = at.add(take, one, "osr.k2");
         at.store(k2, k_slot);
         let e1 = at.smin(
@@ -897,13 +987,32 @@ impl Rewriter<'_> {
         }
     }
 
+    /// Marks `branch` as the one through which a counting site's code is reached
+    /// ([`COUNT_METADATA`]): a final version replaces it with a branch to successor `go_on`, and
+    /// the counting is gone.
+    fn mark_counting(&self, branch: Value, go_on: u64) {
+        // SAFETY: metadata built in the module's context and attached to a live branch.
+        unsafe {
+            use llvm_sys::core as c;
+            let i32t = l::int_type(self.ctx, 32);
+            let mut parts = [c::LLVMValueAsMetadata(l::const_int(i32t, go_on))];
+            let node = c::LLVMMDNodeInContext2(self.ctx, parts.as_mut_ptr(), parts.len());
+            let kind = c::LLVMGetMDKindIDInContext(
+                self.ctx,
+                COUNT_METADATA.as_ptr().cast(),
+                COUNT_METADATA.len() as u32,
+            );
+            c::LLVMSetMetadata(branch, kind, c::LLVMMetadataAsValue(self.ctx, node));
+        }
+    }
+
     /// A counter at the top of a loop header (after its phis):
     ///
     /// ```text
     /// preds ──> osr.loop: phis; c = --counter; c <= 0 ? osr.fire : header
     ///           osr.fire: PerformCustomCallback("uppercut.osr.site", site) ["deopt"]; br header
     /// ```
-    fn counter_site(&mut self, f: Value, header: Block) {
+    fn counter_site(&mut self, f: Value, header: Block, depth: u32) {
         let count = l::append_block(self.ctx, f, "osr.loop");
         // SAFETY: both blocks belong to `f`; this changes their layout only.
         unsafe { llvm_sys::core::LLVMMoveBasicBlockBefore(count, header) };
@@ -920,9 +1029,11 @@ impl Rewriter<'_> {
         }
         builder.at_end(count);
         match self.config.loop_counters {
-            LoopCounters::Global => self.count_and_fire(f, &builder, header, SiteKind::Loop),
+            LoopCounters::Global => {
+                self.count_and_fire(f, &builder, header, SiteKind::Loop, Some(depth));
+            }
             LoopCounters::Register => {
-                self.count_in_register(f, &builder, header, SiteKind::Loop);
+                self.count_in_register(f, &builder, header, SiteKind::Loop, Some(depth));
             }
         }
     }
@@ -972,7 +1083,7 @@ impl Rewriter<'_> {
             self.shadow_frame(f, &builder, &allocas, discovery);
         }
         if self.config.entry_sites {
-            self.count_and_fire(f, &builder, old_entry, SiteKind::Entry);
+            self.count_and_fire(f, &builder, old_entry, SiteKind::Entry, None);
         } else {
             builder.br(old_entry);
         }
@@ -1273,6 +1384,10 @@ impl Rewriter<'_> {
                 refused.get_or_insert_with(|| "it calls a variadic function".to_owned());
             }
             let counter = self.counters.get(&call).cloned();
+            let loop_depth = counter
+                .as_ref()
+                .and_then(|c| self.loop_depths.get(c))
+                .copied();
             if let Some(why) = refused {
                 self.out.sites.push(SiteInfo {
                     id,
@@ -1282,6 +1397,7 @@ impl Rewriter<'_> {
                     result: None,
                     shadow_frame: None,
                     counter: counter.clone(),
+                    loop_depth,
                     refused: Some(why.clone()),
                 });
                 let what = match &kind {
@@ -1322,6 +1438,7 @@ impl Rewriter<'_> {
                 result,
                 shadow_frame,
                 counter,
+                loop_depth,
                 refused: None,
             });
             if let Some(info) = self.out.functions.get_mut(&name) {

@@ -562,6 +562,48 @@ impl Builder {
         unsafe { llc::LLVMBuildCondBr(self.0, cond, then, otherwise) }
     }
 
+    /// `select cond, a, b`.
+    pub(crate) fn select(&self, cond: Value, a: Value, b: Value, name: &str) -> Value {
+        let c = c_name(name);
+        // SAFETY: the builder is positioned; `cond` is an `i1` and `a`, `b` share a type.
+        unsafe { llc::LLVMBuildSelect(self.0, cond, a, b, c.as_ptr()) }
+    }
+
+    /// A phi of type `ty` with `incoming` (value, block) pairs; more can be added with
+    /// [`add_incoming`].
+    pub(crate) fn phi(&self, ty: Type, incoming: &[(Value, Block)], name: &str) -> Value {
+        let c = c_name(name);
+        // SAFETY: the builder is positioned at the start of a block (phis come first); the
+        // incoming values have type `ty`.
+        let phi = unsafe { llc::LLVMBuildPhi(self.0, ty, c.as_ptr()) };
+        for &(value, block) in incoming {
+            add_incoming(phi, value, block);
+        }
+        phi
+    }
+
+    /// `cmpxchg ptr, expected, new monotonic monotonic`: returns the value found and whether
+    /// it was `expected` (and so replaced).
+    pub(crate) fn cmpxchg(&self, ptr: Value, expected: Value, new: Value) -> (Value, Value) {
+        // SAFETY: the builder is positioned; `ptr` points to an integer of the type `expected`
+        // and `new` have; the result is a `{ T, i1 }` pair, read by index.
+        unsafe {
+            let pair = llc::LLVMBuildAtomicCmpXchg(
+                self.0,
+                ptr,
+                expected,
+                new,
+                llvm_sys::LLVMAtomicOrdering::LLVMAtomicOrderingMonotonic,
+                llvm_sys::LLVMAtomicOrdering::LLVMAtomicOrderingMonotonic,
+                0,
+            );
+            (
+                llc::LLVMBuildExtractValue(self.0, pair, 0, c"osr.seen".as_ptr()),
+                llc::LLVMBuildExtractValue(self.0, pair, 1, c"osr.swapped".as_ptr()),
+            )
+        }
+    }
+
     pub(crate) fn sub(&self, a: Value, b: Value, name: &str) -> Value {
         let c = c_name(name);
         // SAFETY: the builder is positioned; operands share an integer type.
@@ -641,6 +683,13 @@ impl Drop for Builder {
     }
 }
 
+/// Adds an incoming `(value, block)` to `phi`.
+pub(crate) fn add_incoming(phi: Value, value: Value, block: Block) {
+    let (mut v, mut b) = ([value], [block]);
+    // SAFETY: `phi` is a live phi; one pair, whose value has the phi's type.
+    unsafe { llc::LLVMAddIncoming(phi, v.as_mut_ptr(), b.as_mut_ptr(), 1) };
+}
+
 /// Rebuilds `call` with `bundles` (`(tag, operands)`) in place of its own, keeping its callee,
 /// arguments, attributes, calling convention and tail-call kind; returns the new call, which
 /// has taken over every use of the old one (deleted).
@@ -685,6 +734,10 @@ pub(crate) fn rebuild_call_with_bundles(call: Value, bundles: &[(&str, Vec<Value
         }
         llc::LLVMSetInstructionCallConv(new, llc::LLVMGetInstructionCallConv(call));
         llc::LLVMSetTailCallKind(new, llc::LLVMGetTailCallKind(call));
+        let location = llvm_sys::debuginfo::LLVMInstructionGetDebugLoc(call);
+        if !location.is_null() {
+            llvm_sys::debuginfo::LLVMInstructionSetDebugLoc(new, location);
+        }
         let indices = std::iter::once(llvm_sys::LLVMAttributeFunctionIndex).chain(0..=n_args);
         for index in indices {
             let count = llc::LLVMGetCallSiteAttributeCount(call, index);

@@ -29,7 +29,7 @@ use crate::code_memory::{CodeArena, CodeRegion, RegionRequest};
 use crate::engine::{VersionKind, version_label};
 use crate::error::{Error, Result};
 use crate::sites::{Instrumentation, OsrModule};
-use crate::types::{OptLevel, SiteId};
+use crate::types::{OptLevel, Readiness, SiteId};
 
 pub(crate) use debug::{DebugTargets, Registration, has_perf_listener};
 
@@ -186,6 +186,8 @@ pub(crate) struct UnitSpec<'a> {
     /// Functions whose bodies the unit carries as `available_externally`, for the optimiser to
     /// inline into `functions` (never emitted: calls that stay go to the engine's entries).
     pub(crate) inline: &'a [String],
+    /// Which sites the unit's code keeps ([`finalise`] for [`Readiness::Final`]).
+    pub(crate) readiness: Readiness,
 }
 
 /// Which continuation a unit builds of its function.
@@ -558,15 +560,16 @@ impl Ir {
     ///    thread-local storage;
     /// 3. [`release_optnone`], unless at `-O0`;
     /// 4. [`build_continuation`], if the unit is one;
-    /// 5. [`specialise`] globals into constants;
-    /// 6. [`verify`];
-    /// 7. [`optimise`](Self::optimise) with the level's pipeline;
-    /// 8. [`prelink`]: drop `available_externally` bodies, rewrite constant-name hypercalls,
+    /// 5. [`finalise`], for a final unit;
+    /// 6. [`specialise`] globals into constants;
+    /// 7. [`verify`];
+    /// 8. [`optimise`](Self::optimise) with the level's pipeline;
+    /// 9. [`prelink`]: drop `available_externally` bodies, rewrite constant-name hypercalls,
     ///    share constants;
-    /// 9. [`make_statepoints`](Self::make_statepoints), with OSR;
-    /// 10. [`resolve_declarations`];
-    /// 11. [`name_continuation`] for debuggers;
-    /// 12. [`emit`](Self::emit): MCJIT into the arena.
+    /// 10. [`make_statepoints`](Self::make_statepoints), with OSR;
+    /// 11. [`resolve_declarations`];
+    /// 12. [`name_continuation`] for debuggers;
+    /// 13. [`emit`](Self::emit): MCJIT into the arena.
     pub(crate) fn compile(
         &self,
         spec: &UnitSpec<'_>,
@@ -586,6 +589,11 @@ impl Ir {
             release_optnone(m, self.blanket_noinline);
         }
         build_continuation(m, spec)?;
+        if spec.readiness == Readiness::Final
+            && let Some(osr) = &self.osr
+        {
+            finalise(m, osr);
+        }
         specialise(m, spec.specialise)?;
         verify(&module, spec)?;
         self.optimise(&module, spec)?;
@@ -837,6 +845,7 @@ impl Ir {
         excluded: &[String],
         max_instructions: usize,
         max_callees: usize,
+        readiness: Readiness,
     ) -> Result<Vec<String>> {
         let f = self.function(function)?;
         let read = |v: LLVMValueRef| {
@@ -876,9 +885,23 @@ impl Ir {
                 for cb in llvm::blocks(callee) {
                     for ci in llvm::instructions(cb) {
                         count += 1;
-                        has_site |= self.osr.is_some()
-                            && llvm::is_call(ci)
-                            && llvm::deopt_operands(ci).is_some();
+                        // A final unit keeps only store sites: a callee with any other site
+                        // loses it there, and may be inlined.
+                        has_site |= match (&self.osr, readiness) {
+                            (None, _) => false,
+                            (Some(_), Readiness::Sites) => {
+                                llvm::is_call(ci) && llvm::deopt_operands(ci).is_some()
+                            }
+                            (Some(osr), Readiness::Final) => {
+                                llvm::is_call(ci)
+                                    && llvm::deopt_operands(ci).is_some()
+                                    && llvm::site_state(ci).is_none_or(|state| {
+                                        osr.site(state.site).is_none_or(|s| {
+                                            matches!(s.kind, crate::sites::SiteKind::Store { .. })
+                                        })
+                                    })
+                            }
+                        };
                         // A unit cannot reach another's thread-local storage: such a callee
                         // stays a call.
                         has_site |= uses_thread_local(ci);
@@ -979,6 +1002,77 @@ fn build_continuation(m: LLVMModuleRef, spec: &UnitSpec<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Makes a final unit ([`Readiness::Final`]) pay for no readiness: every branch into a loop or
+/// entry site's counting ([`instrument::COUNT_METADATA`]) goes straight on, so the counting is
+/// dead code that the optimiser removes, and every call that carries a site's state, except a
+/// store site's hypercall, becomes a plain call (no statepoint, no record; a callee carried for
+/// inlining is treated alike, so it may now be inlined). After [`build_continuation`], which
+/// reads the state of the site it resumes after.
+fn finalise(m: LLVMModuleRef, osr: &OsrModule) {
+    // SAFETY: the kind name is a live string of the given length.
+    let kind = unsafe {
+        llc::LLVMGetMDKindIDInContext(
+            llc::LLVMGetModuleContext(m),
+            instrument::COUNT_METADATA.as_ptr().cast(),
+            instrument::COUNT_METADATA.len() as u32,
+        )
+    };
+    for f in functions(m) {
+        for b in llvm::blocks(f) {
+            let Some(t) = llvm::terminator(b) else {
+                continue;
+            };
+            let Some(go_on) = count_branch_target(t, kind) else {
+                continue;
+            };
+            let builder = llvm::Builder::new(
+                // SAFETY: `m` is a live module.
+                unsafe { llc::LLVMGetModuleContext(m) },
+            );
+            builder.before(t);
+            builder.br(go_on);
+            // SAFETY: `t` is a terminator of `b`, replaced by the branch just built before it;
+            // nothing uses a branch's value.
+            unsafe { llc::LLVMInstructionEraseFromParent(t) };
+        }
+        for b in llvm::blocks(f) {
+            for i in llvm::instructions(b) {
+                if !llvm::is_call(i) {
+                    continue;
+                }
+                let Some(state) = llvm::site_state(i) else {
+                    continue;
+                };
+                let store = osr
+                    .site(state.site)
+                    .is_some_and(|s| matches!(s.kind, crate::sites::SiteKind::Store { .. }));
+                if !store {
+                    llvm::rebuild_call_with_bundles(i, &[]);
+                }
+            }
+        }
+    }
+}
+
+/// The successor a branch marked by [`instrument::COUNT_METADATA`] (of kind id `kind`) goes on
+/// to without counting; `None` for any other terminator.
+fn count_branch_target(t: LLVMValueRef, kind: u32) -> Option<llvm_sys::prelude::LLVMBasicBlockRef> {
+    // SAFETY: `t` is a live terminator; the metadata, when present, is the `!{i32 n}` node
+    // instrumentation attached, read through the value API; the successor index is checked
+    // against the count LLVM reports.
+    unsafe {
+        let md = llc::LLVMGetMetadata(t, kind);
+        if md.is_null() || llc::LLVMGetMDNodeNumOperands(md) != 1 {
+            return None;
+        }
+        let mut op = std::ptr::null_mut();
+        llc::LLVMGetMDNodeOperands(md, &mut op);
+        let index = llvm::const_int_value(op)?;
+        let index = u32::try_from(index).ok()?;
+        (index < llc::LLVMGetNumSuccessors(t)).then(|| llc::LLVMGetSuccessor(t, index))
+    }
+}
+
 /// Runs LLVM's verifier over the module as the earlier passes left it, before anything
 /// optimises it: a broken continuation or specialisation is reported as such, not as whatever
 /// the optimiser would make of it.
@@ -1077,7 +1171,10 @@ fn name_continuation(m: LLVMModuleRef, spec: &UnitSpec<'_>) {
                 Some(ResumePart::Body) => VersionKind::MultiContinuation,
                 None => continue,
             };
-            debug::rename(f, &version_label(function, spec.opt, spec.specialise, kind));
+            debug::rename(
+                f,
+                &version_label(function, spec.opt, spec.specialise, spec.readiness, kind),
+            );
         }
     }
 }

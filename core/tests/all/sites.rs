@@ -386,3 +386,182 @@ fn a_local_no_callee_can_keep_stays_in_the_machine_frame_and_its_contents_are_st
         }
     }
 }
+
+/// `work` loops, calls `leaf` at every pass and stores into the watched `mode` every 100th;
+/// `leaf` loops too.
+const FINAL: &str = r#"
+@mode = global i64 0
+@acc = global i64 0
+
+define void @leaf(i64 %x) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %a = load i64, ptr @acc
+  %a1 = add i64 %a, %i
+  store i64 %a1, ptr @acc
+  %i1 = add i64 %i, 1
+  %more = icmp ult i64 %i1, %x
+  br i1 %more, label %loop, label %exit
+exit:
+  ret void
+}
+
+define i64 @work(i64 %n) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %next ]
+  %small = and i64 %i, 3
+  call void @leaf(i64 %small)
+  %r = urem i64 %i, 100
+  %store = icmp eq i64 %r, 0
+  br i1 %store, label %set, label %next
+set:
+  store i64 %i, ptr @mode
+  br label %next
+next:
+  %i1 = add i64 %i, 1
+  %more = icmp ult i64 %i1, %n
+  br i1 %more, label %loop, label %exit
+exit:
+  %a = load i64, ptr @acc
+  ret i64 %a
+}
+"#;
+
+#[test]
+fn a_final_version_keeps_only_store_sites() {
+    use uppercut_core::{Readiness, VersionRequest};
+    for opt in [OptLevel::O0, OptLevel::O2] {
+        let e = engine(
+            FINAL,
+            Instrumentation {
+                initial_count: 1,
+                entry_sites: true,
+                store_sites: vec!["mode".to_owned()],
+                ..Instrumentation::default()
+            },
+            opt,
+        );
+        let osr = e.osr().unwrap();
+        let fired: Arc<Mutex<Vec<SiteKind>>> = Arc::default();
+        let seen = Arc::clone(&fired);
+        let kinds: Vec<(uppercut_core::SiteId, SiteKind)> =
+            osr.sites().iter().map(|s| (s.id, s.kind.clone())).collect();
+        e.register_callback(
+            SITE_CALLBACK,
+            move |h: &mut uppercut_core::Hypercall<'_>| {
+                let id = uppercut_core::SiteId(h.args() as usize as u32);
+                let kind = kinds.iter().find(|(s, _)| *s == id).unwrap().1.clone();
+                seen.lock().unwrap().push(kind);
+                Ok(std::ptr::null_mut())
+            },
+        )
+        .unwrap();
+        let expected = e.call("work", &[1000]).unwrap();
+        let counting = fired
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| !matches!(k, SiteKind::Store { .. }))
+            .count();
+        assert!(counting > 0, "{opt:?}: counters that start at 1 fire");
+
+        let request = VersionRequest {
+            readiness: Readiness::Final,
+            ..VersionRequest::new("work", OptLevel::O2)
+        };
+        let made = e.compile_version(&request).unwrap();
+        assert_eq!(made.version.readiness, Readiness::Final);
+        assert!(
+            made.version.label().contains("final"),
+            "{}",
+            made.version.label()
+        );
+        // Its unit keeps records for the store sites only.
+        let code = e.unit_code(made.version.unit).unwrap();
+        let sites: Vec<_> = code.table.rows().iter().filter_map(|r| r.site).collect();
+        assert!(
+            !sites.is_empty(),
+            "{opt:?}: the store site keeps its record"
+        );
+        for site in &sites {
+            let kind = &osr.site(*site).unwrap().kind;
+            assert!(
+                matches!(kind, SiteKind::Store { .. }),
+                "{opt:?}: {site} is {kind:?}"
+            );
+        }
+        // Run again through the final version (its loop and entry count nothing; `leaf` is
+        // still its own, with sites): the same result, store sites still fire.
+        fired.lock().unwrap().clear();
+        // SAFETY: the guest's `i64` global; no guest code runs.
+        unsafe { std::ptr::write_volatile(e.global_address("acc").unwrap() as *mut i64, 0) };
+        assert_eq!(e.call("work", &[1000]).unwrap(), expected, "{opt:?}");
+        let fired = fired.lock().unwrap().clone();
+        let stores = fired
+            .iter()
+            .filter(|k| matches!(k, SiteKind::Store { .. }))
+            .count();
+        assert_eq!(stores, 10, "{opt:?}: every store still makes its hypercall");
+
+        // A final version assumes nothing: it cannot be specialised.
+        let specialised = VersionRequest {
+            readiness: Readiness::Final,
+            specialisation: vec![("mode".to_owned(), 3)],
+            ..VersionRequest::new("work", OptLevel::O2)
+        };
+        assert!(e.compile_version(&specialised).is_err(), "{opt:?}");
+    }
+}
+
+#[test]
+fn a_loop_site_knows_how_deeply_its_loop_is_nested() {
+    // for i { for j { for k {} } ; for m {} }
+    let ir = r#"
+define i64 @nest(i64 %n) {
+entry:
+  br label %i.head
+i.head:
+  %i = phi i64 [ 0, %entry ], [ %i1, %i.latch ]
+  br label %j.head
+j.head:
+  %j = phi i64 [ 0, %i.head ], [ %j1, %j.latch ]
+  br label %k.head
+k.head:
+  %k = phi i64 [ 0, %j.head ], [ %k1, %k.head ]
+  %k1 = add i64 %k, 1
+  %k.more = icmp ult i64 %k1, %n
+  br i1 %k.more, label %k.head, label %j.latch
+j.latch:
+  %j1 = add i64 %j, 1
+  %j.more = icmp ult i64 %j1, %n
+  br i1 %j.more, label %j.head, label %m.head
+m.head:
+  %m = phi i64 [ 0, %j.latch ], [ %m1, %m.head ]
+  %m1 = add i64 %m, 1
+  %m.more = icmp ult i64 %m1, %n
+  br i1 %m.more, label %m.head, label %i.latch
+i.latch:
+  %i1 = add i64 %i, 1
+  %i.more = icmp ult i64 %i1, %n
+  br i1 %i.more, label %i.head, label %exit
+exit:
+  ret i64 %i1
+}
+"#;
+    let e = engine(ir, Instrumentation::default(), OptLevel::O0);
+    let mut depths: Vec<u32> = e
+        .osr()
+        .unwrap()
+        .sites()
+        .iter()
+        .filter(|s| s.kind == SiteKind::Loop)
+        .map(|s| s.loop_depth.expect("a loop site has a depth"))
+        .collect();
+    depths.sort_unstable();
+    assert_eq!(depths, [1, 2, 2, 3]);
+    assert_eq!(e.call("nest", &[3]).unwrap(), 3);
+}

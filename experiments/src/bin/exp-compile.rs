@@ -323,10 +323,7 @@ fn tier_up_once(
             Ok(usize::from(moved) as *mut c_void)
         })
         .map_err(measurement)?;
-    let policy = TierUp {
-        background,
-        ..TierUp::default()
-    };
+    let policy = TierUp::new(OptLevel::O2, background);
     let options = OsrOptions {
         continuations: kind,
         ..OsrOptions::default()

@@ -3,7 +3,7 @@
 //! ```text
 //! uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|stress=SEED] [--osr-specialize=GLOBAL]...
 //!              [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
-//!              [--osr-continuations=per-site|multi] [--osr-threshold=N]
+//!              [--osr-tiered=final|sites] [--osr-continuations=per-site|multi] [--osr-threshold=N]
 //!              [--osr-log=FILE] [--osr-log-format=json|chrome] [--osr-stats=text|json]
 //!              [--perf=off|map|jitdump] [--gdb=on|off] [--dump-code=DIR]
 //!              [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
@@ -29,7 +29,7 @@ pub const USAGE: &str = "\
 usage: uppercut run [-O0|-O1|-O2|-O3] [--compile=lazy|eager] [--osr=off|tier|stress=SEED]
                     [--osr-specialize=GLOBAL]...
                     [--osr-transfer=lazy|eager] [--osr-compile=sync|background] [--osr-stats]
-                    [--osr-continuations=per-site|multi] [--osr-threshold=N]
+                    [--osr-tiered=final|sites] [--osr-continuations=per-site|multi] [--osr-threshold=N]
                     [--osr-log=FILE] [--osr-log-format=json|chrome] [--osr-stats=text|json]
                     [--perf=off|map|jitdump] [--gdb=on|off] [--dump-code=DIR]
                     [--load PLUGIN.so]... FILE.ll|FILE.bc [ARGS...]
@@ -43,21 +43,26 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
   --compile=lazy           each function is compiled on its first call (default)
   --compile=eager          the whole program is compiled before main, as lli does
   --osr=off                no on-stack replacement (default)
-  --osr=tier               loops of slower code move to O2 code mid-loop once hot
+  --osr=tier               hot functions (by calls) and hot loops (by passes) of slower code
+                           move to O2 code, loops mid-loop
   --osr=stress=SEED        random frames move between O0 and O2 code at random sites (seeded)
   --osr-specialize=GLOBAL  after each store to GLOBAL, functions reading it run with its value
                            folded in; frames assuming an older value are deoptimised
   --osr-transfer=lazy      a moved frame's state is read when its callee returns (default)
   --osr-transfer=eager     every moved frame's state is read at once, at the safepoint (and
                            its old slots poisoned: nothing may read them again)
-  --osr-compile=sync       a hot loop waits for its new code (default)
   --osr-compile=background a hot loop goes on in its old code while the new code is compiled,
-                           and moves at a later pass once it is ready
+                           and moves at a later pass once it is ready (default)
+  --osr-compile=sync       a hot loop waits for its new code
+  --osr-tiered=final       tiered-up code keeps no counters and no call sites: its frames
+                           stay, its calls may be inlined (default)
+  --osr-tiered=sites       tiered-up code keeps every site, so its frames can move again
   --osr-continuations=per-site
                            a moved frame resumes in a continuation built for its site (default)
   --osr-continuations=multi
                            ... in one multi-entry continuation per function and spec
-  --osr-threshold=N        passes of a loop header before its site fires (tier: 1000)
+  --osr-threshold=N        passes of a loop header, or calls of a function, before its site
+                           fires (tier: 1000)
   --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K ...` at exit
   --osr-stats=json         ... as one JSON object: `uppercut: osr {\"transitions\":N,...}`
   --osr-log=FILE           write every compilation, relink, retirement, transfer and

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use clap::ArgAction;
 
-use uppercut_core::{CompileMode, Engine, EngineOptions, Instrumentation, OptLevel, PerfMode};
+use uppercut_core::{
+    CompileMode, Engine, EngineOptions, Instrumentation, OptLevel, PerfMode, Readiness,
+};
 
 use super::CliError;
 use crate::log::{LogFormat, OsrLog};
@@ -107,11 +109,20 @@ pub(crate) struct RunArgs {
         long = "osr-compile",
         value_name = "MODE",
         require_equals = true,
-        default_value = "sync",
+        default_value = "background",
         action = ArgAction::Set,
         value_parser = background
     )]
     pub(crate) background: bool,
+    /// `--osr-tiered=final|sites`: what tiered-up code keeps of its sites.
+    #[arg(
+        long = "osr-tiered",
+        value_name = "CODE",
+        require_equals = true,
+        default_value = "final",
+        value_parser = tiered
+    )]
+    pub(crate) tiered: Readiness,
     /// `--osr-continuations=per-site|multi`.
     #[arg(
         long = "osr-continuations",
@@ -232,6 +243,16 @@ fn threshold(value: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("--osr-threshold needs a positive count, got `{value}`"))
 }
 
+fn tiered(value: &str) -> Result<Readiness, String> {
+    match value {
+        "final" => Ok(Readiness::Final),
+        "sites" => Ok(Readiness::Sites),
+        _ => Err(format!(
+            "unknown --osr-tiered code `{value}` (expected final or sites)"
+        )),
+    }
+}
+
 fn background(value: &str) -> Result<bool, String> {
     match value {
         "sync" => Ok(false),
@@ -326,7 +347,7 @@ pub(crate) fn main(run: RunArgs) -> Result<ExitCode, CliError> {
         }),
         OsrMode::Tier => Some(Instrumentation {
             loop_sites: true,
-            entry_sites: false,
+            entry_sites: true,
             store_sites: run.specialise.clone(),
             initial_count: run.threshold.unwrap_or(TIER_THRESHOLD),
             ..Instrumentation::default()
@@ -373,10 +394,12 @@ pub(crate) fn main(run: RunArgs) -> Result<ExitCode, CliError> {
     }
     match run.osr {
         OsrMode::Off => {}
-        OsrMode::Tier => policies.push(Box::new(TierUp {
-            background: run.background,
-            ..TierUp::default()
-        })),
+        OsrMode::Tier => {
+            let mut tier = TierUp::default();
+            tier.background = run.background;
+            tier.readiness = run.tiered;
+            policies.push(Box::new(tier));
+        }
         OsrMode::Stress(seed) => policies.push(Box::new(Stress::new(seed))),
     }
     let osr = if policies.is_empty() {
@@ -479,6 +502,7 @@ fn stats_json(stats: &OsrStats) -> serde_json::Map<String, serde_json::Value> {
         "caught_up": stats.caught_up,
         "max_stall_us": stats.max_stall.as_micros() as u64,
         "total_stall_us": stats.total_stall.as_micros() as u64,
+        "storms": stats.storms,
     });
     match value {
         serde_json::Value::Object(map) => map,

@@ -106,7 +106,16 @@ fn gdb_names_guest_frames_with_file_and_line_at_o0_at_o2_and_after_tier_up() {
     // Tier-up moves `mid`'s frame into an O2 continuation of its loop's site mid-loop: the frame
     // says what it continues, with the line it is at.
     for transfer in ["--osr-transfer=lazy", "--osr-transfer=eager"] {
-        let flags = ["-O0", "--osr=tier", "--osr-threshold=50", transfer];
+        // In the foreground, so that the frame has moved when `leaf` faults; with its sites, so
+        // that `leaf` stays a frame of its own (final code may inline it).
+        let flags = [
+            "-O0",
+            "--osr=tier",
+            "--osr-compile=sync",
+            "--osr-tiered=sites",
+            "--osr-threshold=50",
+            transfer,
+        ];
         let bt = backtrace(&flags, &guest);
         assert!(bt.contains("leaf (p=0x0) at "), "{transfer}:\n{bt}");
         let continuation = bt
@@ -210,6 +219,7 @@ fn the_perf_map_names_every_version_while_it_lives() {
             "run",
             "-O0",
             "--osr=tier",
+            "--osr-compile=sync",
             "--osr-threshold=1000",
             "--perf=map",
         ])
@@ -234,13 +244,13 @@ fn the_perf_map_names_every_version_while_it_lives() {
             parts.next().unwrap()
         })
         .collect();
-    for expected in ["main [O0]", "burn [O0]", "burn [O2]"] {
+    for expected in ["main [O0]", "burn [O0]", "burn [O2 final]"] {
         assert!(names.contains(&expected), "no `{expected}` in\n{map}");
     }
     assert!(
         names
             .iter()
-            .any(|n| n.starts_with("burn [O2, continuation of site")),
+            .any(|n| n.starts_with("burn [O2 final, continuation of site")),
         "no continuation in\n{map}"
     );
 }

@@ -132,6 +132,7 @@ fn a_global_whose_address_escapes_cannot_be_specialised() {
             opt_level: Level::O2,
             specialisation: vec![("counter".to_owned(), 3)],
             relink: false,
+            readiness: uppercut_core::Readiness::Sites,
         })
         .unwrap_err();
     assert!(
@@ -158,7 +159,8 @@ fn tier_up_moves_a_hot_loop_to_o2() {
         .filter(|s| s.kind == SiteKind::Loop && s.function == "serve")
         .count();
     assert!(loops >= 1);
-    let osr = Osr::install(&engine, TierUp::default()).unwrap();
+    // In the foreground: the loop waits for its code and moves at once.
+    let osr = Osr::install(&engine, TierUp::new(Level::O2, false)).unwrap();
     assert_eq!(
         engine
             .run_main("config_loop", &["5000".to_owned()])
@@ -167,7 +169,8 @@ fn tier_up_moves_a_hot_loop_to_o2() {
     );
     let moved = osr.events().into_iter().any(|e| {
         matches!(e, OsrEvent::Transfer { function, from, to, .. }
-            if function == "serve" && from.opt_level == Level::O0 && to.opt_level == Level::O2)
+            if function == "serve" && from.opt_level == Level::O0 && to.opt_level == Level::O2
+                && to.readiness == uppercut_core::Readiness::Final)
     });
     assert!(moved, "{:?}", osr.events());
     assert_eq!(
@@ -201,5 +204,42 @@ fn specialise_under_stress_matches_native() {
                 panic!("{opt:?} seed {seed}:\n{report}");
             }
         }
+    }
+}
+
+/// The storm guard: a global flipped every third pass of the loop that reads it stops being
+/// specialised on after `SPECIALISE_MAX_CHANGES` changes, and the output stays native.
+#[test]
+fn a_global_that_keeps_changing_stops_being_specialised() {
+    use crate::support::{Runner, compile_native, run, run_command};
+    let runner = Runner::from_env();
+    if runner.is_lli {
+        return;
+    }
+    let scratch = Scratch::new("flip-storm");
+    let source = program_source("flip_storm");
+    for opt in [OptLevel::O0, OptLevel::O2] {
+        let native = compile_native(&source, opt, scratch.path());
+        let ir = compile_ir(&source, opt, IrFormat::Text, scratch.path());
+        let args = vec!["3000".into()];
+        let expected = run(&native, &args, b"", scratch.path());
+        let extra = ["--osr-specialize=mode", "--osr-stats=json"];
+        let jitted = run_command(runner.command(opt, &extra, &ir, &args), b"", scratch.path());
+        assert_eq!(jitted.stdout, expected.stdout, "{opt:?}");
+        assert_eq!(jitted.end(), expected.end(), "{opt:?}");
+        let stderr = String::from_utf8_lossy(&jitted.stderr);
+        let json = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("uppercut: osr "))
+            .unwrap_or_else(|| panic!("{opt:?}: no stats in {stderr}"));
+        let stats: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(stats["storms"], 1, "{opt:?}: {json}");
+        // Every change deoptimised until the guard (about 1,000 changes happen in all).
+        let transitions = stats["transitions"].as_u64().unwrap();
+        let bound = u64::from(uppercut_osr::policy::SPECIALISE_MAX_CHANGES) + 1;
+        assert!(
+            transitions > 10 && transitions <= bound,
+            "{opt:?}: {transitions} transitions: {json}"
+        );
     }
 }

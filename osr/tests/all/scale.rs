@@ -209,10 +209,7 @@ fn a_background_compilation_moves_the_loop_once_ready() {
                 Ok(usize::from(moved) as *mut std::ffi::c_void)
             })
             .unwrap();
-        let policy = TierUp {
-            background: true,
-            ..TierUp::default()
-        };
+        let policy = TierUp::new(OptLevel::O2, true);
         let options = OsrOptions {
             transfer,
             scrub: true,
