@@ -251,9 +251,17 @@ pub struct OsrModule {
     pub(crate) sites: Vec<SiteInfo>,
     pub(crate) functions: HashMap<String, FunctionOsr>,
     pub(crate) globals: HashMap<String, GlobalOsr>,
+    pub(crate) initial_count: i64,
 }
 
 impl OsrModule {
+    /// The count every loop and entry site's counter started at
+    /// ([`Instrumentation::initial_count`]): with a counter's current value, how often its loop
+    /// passed or its function was entered (until a handler stores another count).
+    pub fn initial_count(&self) -> i64 {
+        self.initial_count
+    }
+
     /// Every site, by ascending id. (Ids of calls that were refused a site are missing.)
     pub fn sites(&self) -> &[SiteInfo] {
         &self.sites

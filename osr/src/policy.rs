@@ -147,34 +147,41 @@ impl Policy for TierUp {
             return Ok(());
         }
         if slower && self.background {
-            // The continuations built with the version: at the calls where this thread's
-            // frames of the function wait, and at its outermost loops' headers (where the
-            // relink's arming brings a frame running one of its loops). A function hot by its
-            // calls only needs the version: its frames finish in their old code, and calls
-            // enter the new.
-            let mut sites: Vec<_> = match site.kind {
-                SiteKind::Entry => Vec::new(),
-                _ => {
-                    let osr = cx.osr();
-                    let waiting = cx
-                        .frames()
+            // A function entered more than once (hot by its calls, or a loop in a function
+            // called again and again) needs only the version: its frames finish in their old
+            // code and later calls enter the new. A frame that stays in one long call of its
+            // function is chased: the version comes with the continuation of the loop that
+            // fired if it is an outermost one (the relink arms those), and of the calls where
+            // this thread's other frames of the function wait; a frame found elsewhere gets its
+            // continuation built when it is found.
+            let osr = cx.osr();
+            let entries = osr
+                .function(&function)
+                .map(|f| f.sites.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|&s| osr.site(s))
+                .find(|s| s.kind == SiteKind::Entry)
+                .map(|s| s.id)
+                .and_then(|entry| cx.counter(entry))
+                .map(|left| osr.initial_count().saturating_sub(left.max(0)));
+            let chase = site.kind == SiteKind::Loop && entries.is_none_or(|calls| calls <= 1);
+            let mut sites: Vec<_> = Vec::new();
+            if chase {
+                if site.loop_depth == Some(1) {
+                    sites.push(site.id);
+                }
+                sites.extend(
+                    cx.frames()
                         .iter()
                         .filter(|f| f.version.function == function)
                         .filter_map(|f| f.site)
-                        .filter(|&s| osr.site(s).is_some_and(|s| s.loop_depth.is_none()));
-                    let outermost = osr
-                        .function(&function)
-                        .map(|f| f.sites.as_slice())
-                        .unwrap_or_default()
-                        .iter()
-                        .copied()
-                        .filter(|&s| osr.site(s).is_some_and(|s| s.loop_depth == Some(1)));
-                    waiting.chain(outermost).collect()
-                }
-            };
+                        .filter(|&s| osr.site(s).is_some_and(|s| s.kind != SiteKind::Loop)),
+                );
+            }
             sites.sort_unstable();
             sites.dedup();
-            cx.version_in_background(&function, &spec, true, &sites);
+            cx.version_in_background(&function, &spec, true, &sites, chase);
             return Ok(());
         }
         if slower && cx.version(&function, &spec, true).is_err() {

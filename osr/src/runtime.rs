@@ -299,8 +299,9 @@ struct Shared {
     /// Bumped at every relink; each thread catches up at its next safepoint with what
     /// `relinked` says changed since it last looked.
     generation: AtomicU64,
-    /// Each relinked function's latest spec and the generation that made it current.
-    relinked: Mutex<HashMap<String, (u64, VersionSpec)>>,
+    /// Each relinked function's latest spec, the generation that made it current, and whether
+    /// frames running its older code are to move to it (else they finish where they are).
+    relinked: Mutex<HashMap<String, (u64, VersionSpec, bool)>>,
     /// Loop and entry counters a relink armed (set to 1, so that threads running old code come
     /// to a safepoint), with the count each held before. The fire an arming causes catches up
     /// and puts the count back; policies never see it.
@@ -336,12 +337,22 @@ impl Shared {
 
     /// Records that `function`'s entries now lead to `spec`, and arms its loop sites so that
     /// threads running its old code reach a safepoint soon.
-    fn relinked(&self, engine: &Engine, osr: &OsrModule, function: &str, spec: &VersionSpec) {
+    fn relinked(
+        &self,
+        engine: &Engine,
+        osr: &OsrModule,
+        function: &str,
+        spec: &VersionSpec,
+        chase: bool,
+    ) {
         {
             // Under the lock: a thread that reads the new generation finds its entry.
             let mut relinked = lock(&self.relinked);
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            relinked.insert(function.to_owned(), (generation, spec.clone()));
+            relinked.insert(function.to_owned(), (generation, spec.clone(), chase));
+        }
+        if !chase {
+            return;
         }
         // Outermost loops only: a frame moved at an outermost loop's header resumes in a loop
         // nest the optimiser sees whole (entered deeper, the loops around the resume point are
@@ -776,7 +787,8 @@ impl Cx<'_> {
             relinked: relink,
         });
         if relink {
-            self.shared.relinked(self.engine, self.osr, function, spec);
+            self.shared
+                .relinked(self.engine, self.osr, function, spec, true);
         }
         Ok(made.version)
     }
@@ -784,8 +796,9 @@ impl Cx<'_> {
     /// Asks for a version of `function` built as `spec` without waiting: the guest goes on in
     /// its old code while the compiler thread builds it, with the continuations of `sites`
     /// (where the function's frames are likely to be found next). Once it is ready (and
-    /// relinked, when `relink`), each thread's frames of `function` move to it at their next
-    /// safepoint, and its loop sites are armed so that this comes soon.
+    /// relinked, when `relink`), later calls enter it; with `chase`, each thread's frames of
+    /// `function` also move to it at their next safepoint, and its outermost loops are armed
+    /// so that this comes soon (without, they finish in their old code).
     ///
     /// `false` when the same version was asked for before (it is ready, or on its way).
     pub fn version_in_background(
@@ -794,6 +807,7 @@ impl Cx<'_> {
         spec: &VersionSpec,
         relink: bool,
         sites: &[SiteId],
+        chase: bool,
     ) -> bool {
         let Some(osr) = self.engine.osr() else {
             return false;
@@ -837,7 +851,7 @@ impl Cx<'_> {
             // Decode the new units' records before any thread needs them.
             let _ = Transfers::new(&engine).warm();
             if relink {
-                shared.relinked(&engine, &osr, &function, &spec);
+                shared.relinked(&engine, &osr, &function, &spec, chase);
             }
         })
     }
@@ -847,8 +861,8 @@ impl Cx<'_> {
     fn catch_up(&mut self, seen: u64) {
         let relinked: Vec<(String, VersionSpec)> = lock(&self.shared.relinked)
             .iter()
-            .filter(|(_, (generation, _))| *generation > seen)
-            .map(|(f, (_, spec))| (f.clone(), spec.clone()))
+            .filter(|(_, (generation, _, chase))| *generation > seen && *chase)
+            .map(|(f, (_, spec, _))| (f.clone(), spec.clone()))
             .collect();
         if relinked.is_empty() {
             return;
@@ -910,9 +924,9 @@ impl Cx<'_> {
             };
             let current = lock(&shared.relinked)
                 .get(&site.function)
-                .is_some_and(|(_, relinked)| *relinked == spec);
+                .is_some_and(|(_, relinked, chase)| *relinked == spec && *chase);
             if current {
-                shared.relinked(&engine, &osr, &site.function, &spec);
+                shared.relinked(&engine, &osr, &site.function, &spec, true);
             }
         });
     }
@@ -1098,6 +1112,12 @@ impl Cx<'_> {
             return Ok(());
         };
         store_counter(self.engine, &counter, count)
+    }
+
+    /// The count in `site`'s counter now (`None` for a site without one).
+    pub fn counter(&self, site: SiteId) -> Option<i64> {
+        let counter = self.osr.site(site)?.counter.as_deref()?;
+        read_counter(self.engine, counter)
     }
 
     /// The current bits of a scalar global (zero-extended to 64 bits).

@@ -168,7 +168,10 @@ pub(crate) fn rewrite(
         m,
         ctx: l::context_of(m),
         config,
-        out: OsrModule::default(),
+        out: OsrModule {
+            initial_count: config.initial_count,
+            ..OsrModule::default()
+        },
         hypercall: None,
         marked: HashMap::new(),
         counters: HashMap::new(),
