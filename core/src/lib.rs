@@ -68,12 +68,15 @@ pub use error::{Error, Result};
 pub use hypercall::{
     CHandler, Callback, CallbackError, GuestState, Hypercall, registerCustomCallback,
 };
-pub use ir::{DEOPT_IN_REGISTERS_ENV, deopt_values_in_registers, llvm_version};
+pub use ir::{
+    DEOPT_IN_REGISTERS_ENV, deopt_values_in_registers, llvm_version,
+    prefer_deopt_values_in_registers,
+};
 pub use perf::PerfMode;
 pub use plugin::load_plugin;
 pub use sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, LoopCounters, OsrModule,
-    REGISTER_CHUNK, SITE_CALLBACK, SiteInfo, SiteKind,
+    REGISTER_CHUNK, SITE_CALLBACK, SIZE_UNIT, SiteInfo, SiteKind,
 };
 pub use sys::stack_top;
 pub use threads::before_exit;

@@ -49,6 +49,11 @@ pub struct Instrumentation {
     /// decremented at each pass, reaches zero. The handler may store a new count (see
     /// [`SiteInfo::counter`]).
     pub initial_count: i64,
+    /// Start each function's counters at `initial_count` times its size in units of
+    /// [`SIZE_UNIT`] instructions (at least one unit), so that a function that costs more to
+    /// compile runs longer before its sites fire (JavaScriptCore scales its tier-up thresholds
+    /// by code size the same way). Off by default: every counter starts at `initial_count`.
+    pub scale_counts_by_size: bool,
     /// How loop sites count their passes (entry sites always count in their global).
     pub loop_counters: LoopCounters,
     /// Sites only where the module's call graph says a hypercall can be reached (the default):
@@ -86,6 +91,7 @@ impl Default for Instrumentation {
             entry_sites: false,
             store_sites: Vec::new(),
             initial_count: 1000,
+            scale_counts_by_size: false,
             loop_counters: LoopCounters::default(),
             call_graph: true,
             frame_locals: true,
@@ -120,6 +126,9 @@ pub enum LoopCounters {
     #[default]
     Register,
 }
+
+/// Instructions per unit of size for [`Instrumentation::scale_counts_by_size`].
+pub const SIZE_UNIT: i64 = 100;
 
 /// The largest chunk of passes a [`LoopCounters::Register`] loop site charges to its global at
 /// once (a power of two).
@@ -175,6 +184,9 @@ pub struct SiteInfo {
     /// a whole loop nest the optimiser sees as one; resumed deeper, the loops around it are
     /// entered in the middle and optimise worse.
     pub loop_depth: Option<u32>,
+    /// The count a loop or entry site's counter started at: with its current value, how often
+    /// its loop passed or its function was entered (until a handler stores another count).
+    pub counter_start: Option<i64>,
     /// Why the call carries no OSR state, if it does not (its hypercall, if any, still fires;
     /// frames stopped there are not transferred).
     pub refused: Option<String>,
@@ -251,17 +263,9 @@ pub struct OsrModule {
     pub(crate) sites: Vec<SiteInfo>,
     pub(crate) functions: HashMap<String, FunctionOsr>,
     pub(crate) globals: HashMap<String, GlobalOsr>,
-    pub(crate) initial_count: i64,
 }
 
 impl OsrModule {
-    /// The count every loop and entry site's counter started at
-    /// ([`Instrumentation::initial_count`]): with a counter's current value, how often its loop
-    /// passed or its function was entered (until a handler stores another count).
-    pub fn initial_count(&self) -> i64 {
-        self.initial_count
-    }
-
     /// Every site, by ascending id. (Ids of calls that were refused a site are missing.)
     pub fn sites(&self) -> &[SiteInfo] {
         &self.sites

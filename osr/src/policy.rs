@@ -162,9 +162,8 @@ impl Policy for TierUp {
                 .iter()
                 .filter_map(|&s| osr.site(s))
                 .find(|s| s.kind == SiteKind::Entry)
-                .map(|s| s.id)
-                .and_then(|entry| cx.counter(entry))
-                .map(|left| osr.initial_count().saturating_sub(left.max(0)));
+                .and_then(|entry| Some((entry.counter_start?, cx.counter(entry.id)?)))
+                .map(|(start, left)| start.saturating_sub(left.max(0)));
             let chase = site.kind == SiteKind::Loop && entries.is_none_or(|calls| calls <= 1);
             let mut sites: Vec<_> = Vec::new();
             if chase {

@@ -17,7 +17,7 @@ use super::{HYPERCALL, functions, globals, value_name};
 use crate::frames::SiteState;
 use crate::sites::{
     DiscoverySlots, FunctionOsr, GlobalOsr, Instrumentation, LoopCounters, OsrModule,
-    REGISTER_CHUNK, SITE_CALLBACK, SiteInfo, SiteKind,
+    REGISTER_CHUNK, SITE_CALLBACK, SIZE_UNIT, SiteInfo, SiteKind,
 };
 use crate::types::SiteId;
 
@@ -137,6 +137,10 @@ struct Rewriter<'a> {
     counters: HashMap<Value, String>,
     /// The nesting depth of each loop site's loop, by its counter's name.
     loop_depths: HashMap<String, u32>,
+    /// The count each counter starts at, by its name.
+    counter_starts: HashMap<String, i64>,
+    /// Each function's size in instructions before it got sites, once asked for.
+    sizes: HashMap<Value, usize>,
     /// The shadow-stack frame pointer of each function that has one.
     shadow_frames: HashMap<Value, Value>,
     /// Where the frame of each function with discovery words keeps them.
@@ -168,14 +172,13 @@ pub(crate) fn rewrite(
         m,
         ctx: l::context_of(m),
         config,
-        out: OsrModule {
-            initial_count: config.initial_count,
-            ..OsrModule::default()
-        },
+        out: OsrModule::default(),
         hypercall: None,
         marked: HashMap::new(),
         counters: HashMap::new(),
         loop_depths: HashMap::new(),
+        counter_starts: HashMap::new(),
+        sizes: HashMap::new(),
         shadow_frames: HashMap::new(),
         discovery: HashMap::new(),
         reaching: HashSet::new(),
@@ -285,6 +288,11 @@ pub(crate) fn rewrite(
                     .counters
                     .get(&call)
                     .and_then(|c| r.loop_depths.get(c))
+                    .copied(),
+                counter_start: r
+                    .counters
+                    .get(&call)
+                    .and_then(|c| r.counter_starts.get(c))
                     .copied(),
                 refused: Some(why.unwrap_or_else(|| "its function has no sites".to_owned())),
             }
@@ -759,11 +767,28 @@ impl Rewriter<'_> {
         }
     }
 
-    /// A fresh `i64` counter global for a loop or entry site.
-    fn counter_global(&mut self) -> Value {
+    /// A fresh `i64` counter global for a loop or entry site of `f`, starting at
+    /// [`Instrumentation::initial_count`] (times `f`'s size with
+    /// [`Instrumentation::scale_counts_by_size`]).
+    fn counter_global(&mut self, f: Value) -> Value {
         let i64t = l::int_type(self.ctx, 64);
         let name = format!("__uppercut.osr.count.{}", self.next_site + 1);
-        let init = l::const_int(i64t, self.config.initial_count as u64);
+        let start = match self.config.scale_counts_by_size {
+            false => self.config.initial_count,
+            true => {
+                // Measured once, before the function's first site adds to it.
+                let size = *self.sizes.entry(f).or_insert_with(|| {
+                    l::blocks(f)
+                        .into_iter()
+                        .map(|b| l::instructions(b).len())
+                        .sum()
+                });
+                let units = (size as i64 / SIZE_UNIT).max(1);
+                self.config.initial_count.saturating_mul(units)
+            }
+        };
+        self.counter_starts.insert(name.clone(), start);
+        let init = l::const_int(i64t, start as u64);
         l::add_global(self.m, &name, init, false)
     }
 
@@ -777,7 +802,7 @@ impl Rewriter<'_> {
         kind: SiteKind,
         loop_depth: Option<u32>,
     ) {
-        let counter = self.counter_global();
+        let counter = self.counter_global(f);
         let i64t = l::int_type(self.ctx, 64);
         let c = builder.load(i64t, counter, "osr.c");
         let c1 = builder.sub(c, l::const_int(i64t, 1), "osr.c1");
@@ -827,7 +852,7 @@ impl Rewriter<'_> {
         kind: SiteKind,
         loop_depth: Option<u32>,
     ) {
-        let counter = self.counter_global();
+        let counter = self.counter_global(f);
         let i64t = l::int_type(self.ctx, 64);
         let one = l::const_int(i64t, 1);
         let entry = l::blocks(f)[0];
@@ -1391,6 +1416,10 @@ impl Rewriter<'_> {
                 .as_ref()
                 .and_then(|c| self.loop_depths.get(c))
                 .copied();
+            let counter_start = counter
+                .as_ref()
+                .and_then(|c| self.counter_starts.get(c))
+                .copied();
             if let Some(why) = refused {
                 self.out.sites.push(SiteInfo {
                     id,
@@ -1401,6 +1430,7 @@ impl Rewriter<'_> {
                     shadow_frame: None,
                     counter: counter.clone(),
                     loop_depth,
+                    counter_start,
                     refused: Some(why.clone()),
                 });
                 let what = match &kind {
@@ -1442,6 +1472,7 @@ impl Rewriter<'_> {
                 shadow_frame,
                 counter,
                 loop_depth,
+                counter_start,
                 refused: None,
             });
             if let Some(info) = self.out.functions.get_mut(&name) {

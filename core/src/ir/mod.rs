@@ -81,9 +81,20 @@ pub const DEOPT_IN_REGISTERS_ENV: &str = "UPPERCUT_DEOPT_IN_REGISTERS";
 /// callee returns them; the option keeps caller-saved registers out of the records (they are
 /// spilled at each site), which statepoints whose values are mere live-ins do not.
 pub fn deopt_values_in_registers() -> bool {
+    prefer_deopt_values_in_registers(true)
+}
+
+/// Like [`deopt_values_in_registers`], but when the choice is not made yet (no guest loaded,
+/// and [`DEOPT_IN_REGISTERS_ENV`] unset), makes it `preferred`; returns the choice in force.
+///
+/// Registers for values cost compile time at O0 (every level then needs the register allocator
+/// that can fold a statepoint's operands, which at O0 is about twice as slow as the fast one)
+/// and pay only in optimised code that keeps its sites. A runner whose optimised code keeps no
+/// sites (tier-up's final code) prefers them off.
+pub fn prefer_deopt_values_in_registers(preferred: bool) -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SET.get_or_init(|| {
-        let on = std::env::var(DEOPT_IN_REGISTERS_ENV).map_or(true, |v| v.trim() != "0");
+        let on = std::env::var(DEOPT_IN_REGISTERS_ENV).map_or(preferred, |v| v.trim() != "0");
         if on {
             // O0's fast register allocator cannot fold a statepoint's register operands into
             // stack slots and runs out of registers on a site with many values: every level

@@ -350,6 +350,7 @@ pub(crate) fn main(run: RunArgs) -> Result<ExitCode, CliError> {
             entry_sites: true,
             store_sites: run.specialise.clone(),
             initial_count: run.threshold.unwrap_or(TIER_THRESHOLD),
+            scale_counts_by_size: true,
             ..Instrumentation::default()
         }),
         OsrMode::Stress(seed) => Some(Instrumentation {
@@ -360,6 +361,11 @@ pub(crate) fn main(run: RunArgs) -> Result<ExitCode, CliError> {
             ..Instrumentation::default()
         }),
     };
+    // Tier-up's optimised code keeps no sites unless asked to: values in registers would only
+    // slow down its first tier's compilation.
+    if run.osr == OsrMode::Tier && run.tiered == Readiness::Final && run.specialise.is_empty() {
+        uppercut_core::prefer_deopt_values_in_registers(false);
+    }
     let options = EngineOptions {
         opt_level: run.opt_level,
         instrument,
