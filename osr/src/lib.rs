@@ -27,8 +27,10 @@
 //! ([`TransferMode::Eager`], [`Transfers::transfer_now`]: every moved frame's state is read at
 //! the safepoint, in the same pass, and its old slots are never read again). Versions and
 //! continuations are compiled on a compiler thread of the runtime, never on the guest's stack,
-//! either while the guest waits or in the background ([`Cx::version_in_background`]); after a
-//! relink, every thread's frames of the function move at that thread's next site hypercall.
+//! either while the guest waits or in the background ([`Cx::version_in_background`]; the
+//! compiler thread starts at the first). After a relink, every thread's frames of the function
+//! move at that thread's next site hypercall, unless the relink leaves them where they are (a
+//! function entered often: later calls enter the new code).
 //! Continuations are per site or one multi-entry continuation per function and spec
 //! ([`ContinuationKind`]).
 //!

@@ -91,6 +91,32 @@ impl TierUp {
         }
     }
 
+    /// This thread's frames of `function` in code slower than the level, not yet set to move.
+    fn slow_frames(&self, cx: &Cx<'_>, function: &str) -> Vec<usize> {
+        (0..cx.frames().len())
+            .filter(|&i| {
+                let frame = &cx.frames()[i];
+                frame.version.function == function
+                    && frame.version.opt_level < self.level
+                    && frame.pending.is_none()
+            })
+            .collect()
+    }
+
+    /// What frame `index` moves to: the level, with the values its code assumes (and then its
+    /// sites, so that it can leave when they change).
+    fn frame_spec(&self, cx: &Cx<'_>, index: usize) -> VersionSpec {
+        let specialisation = cx.frames()[index].version.specialisation.clone();
+        VersionSpec {
+            opt_level: self.level,
+            readiness: match specialisation.is_empty() {
+                true => self.readiness,
+                false => Readiness::Sites,
+            },
+            specialisation,
+        }
+    }
+
     /// Whether the storm guard lets `function` have one more version (and counts it).
     fn may_ask(&mut self, cx: &Cx<'_>, function: &str) -> bool {
         let asked = self.asked.entry(function.to_owned()).or_insert(0);
@@ -146,25 +172,25 @@ impl Policy for TierUp {
         if slower && !self.may_ask(cx, &function) {
             return Ok(());
         }
+        // A function entered more than once (hot by its calls, or a loop in a function called
+        // again and again) needs only the version: its frames finish in their old code and
+        // later calls enter the new. A frame that stays in one long call of its function is
+        // chased: the version comes with the continuation of the loop that fired if it is an
+        // outermost one (the relink arms those), and of the calls where this thread's other
+        // frames of the function wait; a frame found elsewhere gets its continuation built
+        // when it is found.
+        let osr = cx.osr();
+        let entries = osr
+            .function(&function)
+            .map(|f| f.sites.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&s| osr.site(s))
+            .find(|s| s.kind == SiteKind::Entry)
+            .and_then(|entry| Some((entry.counter_start?, cx.counter(entry.id)?)))
+            .map(|(start, left)| start.saturating_sub(left.max(0)));
+        let chase = site.kind == SiteKind::Loop && entries.is_none_or(|calls| calls <= 1);
         if slower && self.background {
-            // A function entered more than once (hot by its calls, or a loop in a function
-            // called again and again) needs only the version: its frames finish in their old
-            // code and later calls enter the new. A frame that stays in one long call of its
-            // function is chased: the version comes with the continuation of the loop that
-            // fired if it is an outermost one (the relink arms those), and of the calls where
-            // this thread's other frames of the function wait; a frame found elsewhere gets its
-            // continuation built when it is found.
-            let osr = cx.osr();
-            let entries = osr
-                .function(&function)
-                .map(|f| f.sites.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|&s| osr.site(s))
-                .find(|s| s.kind == SiteKind::Entry)
-                .and_then(|entry| Some((entry.counter_start?, cx.counter(entry.id)?)))
-                .map(|(start, left)| start.saturating_sub(left.max(0)));
-            let chase = site.kind == SiteKind::Loop && entries.is_none_or(|calls| calls <= 1);
             let mut sites: Vec<_> = Vec::new();
             if chase {
                 if site.loop_depth == Some(1) {
@@ -183,6 +209,17 @@ impl Policy for TierUp {
             cx.version_in_background(&function, &spec, true, &sites, chase);
             return Ok(());
         }
+        if self.background {
+            // Tiered already (by its calls, say) while this frame stays in a loop of its old
+            // code: it moves once a continuation is ready, never waiting for one.
+            if chase {
+                for i in self.slow_frames(cx, &function) {
+                    let frame_spec = self.frame_spec(cx, i);
+                    let _ = cx.transfer_when_ready(i, &frame_spec);
+                }
+            }
+            return Ok(());
+        }
         if slower && cx.version(&function, &spec, true).is_err() {
             // A function that cannot have a new version (it uses thread-locals, say) keeps
             // running where it is.
@@ -193,24 +230,8 @@ impl Policy for TierUp {
             // version.
             return Ok(());
         }
-        let slow: Vec<usize> = (0..cx.frames().len())
-            .filter(|&i| {
-                let frame = &cx.frames()[i];
-                frame.version.function == function
-                    && frame.version.opt_level < self.level
-                    && frame.pending.is_none()
-            })
-            .collect();
-        for i in slow {
-            let frame_specialisation = cx.frames()[i].version.specialisation.clone();
-            let frame_spec = VersionSpec {
-                opt_level: self.level,
-                readiness: match frame_specialisation.is_empty() {
-                    true => self.readiness,
-                    false => Readiness::Sites,
-                },
-                specialisation: frame_specialisation,
-            };
+        for i in self.slow_frames(cx, &function) {
+            let frame_spec = self.frame_spec(cx, i);
             let _ = cx.transfer(i, &frame_spec);
         }
         Ok(())

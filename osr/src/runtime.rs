@@ -903,10 +903,25 @@ impl Cx<'_> {
         }
     }
 
+    /// Moves frame `index` to `spec` if the continuation it needs is compiled already (`true`);
+    /// otherwise builds it in the background without waiting (see
+    /// [`Cx::transfer`] for the rest), and the frame moves at a later site once it is ready.
+    pub fn transfer_when_ready(
+        &mut self,
+        index: usize,
+        spec: &VersionSpec,
+    ) -> Result<bool, String> {
+        if self.has_continuation(index, spec) {
+            return self.transfer(index, spec).map(|()| true);
+        }
+        self.continuation_in_background(index, spec);
+        Ok(false)
+    }
+
     /// Builds the continuation frame `index` needs to move to `spec` on the compiler thread,
     /// without waiting; once it is ready, the frame's function is announced again (as if
-    /// relinked anew, if `spec` is still what it was relinked to), so that the frames of it
-    /// still in older code move at their next site.
+    /// relinked anew, if `spec` is still what it was relinked to, now chasing its frames), so
+    /// that the frames of it still in older code move at their next site.
     fn continuation_in_background(&mut self, index: usize, spec: &VersionSpec) {
         let Some(site) = self.frame_site(index).cloned() else {
             return;
@@ -924,7 +939,7 @@ impl Cx<'_> {
             };
             let current = lock(&shared.relinked)
                 .get(&site.function)
-                .is_some_and(|(_, relinked, chase)| *relinked == spec && *chase);
+                .is_some_and(|(_, relinked, _)| *relinked == spec);
             if current {
                 shared.relinked(&engine, &osr, &site.function, &spec, true);
             }

@@ -26,6 +26,7 @@ pub fn table(name: &str, r: &Results) -> Result<Table> {
         "compile" => compile_table(r),
         "compile-stall" => compile_stall_table(r),
         "tierup" => tierup_table(r),
+        "tierup-programs" => tierup_programs_table(r),
         "httpd" => httpd_table(r),
         "httpd-transitions" => httpd_transitions(r),
         "httpd-kept" => httpd_kept(r),
@@ -829,22 +830,41 @@ fn compile_figure(r: &Results) -> Result<(String, Chart)> {
 
 // ---- experiment 5: tier-up ----------------------------------------------------------------------
 
-fn tierup_table(r: &Results) -> Result<Table> {
+/// The kernels of the tier-up results (the corpus programs have no `O0+sites` row).
+fn tierup_kernels(r: &Results) -> Result<Vec<String>> {
     let all = rows(r, "tierup", &[], "tierup")?;
+    Ok(distinct(&all, "kernel")
+        .into_iter()
+        .filter(|k| k != "all")
+        .filter(|k| {
+            r.value(
+                "tierup",
+                &[("kernel", k), ("config", "O0+sites")],
+                "speedup",
+                "tierup",
+            )
+            .is_ok()
+        })
+        .collect())
+}
+
+fn tierup_table(r: &Results) -> Result<Table> {
     let mut t = Table::new([
         "kernel",
         "pure O0 (ms)",
         "O0, sites never firing",
         "O0 with tier-up",
+        "tier-up keeping sites",
         "pure O2",
         "kept",
-        "frames moved",
+        "tier-up / better of O0, O2",
+        "longest stall (ms)",
     ]);
-    for k in distinct(&all, "kernel").iter().filter(|k| *k != "all") {
+    for k in tierup_kernels(r)? {
         let v = |config: &str, value: &str| {
             r.value(
                 "tierup",
-                &[("kernel", k), ("config", config)],
+                &[("kernel", &k), ("config", config)],
                 value,
                 "tierup",
             )
@@ -856,20 +876,66 @@ fn tierup_table(r: &Results) -> Result<Table> {
             num(v("O0", "median_ms")?),
             speedup("O0+sites"),
             speedup("tier"),
+            speedup("tier+sites"),
             speedup("O2"),
             v("tier", "kept_pct").map_or("–".into(), |p| format!("{p:.0}%")),
-            v("tier", "frames_count").map_or("–".into(), count),
+            v("tier", "vs_best").map_or("–".into(), |x| format!("{x:.2}")),
+            v("tier", "max_stall_ms").map_or("–".into(), |x| format!("{x:.2}")),
+        ]);
+    }
+    Ok(t)
+}
+
+fn tierup_programs_table(r: &Results) -> Result<Table> {
+    let all = rows(r, "tierup", &[], "tierup")?;
+    let kernels = tierup_kernels(r)?;
+    let mut t = Table::new([
+        "program",
+        "pure O0 (s)",
+        "O0 with tier-up (s)",
+        "pure O2 (s)",
+        "tier-up / better of O0, O2",
+        "tier-up / O0",
+        "versions compiled",
+        "longest stall (ms)",
+    ]);
+    let programs: Vec<String> = distinct(&all, "kernel")
+        .into_iter()
+        .filter(|k| k != "all" && !kernels.contains(k))
+        .collect();
+    if programs.is_empty() {
+        return Ok(Table::absent(
+            "no corpus program in these results (the quick run takes the short one only)",
+        ));
+    }
+    for p in programs {
+        let v = |config: &str, value: &str| {
+            r.value(
+                "tierup",
+                &[("kernel", &p), ("config", config)],
+                value,
+                "tierup",
+            )
+        };
+        let secs = |config: &str| {
+            v(config, "median_ms").map_or("–".into(), |ms| format!("{:.2}", ms / 1e3))
+        };
+        t.row([
+            p.clone(),
+            secs("O0"),
+            secs("tier"),
+            secs("O2"),
+            v("tier", "vs_best").map_or("–".into(), |x| format!("{x:.2}")),
+            v("tier", "vs_o0").map_or("–".into(), |x| format!("{x:.2}")),
+            v("tier", "recompiles_count").map_or("–".into(), count),
+            v("tier", "max_stall_ms").map_or("–".into(), |x| format!("{x:.2}")),
         ]);
     }
     Ok(t)
 }
 
 fn tierup_figure(r: &Results) -> Result<(String, Chart)> {
-    let all = rows(r, "tierup", &[], "tierup")?;
-    let categories: Vec<String> = distinct(&all, "kernel")
-        .into_iter()
-        .filter(|k| k != "all")
-        .collect();
+    let categories = tierup_kernels(r)?;
     let series = [
         ("O0+sites", "O0, sites never firing"),
         ("tier", "O0 with tier-up"),
@@ -1328,6 +1394,28 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             Ok(format!("{}–{}", num(lo), num(hi)))
+        }
+        ["tierup", "vs_best" | "stall", stat] => {
+            let kernels = tierup_kernels(r)?;
+            let column = if parts[1] == "stall" {
+                "max_stall_ms"
+            } else {
+                "vs_best"
+            };
+            let values: Vec<f64> = rows(r, "tierup", &[("config", "tier")], name)?
+                .iter()
+                .filter(|row| {
+                    row.key_of("kernel")
+                        .is_some_and(|k| kernels.iter().any(|x| x == k))
+                })
+                .filter_map(|row| row.get(column))
+                .collect();
+            let v = match *stat {
+                "median" => median(&values),
+                "max" => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                _ => return Err(unknown("value", name)),
+            };
+            Ok(format!("{v:.2}"))
         }
         ["tierup", "kept", stat] => {
             let values: Vec<f64> = rows(r, "tierup", &[("config", "tier")], name)?

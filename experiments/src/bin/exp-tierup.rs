@@ -1,21 +1,27 @@
-//! Experiment 5, tier-up: each kernel of the suite started at O0 with hot-loop tier-up, against
-//! pure O0 and pure O2, all from the same clang `-O0` IR, as child processes of the `uppercut`
-//! binary ([`harness::uppercut`]):
+//! Experiment 5, tier-up: each kernel of the suite started at O0 with tier-up, against pure O0
+//! and pure O2, all from the same clang `-O0` IR, as child processes of the `uppercut` binary
+//! ([`harness::uppercut`]):
 //!
 //! | config | command |
 //! |---|---|
 //! | `O0` | `uppercut run -O0 K.ll ARGS` |
 //! | `O0+sites` | `uppercut run -O0 --osr=tier --osr-threshold=9223372036854775807 K.ll ARGS` |
-//! | `tier` | `uppercut run -O0 --osr=tier --osr-stats K.ll ARGS` |
+//! | `tier` | `uppercut run -O0 --osr=tier --osr-stats=json K.ll ARGS` |
 //! | `O2` | `uppercut run -O2 K.ll ARGS` |
+//! | `tier+sites` | `uppercut run -O0 --osr=tier --osr-tiered=sites --osr-stats=json K.ll ARGS` |
 //!
-//! `tier` is the command line's tier-up policy ([`uppercut_osr::policy::TierUp`]): a loop
-//! header's counter fires after 1000 passes, the function is recompiled at O2 (relinked, for
-//! later calls) and the running frame moves into an O2 continuation, compiled while the guest
-//! waits. `O0+sites` is tier-up's starting point without ever tiering: the same instrumented
-//! O0 code and OSR runtime, with counters that never run out. It is not one of the three
-//! configurations the comparison is about, but it separates what tier-up itself gains from
-//! what instrumentation changes at O0 (see below).
+//! `tier` is the command line's tier-up policy ([`uppercut_osr::policy::TierUp`]): functions
+//! count their calls and loop headers their passes, from 1000 per 100 instructions of the
+//! function; a count that runs out has the function compiled at O2 in the background (final
+//! code: no counters, no call sites) and relinked; a frame that stays in one long call moves at
+//! the next pass of an outermost loop header. `tier+sites` is the same with O2 code that keeps
+//! every site. `O0+sites` is tier-up's starting point without ever tiering: the same
+//! instrumented O0 code and OSR runtime, with counters that never run out. It separates what
+//! tier-up itself gains from what instrumentation changes at O0 (see below).
+//!
+//! Then the corpus programs ([`PROGRAMS`], SQLite from its `-O0` bitcode, built by
+//! `experiments/corpus/build.sh`) in `O0`, `tier` and `O2`: a few seconds of work, and the
+//! trivial session that calls 751 functions briefly (the quick run takes that one only).
 //!
 //! **The IR.** [`Clang::compile_ir`] at O0 runs `clang -O0 -S -emit-llvm`, which marks every
 //! function `optnone noinline`; that is what the kernels' differential tests run under
@@ -44,14 +50,18 @@
 //! second; tier-up's compilations run on its compiler thread while the guest waits, and
 //! count once.
 //!
-//! Rows: key `kernel`, `config` (`O0`, `O0+sites`, `tier`, `O2`); values `median_ms` and
-//! `min_ms` (CPU time), `wall_ms` (the median wall time), `context_switches_count` (the
-//! median, all threads), `speedup` (`O0`'s median over this one's); on `tier` also `kept_pct`,
-//! `kept_from_start_pct`, and the medians of the stats: `transitions_count`, `frames_count`,
+//! Rows: key `kernel`, `config` (`O0`, `O0+sites`, `tier`, `O2`, `tier+sites`); values
+//! `median_ms` and `min_ms` (CPU time), `wall_ms` (the median wall time),
+//! `context_switches_count` (the median, all threads), `speedup` (`O0`'s median over this
+//! one's); on `tier` also `kept_pct`, `kept_from_start_pct`, `vs_best` (its time over the better
+//! of `O0` and `O2`), and the medians of the stats: `transitions_count`, `frames_count`,
 //! `recompiles_count`, `max_stall_ms`. Summary rows `kernel=all`: on `tier`, `speedup` (the
-//! geometric mean), `kept_pct` (the median), `min_kept_pct`, `kept_count` (the kernels that
-//! have a `kept_pct`), `kept_from_start_pct` (the median); on `O0+sites` and `O2`, `speedup`
-//! (the geometric mean).
+//! geometric mean), `vs_best` (the median) and `max_vs_best`, `kept_pct` (the median),
+//! `min_kept_pct`, `kept_count` (the kernels that have a `kept_pct`), `kept_from_start_pct`
+//! (the median); on `O0+sites`, `O2` and `tier+sites`, `speedup` (the geometric mean). A corpus
+//! program's rows are keyed by its name (`sqlite-long`, `sqlite-short`) in `O0`, `tier` and
+//! `O2`, with `median_ms` and `speedup`, and on `tier` `vs_best`, `vs_o0`, `recompiles_count`
+//! and `max_stall_ms`.
 //!
 //! `cargo run --release -p uppercut-experiments --bin exp-tierup -- [--quick] [--out FILE]`
 //! (build the `uppercut` binary first: `cargo build --release -p uppercut-osr`).
@@ -63,7 +73,7 @@ use uppercut_core::OptLevel;
 use uppercut_experiments::harness::{self, Args, Progress};
 use uppercut_experiments::osr_stats::OsrCounts;
 use uppercut_experiments::report::{Report, Row};
-use uppercut_experiments::{Clang, Error, Result, Size, cputime, kernels};
+use uppercut_experiments::{Clang, Error, Result, Size, corpus, cputime, kernels};
 
 fn main() {
     harness::main(
@@ -75,7 +85,7 @@ fn main() {
 
 /// The configurations, in the order they run within a repetition, with their `uppercut run`
 /// flags.
-const CONFIGS: [(&str, &[&str]); 4] = [
+const CONFIGS: [(&str, &[&str]); 5] = [
     ("O0", &["-O0"]),
     (
         "O0+sites",
@@ -83,10 +93,35 @@ const CONFIGS: [(&str, &[&str]); 4] = [
     ),
     ("tier", &["-O0", "--osr=tier", "--osr-stats=json"]),
     ("O2", &["-O2"]),
+    (
+        "tier+sites",
+        &[
+            "-O0",
+            "--osr=tier",
+            "--osr-tiered=sites",
+            "--osr-stats=json",
+        ],
+    ),
 ];
 
 /// Index of `tier` in [`CONFIGS`].
 const TIER: usize = 2;
+
+/// The configurations real programs run in (no `O0+sites`: each run takes seconds).
+const PROGRAM_CONFIGS: [(&str, &[&str]); 3] = [
+    ("O0", &["-O0"]),
+    ("tier", &["-O0", "--osr=tier", "--osr-stats=json"]),
+    ("O2", &["-O2"]),
+];
+
+/// Real programs from the corpus (`experiments/corpus/build.sh`), from their clang `-O0`
+/// bitcode: `(name, program, arguments)`. `sqlite-long` is a few seconds of work (inserts, an
+/// index, queries); `sqlite-short` the trivial session, which calls 751 distinct functions
+/// briefly, as a test suite does.
+const PROGRAMS: [(&str, &str, &[&str]); 2] = [
+    ("sqlite-long", "sqlite", &["100000"]),
+    ("sqlite-short", "sqlite", &[]),
+];
 
 /// Arguments of each kernel in the full run: pure O2 about 0.5 s, pure O0 one to two seconds,
 /// on a 2-core x86-64 VM (a kernel's full size in `kernels.rs` is for O2 alone and would take
@@ -124,6 +159,11 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
         "clang -O0 -S -emit-llvm (optnone noinline, as clang emits)",
     );
     report.setting("tier_threshold", 1000);
+    report.setting(
+        "tier_threshold_scaling",
+        "each function's counts start at 1000 per 100 instructions (--osr=tier's \
+         Instrumentation::scale_counts_by_size)",
+    );
     let mut sizes = serde_json::Map::new();
     for k in kernels::kernels() {
         sizes.insert(
@@ -176,7 +216,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
                     t.stderr.trim()
                 )));
             }
-            if i == TIER {
+            if flags.contains(&"--osr-stats=json") && i == TIER {
                 stats.push(OsrCounts::parse(&t.stderr).ok_or_else(|| {
                     measurement(format!(
                         "{}: no --osr-stats line in {:?}",
@@ -202,6 +242,7 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
                 )
                 .value("speedup", t_o0 / medians[i]);
             if i == TIER {
+                row = row.value("vs_best", t_tier / t_o0.min(t_o2));
                 if let Some(kept) = kept(t_o0, t_tier, t_o2) {
                     row = row.value("kept_pct", kept);
                 }
@@ -235,12 +276,89 @@ fn run(args: &Args, report: &mut Report) -> Result<()> {
             ));
         }
     }
+    programs(args, report, &uppercut, reps)?;
     summarise(report);
     notes(report);
     // CPU-time medians of 5 runs of whole processes moved by a few percent between runs on a
     // shared 2-core VM; `kept_pct` divides by a difference and moves more.
     report.check_with_floor("speedup", 0.10, 0.05);
     report.check_with_floor("kept_pct", 0.25, 15.0);
+    Ok(())
+}
+
+/// The corpus programs ([`PROGRAMS`]; the quick run takes the short one only) in
+/// [`PROGRAM_CONFIGS`]: rows keyed `kernel` = the program's name, like the kernels', with
+/// `vs_best` (tier-up's time over the better of pure O0 and pure O2) and `vs_o0` on `tier`.
+fn programs(
+    args: &Args,
+    report: &mut Report,
+    uppercut: &std::path::Path,
+    reps: usize,
+) -> Result<()> {
+    let picked: Vec<&(&str, &str, &[&str])> = PROGRAMS
+        .iter()
+        .filter(|(name, _, _)| !args.quick || *name == "sqlite-short")
+        .collect();
+    let dir = corpus::build(&["sqlite"])?;
+    report.setting(
+        "programs",
+        picked
+            .iter()
+            .map(|(name, program, a)| format!("{name}: {program}-O0.bc {}", a.join(" ")))
+            .collect::<Vec<_>>(),
+    );
+    let reps = reps.min(3);
+    let progress = Progress::new(args, "tierup programs", picked.len() * reps * 3);
+    for &&(name, program, pargs) in &picked {
+        let ir = corpus::module(&dir, program, "O0");
+        let expected = harness::run_timed(
+            Command::new(corpus::native(&dir, program)).args(pargs),
+            TIMEOUT,
+        )?;
+        let mut stats: Vec<OsrCounts> = Vec::new();
+        let indices: Vec<usize> = (0..PROGRAM_CONFIGS.len()).collect();
+        let samples = harness::interleave(&indices, reps, |&i| {
+            let (config, flags) = PROGRAM_CONFIGS[i];
+            let mut command = Command::new(uppercut);
+            command.arg("run").args(flags).arg(&ir).args(pargs);
+            let before = cputime::children();
+            let t = harness::run_timed(&mut command, TIMEOUT)?;
+            let cpu = cputime::children().saturating_sub(before);
+            progress.step(&format!("{name} {config}"));
+            if !t.status.success() || t.stdout != expected.stdout {
+                return Err(measurement(format!(
+                    "{name} under `uppercut run {}` exited {} ({})",
+                    flags.join(" "),
+                    t.status,
+                    t.stderr.trim()
+                )));
+            }
+            if config == "tier" {
+                stats.push(
+                    OsrCounts::parse(&t.stderr)
+                        .ok_or_else(|| measurement(format!("{name}: no --osr-stats line")))?,
+                );
+            }
+            Ok(cpu.as_secs_f64() * 1e3)
+        })?;
+        let medians: Vec<f64> = samples.iter().map(|s| harness::median(s)).collect();
+        let (t_o0, t_tier, t_o2) = (medians[0], medians[1], medians[2]);
+        for (i, (config, _)) in PROGRAM_CONFIGS.iter().enumerate() {
+            let mut row = Row::new()
+                .key("kernel", name)
+                .key("config", config)
+                .value("median_ms", medians[i])
+                .value("speedup", t_o0 / medians[i]);
+            if *config == "tier" {
+                row = row
+                    .value("vs_best", t_tier / t_o0.min(t_o2))
+                    .value("vs_o0", t_tier / t_o0)
+                    .value("recompiles_count", stat_median(&stats, "recompiles"))
+                    .value("max_stall_ms", stat_median(&stats, "max_stall_us") / 1e3);
+            }
+            report.push(row);
+        }
+    }
     Ok(())
 }
 
@@ -279,20 +397,30 @@ fn stat_median(runs: &[OsrCounts], name: &str) -> f64 {
 /// The `kernel=all` rows.
 fn summarise(report: &mut Report) {
     let geomean = |xs: &[f64]| (xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len() as f64).exp();
+    // Over the kernels only (the corpus programs have rows of their own).
     let column = |report: &Report, config: &str, value: &str| -> Vec<f64> {
         report
             .select(&[("config", config)])
-            .filter(|r| r.key_of("kernel") != Some("all"))
+            .filter(|r| {
+                r.key_of("kernel")
+                    .is_some_and(|k| kernels::kernels().iter().any(|kk| kk.name == k))
+            })
             .filter_map(|r| r.get(value))
             .collect()
     };
     let kept = column(report, "tier", "kept_pct");
     let from_start = column(report, "tier", "kept_from_start_pct");
     let tier = column(report, "tier", "speedup");
+    let vs_best = column(report, "tier", "vs_best");
     let mut summary = Row::new()
         .key("kernel", "all")
         .key("config", "tier")
-        .value("speedup", geomean(&tier));
+        .value("speedup", geomean(&tier))
+        .value("vs_best", harness::median(&vs_best))
+        .value(
+            "max_vs_best",
+            vs_best.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
     // Only over the kernels that have one (no NaN or infinity in a report).
     if !kept.is_empty() {
         summary = summary
@@ -307,7 +435,7 @@ fn summarise(report: &mut Report) {
         summary = summary.value("kept_from_start_pct", harness::median(&from_start));
     }
     let mut rows = vec![summary];
-    for config in ["O0+sites", "O2"] {
+    for config in ["O0+sites", "O2", "tier+sites"] {
         rows.push(
             Row::new()
                 .key("kernel", "all")

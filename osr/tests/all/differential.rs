@@ -38,6 +38,7 @@ macro_rules! programs {
             deep_recursion
             exit_code
             exit_deep
+            flip_storm
             floats
             globals
             goto_irreducible
@@ -112,6 +113,16 @@ variant!(osr_stress_3, &["--osr=stress=3", "--osr-stats"]);
 variant!(
     osr_tier,
     &["--osr=tier", "--osr-threshold=50", "--osr-stats"]
+);
+// Tier-up waiting for its code: hot frames move into final O2 code at the site that fired.
+variant!(
+    osr_tier_sync,
+    &[
+        "--osr=tier",
+        "--osr-compile=sync",
+        "--osr-threshold=50",
+        "--osr-stats"
+    ]
 );
 // The same with eager transfers (whose captured slots are poisoned).
 variant!(

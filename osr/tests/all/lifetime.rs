@@ -138,6 +138,8 @@ fn child(spec: &str) {
     let mut policy = Specialise::new(vec!["mode".to_owned()]);
     // O0 versions: the point is how many, not how fast.
     policy.level = OptLevel::O0;
+    // Every change specialises again: no storm guard.
+    policy.max_changes = u32::MAX;
     let options = OsrOptions {
         continuation_cache: cache as usize,
         ..OsrOptions::default()

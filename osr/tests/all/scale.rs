@@ -81,11 +81,16 @@ fn a_hundred_thousand_frames_move_lazily_and_eagerly() {
         let ir = compile_ir(&source, clang, IrFormat::Text, scratch.path());
         for mode in ["lazy", "eager"] {
             let transfer = format!("--osr-transfer={mode}");
-            // The JIT starts at O0 whatever clang did, so tier-up has somewhere to go.
+            // The JIT starts at O0 whatever clang did, so tier-up has somewhere to go; waiting
+            // for its code, it moves every frame of the recursion at the loop site that fired
+            // (in the background, a function entered this often only has later calls
+            // relinked). The threshold lets the bottom loop fire, never the entry on the way
+            // down: the recursion would go on in the new code.
             let flags = [
                 "-O0",
                 "--osr=tier",
-                "--osr-threshold=50",
+                "--osr-compile=sync",
+                "--osr-threshold=150000",
                 &transfer,
                 "--osr-stats",
             ];
