@@ -50,6 +50,9 @@ const MAX_FRAME_BYTES: u64 = 1 << 28;
 /// Bytes per thunk (24 of code and address, padded with `int3` to keep thunks 32-aligned).
 pub(crate) const THUNK_SIZE: usize = 32;
 const THUNK_CODE: usize = 16;
+/// The bytes a thunk's unwind information covers: the byte before it (where an unwinder looks
+/// up a return address) and its code.
+pub(crate) const THUNK_UNWIND_BYTES: u64 = 1 + THUNK_CODE as u64;
 
 /// The bytes of a thunk that enters the stub with `r11 = cell`.
 pub(crate) fn encode_thunk(cell: u64, stub: u64) -> [u8; THUNK_SIZE] {
@@ -269,7 +272,7 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
         }
         // SAFETY: the frame is live and suspended at the descriptor's return address, so its
         // values are where the descriptor says relative to `sp` and `fp`.
-        let buffer = unsafe {
+        let captured = unsafe {
             transfer::capture(
                 descriptor,
                 sp,
@@ -278,6 +281,9 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
                 save.rax,
                 save.xmm0[0],
             )
+        };
+        let Some(buffer) = captured else {
+            return fall_back(descriptor, fp);
         };
         for (value, &offset) in save.callee_saved.iter_mut().zip(&descriptor.saves.0) {
             if offset != 0 {

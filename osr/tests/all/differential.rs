@@ -35,8 +35,10 @@ macro_rules! programs {
             callbacks
             config_loop
             ctors_dtors
+            cxx_exceptions
             cxx_statics
             cxx_stl
+            cxx_threads
             deep_recursion
             exit_code
             exit_deep
