@@ -53,6 +53,7 @@ macro_rules! programs {
             recursion
             setjmp_longjmp
             signals
+            stack_save
             stdin_sum
             strings
             structs
