@@ -4,7 +4,8 @@
 // throw out of a std::sort comparator (guest → libstdc++ template → guest), a throw out of a
 // qsort comparator through libc's frames (guest → libc → guest), std::vector::at's
 // std::out_of_range from libstdc++, and hot loops whose frames OSR can move while calls below
-// them throw now and then (the exception then unwinds through the moved frames).
+// them throw now and then (the exception then unwinds through the moved frames), and 20,000
+// throws through a frame whose local array's address escapes.
 // uppercut-test: args=""
 // uppercut-test: args="4"
 #include <algorithm>
@@ -56,6 +57,16 @@ __attribute__((noinline)) static long outer(long start, long n) {
   long acc = 0;
   for (long k = start; k < start + n; k += 50) acc += middle(k, 50) ^ k;
   return acc;
+}
+
+// A local array whose address escapes: under OSR instrumentation it lives in a shadow-stack
+// frame, which a throw skips the closing of; 20,000 throws of 4 KiB frames overflow a shadow
+// stack that keeps them.
+__attribute__((noinline)) static void bump(long *slot, long k) { *slot += leaf(k * 9973); }
+__attribute__((noinline)) static long with_escaping_local(long k) {
+  long local[512] = {0};
+  for (int i = 0; i < 2; i++) bump(&local[i * 300], k + i);
+  return local[0] + local[300];
 }
 
 static int compare_ints(const void *a, const void *b) {
@@ -131,5 +142,14 @@ int main(int argc, char **argv) {
   }
   std::printf("hot loops: total %ld, %d exceptions caught, %d guards live\n", total, caught,
               live_guards);
+  long escaped = 0;
+  for (long k = 1; k <= 20000; k++) {
+    try {
+      escaped += with_escaping_local(k);
+    } catch (const AppError &e) {
+      escaped += e.code;
+    }
+  }
+  std::printf("escaping locals: %ld\n", escaped);
   return live_guards == 0 ? 0 : 1;
 }
