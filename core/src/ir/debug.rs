@@ -1,6 +1,7 @@
-//! Units that debuggers and profilers can see (`debug.cpp`, built by `build.rs`): each unit's
-//! object is registered with GDB's JIT interface for as long as the unit lives, and fed to
-//! LLVM's perf listener for a jitdump when asked.
+//! Units that debuggers, profilers and the process's unwinder can see (`debug.cpp`, built by
+//! `build.rs`): each unit's object is registered with GDB's JIT interface for as long as the
+//! unit lives, and fed to LLVM's perf listener for a jitdump when asked; its `.eh_frame` is
+//! registered with the process's unwinder ([`crate::unwind`]) for as long too.
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
