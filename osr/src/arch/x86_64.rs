@@ -9,6 +9,11 @@
 //!           dq  uppercut_osr_transfer_stub
 //! ```
 //!
+//! While a thunk is handed out, the process's unwinder has an FDE for it whose row is the moved
+//! frame's own at its original return address (the frame is exactly the old frame until its
+//! callee returns), so a C++ exception thrown below the frame unwinds through the thunk as
+//! through that return address ([`THUNK_UNWIND_BYTES`], `ThunkBatch::describe`).
+//!
 //! When the callee returns into it, the stub below saves the machine state, lets
 //! [`uppercut_osr_resume`] read the frame's values (from its slots, and from the callee-saved
 //! registers as the callee returned them) into the thread's transfer buffer and work
