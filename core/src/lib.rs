@@ -58,6 +58,7 @@ mod sites;
 mod sys;
 mod threads;
 mod types;
+pub mod unwind;
 
 pub use engine::{
     CompileMode, CompileTimes, Continuation, Engine, EngineOptions, JitFrame, MultiContinuation,

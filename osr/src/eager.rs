@@ -103,7 +103,8 @@ impl Records {
 }
 
 /// Records the state of the frame at `fp`, which now returns into `descriptor`'s thunk
-/// (replacing an earlier record of the same frame).
+/// (replacing an earlier record of the same frame). On a thread past its thread-local
+/// destructors nothing is recorded: the frame is read where it is when its callee returns.
 pub(crate) fn push(
     fp: u64,
     descriptor: usize,
@@ -111,7 +112,7 @@ pub(crate) fn push(
     saves: [u64; RESTORED.len()],
     caller_fp: u64,
 ) {
-    RECORDS.with(|cell| {
+    let _ = RECORDS.try_with(|cell| {
         let mut records = cell.borrow_mut();
         let start = records.words.len();
         records.words.extend_from_slice(values);
@@ -156,23 +157,26 @@ pub(crate) fn visit_descriptors(f: &mut dyn FnMut(u64)) {
 
 /// The captured state of the frame at `fp`, if an eager transfer recorded it.
 pub(crate) fn lookup(fp: u64) -> Option<Captured> {
-    RECORDS.with(|cell| {
-        let records = cell.borrow();
-        let at = records.position(fp).ok()?;
-        let r = records.records[at];
-        Some(Captured {
-            descriptor: r.descriptor,
-            values: records.words[r.start..r.start + r.len].to_vec(),
-            saves: r.saves,
-            caller_fp: r.caller_fp,
+    RECORDS
+        .try_with(|cell| {
+            let records = cell.borrow();
+            let at = records.position(fp).ok()?;
+            let r = records.records[at];
+            Some(Captured {
+                descriptor: r.descriptor,
+                values: records.words[r.start..r.start + r.len].to_vec(),
+                saves: r.saves,
+                caller_fp: r.caller_fp,
+            })
         })
-    })
+        .ok()
+        .flatten()
 }
 
 /// Forgets the record of the frame at `fp` (it was re-patched lazily, or sent back to its old
 /// code).
 pub(crate) fn forget(fp: u64) {
-    RECORDS.with(|cell| {
+    let _ = RECORDS.try_with(|cell| {
         cell.borrow_mut().remove(fp);
     });
 }
@@ -213,7 +217,9 @@ pub(crate) fn take<R>(
 
 /// How many frames of this thread wait with an eager record.
 pub(crate) fn pending() -> usize {
-    RECORDS.with(|cell| cell.borrow().records.len())
+    RECORDS
+        .try_with(|cell| cell.borrow().records.len())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

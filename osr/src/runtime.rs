@@ -476,12 +476,14 @@ thread_local! {
     static SEEN: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
 }
 
-fn seen(shared: &Shared) -> u64 {
-    SEEN.with(|s| s.borrow().get(&shared.id).copied().unwrap_or(0))
+/// `None` on a thread past its thread-local destructors.
+fn seen(shared: &Shared) -> Option<u64> {
+    SEEN.try_with(|s| s.borrow().get(&shared.id).copied().unwrap_or(0))
+        .ok()
 }
 
 fn set_seen(shared: &Shared, generation: u64) {
-    SEEN.with(|s| s.borrow_mut().insert(shared.id, generation));
+    let _ = SEEN.try_with(|s| s.borrow_mut().insert(shared.id, generation));
 }
 
 /// Numbers runtimes, so that what a thread saw of one is never taken for another's.
@@ -636,7 +638,11 @@ fn handle_site(shared: &Arc<Shared>, h: &mut Hypercall<'_>) -> Result<*mut c_voi
         )));
     };
     let transfers = Transfers::new(&engine);
-    let seen = seen(shared);
+    // A thread past its thread-local destructors (a C++ `thread_local` object's destructor
+    // runs guest code as its thread exits) moves no frame: they keep running their code.
+    let Some(seen) = seen(shared) else {
+        return Ok(std::ptr::null_mut());
+    };
     if shared.disarm(&engine, &site) {
         // A relink armed this site to bring this thread here: catch up, without the policy.
         let state = h.guest_state();

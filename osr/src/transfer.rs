@@ -28,6 +28,7 @@ use uppercut_core::frames::{
     SavedAt, SiteState, StackMemory, ThreadStack, WalkStart,
 };
 use uppercut_core::stackmaps::DwarfReg;
+use uppercut_core::unwind::{EhFrameRegistration, frame_section};
 use uppercut_core::{CallbackError, Engine, GuestState, Hypercall, SiteId, UnitId, ValueKind};
 
 use crate::arch::{self, THUNK_SIZE};
@@ -563,6 +564,7 @@ impl Transfers {
                     // register or eager record holds them: `reclaim`), no handle holds it
                     // (the lease is ours alone), and the cache no longer has it.
                     unsafe { batch.cells[index].clear() };
+                    batch.forget(index);
                     pool.free.push((Arc::clone(&batch), index));
                 }
                 if let Some(engine) = engine.upgrade() {
@@ -1270,18 +1272,22 @@ unsafe fn load(address: u64, bytes: u8) -> u64 {
     }
 }
 
-/// This thread's transfer buffer, with room for at least `slots` slots.
+/// This thread's transfer buffer, with room for at least `slots` slots; `None` on a thread past
+/// its thread-local destructors (a C++ `thread_local` object's destructor returning into a moved
+/// frame as its thread exits), whose frames then keep their code.
 #[inline(always)]
-fn transfer_buffer(slots: usize) -> *mut u64 {
-    BUFFER.with(|cell| {
-        // SAFETY: the buffer is this thread's, and nothing else borrows it during this closure
-        // (the stub's Rust half does not reenter).
-        let buffer = unsafe { &mut *cell.get() };
-        if buffer.len() < slots {
-            buffer.resize(slots.next_power_of_two().max(BUFFER_SLOTS), 0);
-        }
-        buffer.as_mut_ptr()
-    })
+fn transfer_buffer(slots: usize) -> Option<*mut u64> {
+    BUFFER
+        .try_with(|cell| {
+            // SAFETY: the buffer is this thread's, and nothing else borrows it during this closure
+            // (the stub's Rust half does not reenter).
+            let buffer = unsafe { &mut *cell.get() };
+            if buffer.len() < slots {
+                buffer.resize(slots.next_power_of_two().max(BUFFER_SLOTS), 0);
+            }
+            buffer.as_mut_ptr()
+        })
+        .ok()
 }
 
 /// The call's result as the buffer takes it.
@@ -1295,7 +1301,7 @@ fn result_bits(result: ResultSlot, integer_result: u64, float_result: u64) -> u6
 }
 
 /// Fills this thread's transfer buffer with a frame's values and its call's result; returns
-/// the buffer.
+/// the buffer (`None` when the thread has none any more: [`transfer_buffer`]).
 ///
 /// # Safety
 ///
@@ -1309,9 +1315,9 @@ pub(crate) unsafe fn capture(
     registers: &[u64; arch::RESTORED.len()],
     integer_result: u64,
     float_result: u64,
-) -> *mut u64 {
+) -> Option<*mut u64> {
     let n = descriptor.values.len();
-    let buffer = transfer_buffer(n + 1);
+    let buffer = transfer_buffer(n + 1)?;
     // SAFETY: the buffer holds at least n + 1 slots (above).
     let slots = unsafe { std::slice::from_raw_parts_mut(buffer, n + 1) };
     for (slot, value) in slots.iter_mut().zip(descriptor.values.iter()) {
@@ -1337,7 +1343,7 @@ pub(crate) unsafe fn capture(
         *slot = bits & value.bits;
     }
     slots[n] = result_bits(descriptor.result, integer_result, float_result);
-    buffer
+    Some(buffer)
 }
 
 /// The eager half of the stub's work: when an eager transfer captured the frame at `fp` for
@@ -1359,7 +1365,7 @@ pub(crate) fn capture_eager(
             if values.len() != n {
                 return None;
             }
-            let buffer = transfer_buffer(n + 1);
+            let buffer = transfer_buffer(n + 1)?;
             // SAFETY: the buffer holds at least n + 1 slots (above).
             let slots = unsafe { std::slice::from_raw_parts_mut(buffer, n + 1) };
             slots[..n].copy_from_slice(values);
@@ -1418,10 +1424,18 @@ fn scrub_frame(frame: &Frame, descriptor: &Descriptor) {
 /// One page of thunks, each with its descriptor cell. Immutable once made: the code is
 /// published before the batch is shared, and cells are set once.
 struct ThunkBatch {
+    /// The unwind information of each thunk handed out (before `region`: dropped first).
+    unwind: Box<[Mutex<Option<ThunkUnwind>>]>,
     /// The thunks' code, executable.
     region: CodeRegion,
     address: u64,
     cells: Box<[DescriptorCell]>,
+}
+
+/// A thunk's unwind information while it is handed out (dropped: deregistered, then freed).
+struct ThunkUnwind {
+    _registration: EhFrameRegistration,
+    _section: Box<[u8]>,
 }
 
 struct ThunkPool {
@@ -1466,6 +1480,7 @@ impl ThunkPool {
                 (batch, index)
             }
         };
+        batch.describe(index, &descriptor.saves);
         // SAFETY: the cell is fresh or recycled: no thread can reach it, no handle holds it.
         unsafe { batch.cells[index].set(descriptor) };
         Ok(Prepared {
@@ -1514,10 +1529,42 @@ impl ThunkBatch {
         }
         region.publish().map_err(memory)?;
         Ok(ThunkBatch {
+            unwind: (0..count).map(|_| Mutex::new(None)).collect(),
             region,
             address,
             cells,
         })
+    }
+
+    /// Registers the unwind information of thunk `index` with the process's unwinder: the row
+    /// of the frame it stands for (`saves`), so that an exception thrown below a patched frame
+    /// unwinds through the thunk as through the frame's own return address. A row that cannot
+    /// be described leaves the thunk without (an unwind through it then stops there, as it did
+    /// before thunks had any).
+    fn describe(&self, index: usize, saves: &CalleeSaves) {
+        let thunk = self.address + (index * THUNK_SIZE) as u64;
+        // The unwinder looks a return address `ra` up as `ra - 1`: cover the byte before the
+        // thunk (the previous thunk's padding, which its own range leaves out) and its code.
+        let start = thunk - 1;
+        let unwind = frame_section(start, arch::THUNK_UNWIND_BYTES, saves)
+            .ok()
+            .and_then(|section| {
+                let section = section.into_boxed_slice();
+                // SAFETY: the section lives in the `ThunkUnwind` with the registration, which
+                // drops the registration first; the thunk's code lives in `region`, which the
+                // batch drops after `unwind`; the FDE's addresses are final.
+                let registration = unsafe { EhFrameRegistration::register(&section) }.ok()??;
+                Some(ThunkUnwind {
+                    _registration: registration,
+                    _section: section,
+                })
+            });
+        *lock(&self.unwind[index]) = unwind;
+    }
+
+    /// Takes back the unwind information of thunk `index` (recycled).
+    fn forget(&self, index: usize) {
+        lock(&self.unwind[index]).take();
     }
 
     /// The descriptor of the thunk at `address`, if `address` is one of this batch's thunks.
@@ -1764,7 +1811,7 @@ mod tests {
         };
         let registers = [1, 2, 3, 0xaaaa_bbbb_cccc_dddd, 5];
         // SAFETY: every slot the descriptor names lies in `stack`.
-        let buffer = unsafe { capture(&descriptor, sp, fp, &registers, 0x1234, 0) };
+        let buffer = unsafe { capture(&descriptor, sp, fp, &registers, 0x1234, 0) }.unwrap();
         // SAFETY: the buffer holds at least values + 1 slots.
         let got = unsafe { std::slice::from_raw_parts(buffer, 7) };
         assert_eq!(

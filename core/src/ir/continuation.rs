@@ -374,6 +374,22 @@ fn rebuild(
             order.push(v);
         }
     }
+    // A saved stack pointer (`llvm.stacksave`, which clang emits at a scope holding a local
+    // array whose size is a `const int`, restored when the scope ends) is an address in the old
+    // machine frame: carried over, its restore would move the continuation's `rsp` into a
+    // frame that is not its own (or no longer exists). Instrumented functions allocate no stack
+    // dynamically (`instrument::dynamic_stack` excludes them), so every save in a frame returns
+    // the same `rsp`, its value with no dynamic allocation live: the continuation saves its own
+    // at its entry instead, and the state's word is not read.
+    let mut saved_afresh: Vec<Value> = Vec::new();
+    for &v in &order {
+        if is_stack_save(v) {
+            let callee = l::called_function(v).expect("a stack save calls the intrinsic");
+            let fresh = at_entry.call(l::function_type(callee), callee, &mut [], "osr.stacksave");
+            at_entry.store(fresh, slot_of[&v]);
+            saved_afresh.push(v);
+        }
+    }
     // Every definition writes its slot; arguments are only defined by the state.
     for &v in &order {
         if l::is_argument(v) {
@@ -411,12 +427,25 @@ fn rebuild(
             let result = state.result.map(|kind| (state.call, kind));
             let slots = carried
                 .chain(result)
-                .map(|(v, kind)| slot_of.get(&v).map(|&slot| (slot, kind)))
+                .map(|(v, kind)| {
+                    let slot = slot_of.get(&v).filter(|_| !saved_afresh.contains(&v));
+                    slot.map(|&slot| (slot, kind))
+                })
                 .collect();
             (resume, slots)
         })
         .collect();
     (entry, resumes)
+}
+
+/// Whether `v` is the stack pointer saved by `llvm.stacksave`.
+fn is_stack_save(v: Value) -> bool {
+    l::is_instruction(v)
+        && l::is_call(v)
+        && l::called_function(v).is_some_and(|c| {
+            let name = super::value_name(c);
+            name == "llvm.stacksave" || name.starts_with("llvm.stacksave.")
+        })
 }
 
 /// Where a site's state holds the shadow-stack frame that records the machine frame (shadow

@@ -1,12 +1,16 @@
-//! Units that debuggers and profilers can see (`debug.cpp`, built by `build.rs`): each unit's
-//! object is registered with GDB's JIT interface for as long as the unit lives, and fed to
-//! LLVM's perf listener for a jitdump when asked.
+//! Units that debuggers, profilers and the process's unwinder can see (`debug.cpp`, built by
+//! `build.rs`): each unit's object is registered with GDB's JIT interface for as long as the
+//! unit lives, and fed to LLVM's perf listener for a jitdump when asked; its `.eh_frame` is
+//! registered with the process's unwinder ([`crate::unwind`]) for as long too.
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use llvm_sys::execution_engine::LLVMExecutionEngineRef;
 use llvm_sys::prelude::LLVMValueRef;
+
+use super::UnitMemory;
+use crate::unwind::EhFrameRegistration;
 
 unsafe extern "C" {
     fn uppercut_debug_attach(
@@ -73,6 +77,7 @@ impl Listener {
     pub(crate) fn finish(self) -> Registration {
         let registration = Registration {
             key: self.gdb.then_some(self.key),
+            unwind: None,
         };
         drop(self);
         registration
@@ -87,10 +92,40 @@ impl Drop for Listener {
     }
 }
 
-/// A unit's registration with GDB: dropped (deregistered) before the unit's memory is freed.
+/// A unit's registration with GDB and with the process's unwinder: dropped (deregistered)
+/// before the unit's memory is freed.
 #[derive(Debug, Default)]
 pub(crate) struct Registration {
     key: Option<u64>,
+    /// The unit's `.eh_frame`, registered for exceptions (dropped after the GDB key).
+    unwind: Option<EhFrameRegistration>,
+}
+
+impl Registration {
+    /// Registers the unit's `.eh_frame` section (if it has one) with the process's unwinder
+    /// until `self` is dropped; `unit` names it in the error.
+    ///
+    /// # Safety
+    ///
+    /// `memory` must be the unit's finalised memory, and `self` must be dropped before it.
+    pub(crate) unsafe fn register_unwind_info(
+        &mut self,
+        memory: &UnitMemory,
+        unit: &str,
+    ) -> crate::error::Result<()> {
+        let Some((_, section)) = memory.section(".eh_frame") else {
+            return Ok(());
+        };
+        // SAFETY: the section and the code it describes are the unit's finalised memory, which
+        // the caller keeps until `self` (and so the registration) is dropped.
+        self.unwind = unsafe { EhFrameRegistration::register(section) }.map_err(|e| {
+            crate::error::Error::Codegen {
+                unit: unit.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(())
+    }
 }
 
 impl Drop for Registration {

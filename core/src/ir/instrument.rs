@@ -263,6 +263,11 @@ pub(crate) fn rewrite(
         }
         r.add_sites(f);
     }
+    if !r.shadow_frames.is_empty() {
+        for &f in &defined {
+            r.unwind_at_landing_pads(f);
+        }
+    }
     // Hypercalls in functions without sites (stores to watched globals) still fire.
     let described: HashSet<SiteId> = r.out.sites.iter().map(|s| s.id).collect();
     let mut rest: Vec<SiteInfo> = r
@@ -736,7 +741,27 @@ impl Rewriter<'_> {
             .flat_map(l::instructions)
             .filter(|&i| l::is_call(i) && returns_twice(i))
             .collect();
-        if calls.is_empty() {
+        self.unwind_after(f, calls);
+    }
+
+    /// In a function with landing pads (C++ `catch` and cleanups; never instrumented itself): a
+    /// mark of the shadow stack at entry, and at each landing pad every frame newer than the
+    /// mark closed. An exception skips the returns of the frames it unwinds, which then never
+    /// close themselves: without this, each throw through a function with a shadow-stack frame
+    /// would leave that frame's memory behind for good.
+    fn unwind_at_landing_pads(&mut self, f: Value) {
+        let pads: Vec<Value> = l::blocks(f)
+            .into_iter()
+            .flat_map(l::instructions)
+            .filter(|&i| l::opcode(i) == LLVMOpcode::LLVMLandingPad)
+            .collect();
+        self.unwind_after(f, pads);
+    }
+
+    /// A mark of the shadow stack at `f`'s entry, and every frame newer than it closed right
+    /// after each of `points` (instructions that never end their block).
+    fn unwind_after(&mut self, f: Value, points: Vec<Value>) {
+        if points.is_empty() {
             return;
         }
         let i64t = l::int_type(self.ctx, 64);
@@ -758,10 +783,10 @@ impl Rewriter<'_> {
             .expect("a block ends with a terminator");
         builder.before(first);
         let mark = builder.call(mark_ty, mark_fn, &mut [], "osr.shadow_mark");
-        for call in calls {
-            // SAFETY: `call` is a `call` instruction (an `invoke` is not one), which never ends
-            // its block: an instruction follows it.
-            let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(call) };
+        for point in points {
+            // SAFETY: `point` is a `call` (an `invoke` is not one) or a `landingpad`, neither of
+            // which ends its block: an instruction follows it.
+            let next = unsafe { llvm_sys::core::LLVMGetNextInstruction(point) };
             builder.before(next);
             builder.call(unwind_ty, unwind_fn, &mut [mark], "");
         }

@@ -34,6 +34,7 @@ use crate::types::{OptLevel, Readiness, SiteId};
 pub(crate) use debug::{DebugTargets, Registration, has_perf_listener};
 
 mod continuation;
+mod cxx;
 mod debug;
 mod extract;
 pub(crate) mod instrument;
@@ -334,6 +335,7 @@ impl Ir {
             module
         };
         prepare(prepared.as_mut_ptr());
+        cxx::define_dso_handle(prepared.as_mut_ptr());
         let blanket_noinline = every_definition_noinline(prepared.as_mut_ptr());
         let triple = TargetMachine::get_default_triple();
         let target = Target::from_triple(&triple).map_err(|e| Error::Codegen {
@@ -775,6 +777,9 @@ impl Ir {
                 message: "MCJIT never finalised the unit's memory".to_owned(),
             });
         }
+        let mut registration = registration;
+        // SAFETY: the registration is the unit's, and `CompiledUnit` drops it first.
+        unsafe { registration.register_unwind_info(&captured.memory, spec.name) }?;
         let unit = CompiledUnit {
             registration,
             functions: functions_out,

@@ -9,6 +9,11 @@
 //!           dq  uppercut_osr_transfer_stub
 //! ```
 //!
+//! While a thunk is handed out, the process's unwinder has an FDE for it whose row is the moved
+//! frame's own at its original return address (the frame is exactly the old frame until its
+//! callee returns), so a C++ exception thrown below the frame unwinds through the thunk as
+//! through that return address ([`THUNK_UNWIND_BYTES`], `ThunkBatch::describe`).
+//!
 //! When the callee returns into it, the stub below saves the machine state, lets
 //! [`uppercut_osr_resume`] read the frame's values (from its slots, and from the callee-saved
 //! registers as the callee returned them) into the thread's transfer buffer and work
@@ -50,6 +55,9 @@ const MAX_FRAME_BYTES: u64 = 1 << 28;
 /// Bytes per thunk (24 of code and address, padded with `int3` to keep thunks 32-aligned).
 pub(crate) const THUNK_SIZE: usize = 32;
 const THUNK_CODE: usize = 16;
+/// The bytes a thunk's unwind information covers: the byte before it (where an unwinder looks
+/// up a return address) and its code.
+pub(crate) const THUNK_UNWIND_BYTES: u64 = 1 + THUNK_CODE as u64;
 
 /// The bytes of a thunk that enters the stub with `r11 = cell`.
 pub(crate) fn encode_thunk(cell: u64, stub: u64) -> [u8; THUNK_SIZE] {
@@ -269,7 +277,7 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
         }
         // SAFETY: the frame is live and suspended at the descriptor's return address, so its
         // values are where the descriptor says relative to `sp` and `fp`.
-        let buffer = unsafe {
+        let captured = unsafe {
             transfer::capture(
                 descriptor,
                 sp,
@@ -278,6 +286,9 @@ unsafe fn resume(descriptor: &transfer::Descriptor, save: &mut SaveArea) -> u64 
                 save.rax,
                 save.xmm0[0],
             )
+        };
+        let Some(buffer) = captured else {
+            return fall_back(descriptor, fp);
         };
         for (value, &offset) in save.callee_saved.iter_mut().zip(&descriptor.saves.0) {
             if offset != 0 {

@@ -25,7 +25,7 @@ const OPT_LEVELS: [OptLevel; 2] = [OptLevel::O0, OptLevel::O2];
 const BITCODE_TOO: &[&str] = &["exit_deep", "globals", "structs", "wide_values"];
 
 /// Calls `$callback!([$arg] program...)` with the name of every program of the matrix: the one
-/// list of programs (a test checks it matches the `.c` files in `tests/programs/`).
+/// list of programs (a test checks it matches the `.c` and `.cpp` files in `tests/programs/`).
 macro_rules! programs {
     ($callback:ident $(, $arg:expr)?) => {
         $callback! { [$($arg)?]
@@ -35,6 +35,10 @@ macro_rules! programs {
             callbacks
             config_loop
             ctors_dtors
+            cxx_exceptions
+            cxx_statics
+            cxx_stl
+            cxx_threads
             deep_recursion
             exit_code
             exit_deep
@@ -50,6 +54,7 @@ macro_rules! programs {
             recursion
             setjmp_longjmp
             signals
+            stack_save
             stdin_sum
             strings
             structs
@@ -181,6 +186,7 @@ const PROGRAMS: &[&str] = programs!(program_names);
 pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
     let runner = Runner::from_env();
     let source = program_source(program);
+    let file = source.file_name().unwrap().to_string_lossy().into_owned();
     let cases = program_cases(program);
     let scratch = Scratch::new(program);
     let formats: &[IrFormat] = if BITCODE_TOO.contains(&program) {
@@ -209,7 +215,7 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
             let native_run = run(&native, &case.args, &case.stdin, scratch.path());
             if native_run.timed_out || native_run.end() != Some(case.end) {
                 failures.push(format!(
-                    "{program}.c {} native, {}: ends with {}, but the case declares {}\n  \
+                    "{file} {} native, {}: ends with {}, but the case declares {}\n  \
                      stdout:\n{}  stderr:\n{}",
                     opt.flag(),
                     case.describe(),
@@ -223,7 +229,7 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
             for ir in &irs {
                 if let (true, Some(reason)) = (runner.is_lli, &case.lli_differs) {
                     eprintln!(
-                        "skipped under lli: {program}.c {} {}: {reason}",
+                        "skipped under lli: {file} {} {}: {reason}",
                         opt.flag(),
                         case.describe()
                     );
@@ -243,7 +249,7 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
                 }
                 if let Err(report) = compare(&native_run, &jitted) {
                     failures.push(format!(
-                        "{program}.c {} .{}, {}:\n{report}",
+                        "{file} {} .{}, {}:\n{report}",
                         opt.flag(),
                         extension(ir),
                         case.describe()
@@ -255,18 +261,18 @@ pub(crate) fn run_matrix(program: &str, extra_uppercut_args: &[&str]) {
     let exempt = NO_TRANSITIONS_EXPECTED.iter().any(|(p, _)| *p == program);
     if stats_expected && !runner.is_lli && stats_runs == 0 {
         failures.push(format!(
-            "{program}.c: no run printed an `uppercut: osr` statistics line"
+            "{file}: no run printed an `uppercut: osr` statistics line"
         ));
     }
     if moves_expected && !runner.is_lli && !exempt && (transitions == 0 || frames == 0) {
         failures.push(format!(
-            "{program}.c: no frame moved under {extra_uppercut_args:?} in any run \
+            "{file}: no frame moved under {extra_uppercut_args:?} in any run \
              (transitions={transitions}, frames={frames})"
         ));
     }
     assert!(
         failures.is_empty(),
-        "{} of the runs of {program}.c under `{}` differ from native \
+        "{} of the runs of {file} under `{}` differ from native \
          ({compared} compared; set UPPERCUT_DIFF_KEEP=1 to keep the artefacts):\n\n{}",
         failures.len(),
         runner.name(),
@@ -298,7 +304,8 @@ fn every_program_is_in_the_matrix() {
     assert_eq!(
         corpus_program_names(),
         listed,
-        "the `programs!` list in differential.rs must name every .c file in tests/programs/"
+        "the `programs!` list in differential.rs must name every .c and .cpp file in \
+         tests/programs/"
     );
     for name in BITCODE_TOO {
         assert!(PROGRAMS.contains(name), "BITCODE_TOO names unknown {name}");
@@ -309,11 +316,11 @@ fn every_program_is_in_the_matrix() {
 fn every_program_declares_valid_cases() {
     for name in corpus_program_names() {
         let cases = program_cases(&name);
-        assert!(!cases.is_empty(), "{name}.c has no case");
+        assert!(!cases.is_empty(), "{name} has no case");
         for case in &cases {
             assert!(
                 case.line > 0,
-                "{name}.c: declare its run with an `// uppercut-test:` line"
+                "{name}: declare its run with an `// uppercut-test:` line"
             );
         }
     }

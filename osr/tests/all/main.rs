@@ -2,6 +2,7 @@
 //! and under `uppercut run`, and the helpers they share.
 
 mod cli;
+mod cxx;
 mod differential;
 mod discovery;
 mod introspect;

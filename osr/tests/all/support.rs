@@ -35,17 +35,33 @@ pub(crate) fn programs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
 }
 
-/// The source file of the corpus program `name` (without `.c`).
+/// The source file of the corpus program `name` (without `.c` or `.cpp`): the C++ one when
+/// there is one.
 pub(crate) fn program_source(name: &str) -> PathBuf {
+    let cxx = programs_dir().join(format!("{name}.cpp"));
+    if cxx.exists() {
+        return cxx;
+    }
     programs_dir().join(format!("{name}.c"))
 }
 
-/// Names (without `.c`) of every C program directly in `tests/programs/`, sorted.
+/// The source extensions of the corpus: C and C++.
+const SOURCE_EXTENSIONS: [&str; 2] = ["c", "cpp"];
+
+/// Whether `source` is C++ (compiled by clang++, which links libstdc++).
+pub(crate) fn is_cxx(source: &Path) -> bool {
+    source.extension() == Some(OsStr::new("cpp"))
+}
+
+/// Names (without extension) of every C and C++ program directly in `tests/programs/`, sorted.
 pub(crate) fn corpus_program_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(programs_dir())
         .expect("read tests/programs")
         .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension() == Some(OsStr::new("c")))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|e| SOURCE_EXTENSIONS.iter().any(|x| OsStr::new(x) == e))
+        })
         .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
@@ -357,10 +373,29 @@ pub(crate) fn clang() -> &'static Path {
 /// Flags common to the native and the IR compilation of a program.
 const COMMON_FLAGS: &[&str] = &["-pthread"];
 
+/// The compiler for `source`: clang for C, clang++ (its `++` twin) for C++.
+fn compiler_for(source: &Path) -> PathBuf {
+    if !is_cxx(source) {
+        return clang().to_owned();
+    }
+    static CLANGXX: OnceLock<PathBuf> = OnceLock::new();
+    CLANGXX
+        .get_or_init(|| {
+            let clang = clang();
+            let name = clang.file_name().unwrap().to_string_lossy();
+            let twin = match name.strip_prefix("clang") {
+                Some(rest) => format!("clang++{rest}"),
+                None => panic!("cannot name the clang++ of {}", clang.display()),
+            };
+            clang.with_file_name(twin)
+        })
+        .clone()
+}
+
 /// Compiles `source` at `opt` into a native executable in `dir`.
 pub(crate) fn compile_native(source: &Path, opt: OptLevel, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{}{}.native", stem(source), opt.flag()));
-    let mut command = Command::new(clang());
+    let mut command = Command::new(compiler_for(source));
     command
         .arg(opt.flag())
         .args(COMMON_FLAGS)
@@ -380,7 +415,7 @@ pub(crate) fn compile_ir(source: &Path, opt: OptLevel, format: IrFormat, dir: &P
         opt.flag(),
         format.extension()
     ));
-    let mut command = Command::new(clang());
+    let mut command = Command::new(compiler_for(source));
     command
         .arg(opt.flag())
         .args(COMMON_FLAGS)
