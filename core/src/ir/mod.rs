@@ -132,6 +132,10 @@ pub(crate) struct Ir {
     osr: Option<OsrModule>,
     /// Who sees each unit's object.
     debug: DebugTargets,
+    /// Whether the guest has debug info (compile units).
+    debug_info: bool,
+    /// The units built in the prepared module's context so far: (functions, level).
+    built_here: Mutex<std::collections::HashSet<(Option<String>, OptLevel)>>,
     /// Owns what the module borrows (units compile in contexts of their own).
     _context: Box<Context>,
 }
@@ -364,6 +368,10 @@ impl Ir {
             }
             None => None,
         };
+        // SAFETY: the module is live; the name is NUL-terminated.
+        let debug_info = unsafe {
+            llc::LLVMGetNamedMetadataNumOperands(prepared.as_mut_ptr(), c"llvm.dbg.cu".as_ptr()) > 0
+        };
         let codegen = jit::Codegen::new().map_err(|message| Error::Codegen {
             unit: origin.to_owned(),
             message,
@@ -375,6 +383,8 @@ impl Ir {
             blanket_noinline,
             target,
             codegen,
+            debug_info,
+            built_here: Mutex::default(),
             origin: origin.to_owned(),
             osr,
             debug,
@@ -560,7 +570,8 @@ impl Ir {
     ///
     /// The passes, in order; each one's documentation says why it comes where it does:
     ///
-    /// 1. [`extract`](Self::extract) the unit's module into a context of its own;
+    /// 1. [`extract`](Self::extract) the unit's module into a context of its own (or
+    ///    [`extract_here`](Self::extract_here), into the guest's, [`builds_here`](Self::builds_here));
     /// 2. [`isolate`]: route a kept function's own address through its base entry, refuse
     ///    thread-local storage;
     /// 3. [`release_optnone`], unless at `-O0`;
@@ -581,12 +592,21 @@ impl Ir {
         linker: &mut dyn Linker,
     ) -> Result<(CompiledUnit, std::time::Duration)> {
         let started = std::time::Instant::now();
-        // A context of the unit's own, dropped with it: LLVM never frees what a context
+        // A context of the unit's own, dropped with it, unless the unit is one of the few
+        // built in the guest's context ([`Ir::builds_here`]): LLVM never frees what a context
         // accumulates (named struct types that code generation creates per module, uniqued
         // constants such as each specialisation's values), so one shared context would grow
         // with every compilation, and a long run recompiles without end.
-        let ctx = Context::create();
-        let module = self.extract(&ctx, spec)?;
+        let own_context;
+        let module = if self.builds_here(spec) {
+            let extracted = self.extract_here(spec)?;
+            // SAFETY: a fresh module of the prepared module's context (which outlives it), owned
+            // from here by the returned value.
+            unsafe { Module::new(extracted) }
+        } else {
+            own_context = Context::create();
+            self.extract(&own_context, spec)?
+        };
         let m = module.as_mut_ptr();
         isolate(m, spec)?;
         if spec.opt != OptLevel::O0 {
@@ -775,6 +795,23 @@ impl Ir {
         let module = copy_module(ctx, &bitcode, spec.name)?;
         module.set_name(spec.name);
         Ok(module)
+    }
+
+    /// Whether the unit is built in the guest module's context rather than one of its own,
+    /// which saves carrying it across as bitcode (about a fifth of a small function's unit at
+    /// O0). Only the first unit of each function at each level, and only one that is neither a
+    /// continuation nor specialised, nor of a guest with debug info: what a context keeps of
+    /// each unit it compiled (types, constants, metadata) then grows with the program, not with
+    /// the run (recompilations, flips between specialisations, every site's continuation).
+    fn builds_here(&self, spec: &UnitSpec<'_>) -> bool {
+        if spec.continuation.is_some() || !spec.specialise.is_empty() || self.debug_info {
+            return false;
+        }
+        let key = (spec.functions.map(|f| f.join("\0")), spec.opt);
+        self.built_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
     }
 
     /// The unit's module in the prepared module's context, which the caller owns: its functions
