@@ -1,4 +1,4 @@
-//! Everything that touches LLVM's IR and MCJIT: the only module of the workspace that holds
+//! Everything that touches LLVM's IR and code generation: the only module of the workspace that holds
 //! inkwell's `'ctx` types. The rest of the engine sees owned names and addresses.
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //!                                   every function patchable at its entry, frame pointers kept
 //!                                      └─clone + keep the unit's functions + optimise
 //!                                           └─rewrite constant-name hypercalls, resolve every
-//!                                             declaration ──MCJIT──> CompiledUnit (addresses)
+//!                                             declaration ──codegen, RuntimeDyld──> CompiledUnit
 //! ```
 
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -244,7 +244,7 @@ pub(crate) trait Linker {
     fn hypercall_slot(&mut self, name: &str) -> u64;
 }
 
-/// A unit after MCJIT: where everything landed.
+/// A unit after code generation and loading: where everything landed.
 #[derive(Debug)]
 pub(crate) struct CompiledUnit {
     /// The unit's registration with debuggers (first: dropped before the memory).
@@ -259,7 +259,7 @@ pub(crate) struct CompiledUnit {
     pub(crate) fast_hypercalls: usize,
 }
 
-/// The sections MCJIT allocated for one unit.
+/// The sections RuntimeDyld allocated for one unit.
 #[derive(Debug, Default)]
 pub(crate) struct UnitMemory {
     /// Code sections (executable after finalisation).
@@ -268,14 +268,14 @@ pub(crate) struct UnitMemory {
     pub(crate) data: Vec<DataSection>,
 }
 
-/// One data section MCJIT allocated.
+/// One data section RuntimeDyld allocated.
 #[derive(Debug)]
 pub(crate) struct DataSection {
     /// Its name.
     pub(crate) name: String,
     /// Its memory; `len()` is the section's size.
     pub(crate) region: CodeRegion,
-    /// Whether MCJIT asked for it to be read-only once finalised.
+    /// Whether RuntimeDyld asked for it to be read-only once finalised.
     pub(crate) read_only: bool,
 }
 
@@ -1038,7 +1038,7 @@ fn prelink(m: LLVMModuleRef, spec: &UnitSpec<'_>, linker: &mut dyn Linker) -> us
 }
 
 /// Resolves every declaration the module still uses, last before code generation, once no
-/// pass adds or removes any: an unresolved one would become a call to address 0 (MCJIT does
+/// pass adds or removes any: an unresolved one would become a call to address 0 (MCJIT did
 /// not fail on it). Returns each declaration with its address, for MCJIT's global mappings;
 /// an undefined weak one becomes a null pointer in the IR.
 fn resolve_declarations(
