@@ -1,6 +1,7 @@
-//! Builds the small C++ part of the IR layer (`src/ir/extract.cpp`, `src/ir/debug.cpp`): what
-//! LLVM's C API lacks for compiling function by function (materializing lazily loaded bodies,
-//! extracting a few functions into a module of their own) and for keeping units visible to
+//! Builds the small C++ part of the IR layer (`src/ir/extract.cpp`, `src/ir/debug.cpp`,
+//! `src/ir/jit.cpp`): what LLVM's C API lacks for compiling function by function (materializing
+//! lazily loaded bodies, extracting a few functions into a module of their own, code generation
+//! and loading with target machines kept across units) and for keeping units visible to
 //! debuggers and profilers. It is compiled against the same LLVM 19 that
 //! `llvm-sys` links, found the way `llvm-sys` finds it.
 
@@ -39,7 +40,7 @@ fn query(config: &PathBuf, arg: &str) -> String {
 }
 
 fn main() {
-    let sources = ["src/ir/extract.cpp", "src/ir/debug.cpp"];
+    let sources = ["src/ir/extract.cpp", "src/ir/debug.cpp", "src/ir/jit.cpp"];
     for source in sources {
         println!("cargo:rerun-if-changed={source}");
     }

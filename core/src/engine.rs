@@ -344,7 +344,7 @@ pub struct UnitInfo {
 pub struct CompileTimes {
     /// Cloning, trimming and optimising the IR.
     pub ir: Duration,
-    /// MCJIT code generation, relocation and finalisation.
+    /// Code generation, loading (relocation) and finalisation.
     pub codegen: Duration,
     /// Redirecting old entries to the new code.
     pub link: Duration,
@@ -1595,9 +1595,8 @@ impl Engine {
         starts.sort_unstable();
         let mut made = Vec::new();
         for (function, entry) in &compiled.functions {
-            // MCJIT answers a lookup of a function it did not emit (`available_externally`
-            // bodies of library functions) with the process's symbol: only code in this unit is
-            // a version.
+            // Only code in this unit is a version (MCJIT used to answer a lookup of a function it
+            // did not emit, an `available_externally` body, with the process's symbol).
             let Some(region) = compiled
                 .memory
                 .code

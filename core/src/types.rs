@@ -38,16 +38,6 @@ impl OptLevel {
             _ => return None,
         })
     }
-
-    pub(crate) fn codegen(self) -> inkwell::OptimizationLevel {
-        use inkwell::OptimizationLevel as L;
-        match self {
-            OptLevel::O0 => L::None,
-            OptLevel::O1 => L::Less,
-            OptLevel::O2 => L::Default,
-            OptLevel::O3 => L::Aggressive,
-        }
-    }
 }
 
 /// What a version keeps of the OSR sites that instrumentation placed in its function.

@@ -1189,6 +1189,16 @@ fn startup_reuse_table(r: &Results) -> Result<Table> {
                 v("codegen_us"),
                 v("total_us"),
             ]),
+            Some("llvm-floor") => t.row([
+                "compile `work` with LLVM alone".to_owned(),
+                format!(
+                    "`default<{}>` + code generation",
+                    row.key_of("opt").unwrap_or("")
+                ),
+                v("ir_us"),
+                v("codegen_us"),
+                v("total_us"),
+            ]),
             _ => {}
         }
     }
@@ -1465,6 +1475,13 @@ fn experiment_value(name: &str, r: &Results) -> Result<String> {
                 .first()
                 .and_then(|row| row.get("flip_us"))
                 .map_or("–".into(), num))
+        }
+        ["startup", "tier", opt, "llvm"] => {
+            let row = rows(r, "startup", &[("what", "tier"), ("opt", opt)], name)?;
+            Ok(row
+                .first()
+                .and_then(|row| row.get("llvm_ratio"))
+                .map_or("–".into(), |v| format!("{v:.2}×")))
         }
         ["startup", "steady", "worst"] => {
             let ratios: Vec<f64> = rows(r, "startup", &[], name)?

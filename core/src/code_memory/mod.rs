@@ -1,10 +1,10 @@
 //! Code memory: one arena of address space per engine, page-granular regions carved out of it,
 //! and a W^X state machine per region.
 //!
-//! MCJIT asks the engine's memory manager for a code section and data sections per compile unit;
-//! each becomes a [`CodeRegion`] allocated from a [`CodeArena`]. The arena reserves one
+//! RuntimeDyld asks the engine's memory manager for a code section and data sections per compile
+//! unit; each becomes a [`CodeRegion`] allocated from a [`CodeArena`]. The arena reserves one
 //! contiguous range of address space up front (1 GiB by default, at most [`MAX_SPAN`]), so every
-//! region of an engine lies within ±2 GiB of every other: MCJIT's PC-relative relocations between
+//! region of an engine lies within ±2 GiB of every other: PC-relative relocations between
 //! a unit's code and data resolve, and a `jmp rel32` written over an old function's entry reaches
 //! its new version.
 //!

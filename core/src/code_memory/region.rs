@@ -16,7 +16,7 @@ use crate::sys::Pages;
 pub enum RegionKind {
     /// Machine code: written, then published executable.
     Code,
-    /// Data: read-write, or frozen read-only (MCJIT's read-only data sections).
+    /// Data: read-write, or frozen read-only (RuntimeDyld's read-only data sections).
     Data,
 }
 
@@ -74,12 +74,12 @@ impl CodeRegion {
         self.pages().addr()
     }
 
-    /// The region's first address as a pointer (for an entry point, or to hand to MCJIT).
+    /// The region's first address as a pointer (for an entry point, or to hand to RuntimeDyld).
     pub fn as_ptr(&self) -> *const u8 {
         self.addr() as *const u8
     }
 
-    /// The region's first address as a mutable pointer, for MCJIT to write the section into.
+    /// The region's first address as a mutable pointer, for RuntimeDyld to write the section into.
     ///
     /// Writing through it is only valid while the region is [`RegionState::Writable`] and no
     /// slice borrowed from the region is live; the pages fault otherwise.

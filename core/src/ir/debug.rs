@@ -1,25 +1,18 @@
 //! Units that debuggers, profilers and the process's unwinder can see (`debug.cpp`, built by
 //! `build.rs`): each unit's object is registered with GDB's JIT interface for as long as the
-//! unit lives, and fed to LLVM's perf listener for a jitdump when asked; its `.eh_frame` is
-//! registered with the process's unwinder ([`crate::unwind`]) for as long too.
+//! unit lives, and fed to LLVM's perf listener for a jitdump when asked (both as `jit.cpp`
+//! loads it); its `.eh_frame` is registered with the process's unwinder ([`crate::unwind`]) for
+//! as long too.
 
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::ffi::{CString, c_char, c_int};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use llvm_sys::execution_engine::LLVMExecutionEngineRef;
 use llvm_sys::prelude::LLVMValueRef;
 
 use super::UnitMemory;
 use crate::unwind::EhFrameRegistration;
 
 unsafe extern "C" {
-    fn uppercut_debug_attach(
-        ee: LLVMExecutionEngineRef,
-        key: u64,
-        gdb: c_int,
-        perf: c_int,
-    ) -> *mut c_void;
-    fn uppercut_debug_detach(listener: *mut c_void);
     fn uppercut_debug_forget(key: u64);
     fn uppercut_debug_rename(f: LLVMValueRef, name: *const c_char) -> c_int;
 }
@@ -36,31 +29,18 @@ pub(crate) struct DebugTargets {
 /// Keys of registered objects: unique in the process, since GDB's registry is.
 static KEYS: AtomicU64 = AtomicU64::new(1);
 
-/// The listener of one unit's execution engine, until the engine is destroyed.
+/// A unit's key with the debugger while it is being compiled: the object is registered under
+/// it as it loads ([`super::jit`]); [`Listener::finish`] hands the registration to the unit, and
+/// a listener dropped unfinished (the unit failed) takes it back.
 pub(crate) struct Listener {
-    raw: *mut c_void,
     key: u64,
     gdb: bool,
 }
 
-/// Replaces `ee`'s default GDB listener by one that keeps the unit registered until the
-/// [`Registration`] made by [`Listener::finish`] is dropped. Must be called before the object is
-/// emitted (the first address lookup).
-pub(crate) fn attach(ee: LLVMExecutionEngineRef, targets: DebugTargets) -> Listener {
-    let key = KEYS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `ee` is a live MCJIT execution engine that has not emitted its object yet; the
-    // listener stays alive until it is dropped, after the engine is destroyed.
-    let raw = unsafe {
-        uppercut_debug_attach(
-            ee,
-            key,
-            c_int::from(targets.gdb),
-            c_int::from(targets.jitdump),
-        )
-    };
+/// A new key for the unit about to be compiled, shown to `targets`.
+pub(crate) fn attach(targets: DebugTargets) -> Listener {
     Listener {
-        raw,
-        key,
+        key: KEYS.fetch_add(1, Ordering::Relaxed),
         gdb: targets.gdb,
     }
 }
@@ -72,23 +52,28 @@ pub(crate) fn has_perf_listener() -> bool {
 }
 
 impl Listener {
-    /// Frees the listener once its execution engine is destroyed; the unit stays registered
-    /// while the result lives.
-    pub(crate) fn finish(self) -> Registration {
+    /// The unit's key.
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The unit is compiled: it stays registered while the result lives.
+    pub(crate) fn finish(mut self) -> Registration {
         let registration = Registration {
             key: self.gdb.then_some(self.key),
             unwind: None,
         };
-        drop(self);
+        self.gdb = false;
         registration
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // SAFETY: made by `uppercut_debug_attach`, freed once; the engine that called it is gone
-        // (callers drop the listener after the engine, or on an error path before any object).
-        unsafe { uppercut_debug_detach(self.raw) };
+        if self.gdb {
+            // SAFETY: deregistering a key that GDB's listener may hold; unknown keys are ignored.
+            unsafe { uppercut_debug_forget(self.key) };
+        }
     }
 }
 

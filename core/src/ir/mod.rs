@@ -1,4 +1,4 @@
-//! Everything that touches LLVM's IR and MCJIT: the only module of the workspace that holds
+//! Everything that touches LLVM's IR and code generation: the only module of the workspace that holds
 //! inkwell's `'ctx` types. The rest of the engine sees owned names and addresses.
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //!                                   every function patchable at its entry, frame pointers kept
 //!                                      └─clone + keep the unit's functions + optimise
 //!                                           └─rewrite constant-name hypercalls, resolve every
-//!                                             declaration ──MCJIT──> CompiledUnit (addresses)
+//!                                             declaration ──codegen, RuntimeDyld──> CompiledUnit
 //! ```
 
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -22,7 +22,6 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
 use llvm_sys::LLVMLinkage;
 use llvm_sys::core as llc;
-use llvm_sys::execution_engine as llee;
 use llvm_sys::prelude::{LLVMModuleRef, LLVMValueRef};
 
 use crate::code_memory::{CodeArena, CodeRegion, RegionRequest};
@@ -38,6 +37,7 @@ mod cxx;
 mod debug;
 mod extract;
 pub(crate) mod instrument;
+mod jit;
 mod llvm;
 
 /// Bytes of no-ops that LLVM places at every guest function's entry, so that the entry can be
@@ -88,9 +88,9 @@ pub fn deopt_values_in_registers() -> bool {
 /// Like [`deopt_values_in_registers`], but when the choice is not made yet (no guest loaded,
 /// and [`DEOPT_IN_REGISTERS_ENV`] unset), makes it `preferred`; returns the choice in force.
 ///
-/// Registers for values cost compile time at O0 (every level then needs the register allocator
-/// that can fold a statepoint's operands, which at O0 is about twice as slow as the fast one)
-/// and pay only in optimised code that keeps its sites. A runner whose optimised code keeps no
+/// Registers for values cost compile time at O0 (a unit with statepoints then needs the
+/// register allocator that can fold their operands, slower than O0's fast one) and pay only in
+/// optimised code that keeps its sites. A runner whose optimised code keeps no
 /// sites (tier-up's final code) prefers them off.
 pub fn prefer_deopt_values_in_registers(preferred: bool) -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -98,15 +98,15 @@ pub fn prefer_deopt_values_in_registers(preferred: bool) -> bool {
         let on = std::env::var(DEOPT_IN_REGISTERS_ENV).map_or(preferred, |v| v.trim() != "0");
         if on {
             // O0's fast register allocator cannot fold a statepoint's register operands into
-            // stack slots and runs out of registers on a site with many values: every level
-            // gets the allocator that can (`-optimize-regalloc`).
+            // stack slots and runs out of registers on a site with many values: units with
+            // statepoints get the allocator that can at every level (`-optimize-regalloc`, set
+            // per unit by `jit`), and O0 units without keep the fast one.
             let args = [
                 c"uppercut".as_ptr(),
                 c"-use-registers-for-deopt-values".as_ptr(),
-                c"-optimize-regalloc".as_ptr(),
                 c"-restrict-statepoint-remat".as_ptr(),
             ];
-            // SAFETY: two NUL-terminated strings that outlive the call, and no overview; LLVM
+            // SAFETY: NUL-terminated strings that outlive the call, and no overview; LLVM
             // parses them into its option registry (this runs once per process, before any
             // code generation, so no compilation reads the option while it changes).
             unsafe {
@@ -137,11 +137,17 @@ pub(crate) struct Ir {
     /// units above O0 drop them so that the optimiser may inline.
     blanket_noinline: bool,
     target: TargetMachine,
+    /// Code generation and loading, with a target machine per level kept across units.
+    codegen: jit::Codegen,
     origin: String,
     /// What OSR instrumentation made of the prepared module, when it was instrumented.
     osr: Option<OsrModule>,
     /// Who sees each unit's object.
     debug: DebugTargets,
+    /// Whether the guest has debug info (compile units).
+    debug_info: bool,
+    /// The units built in the prepared module's context so far: (functions, level).
+    built_here: Mutex<std::collections::HashSet<(Option<String>, OptLevel)>>,
     /// Owns what the module borrows (units compile in contexts of their own).
     _context: Box<Context>,
 }
@@ -252,7 +258,7 @@ pub(crate) trait Linker {
     fn hypercall_slot(&mut self, name: &str) -> u64;
 }
 
-/// A unit after MCJIT: where everything landed.
+/// A unit after code generation and loading: where everything landed.
 #[derive(Debug)]
 pub(crate) struct CompiledUnit {
     /// The unit's registration with debuggers (first: dropped before the memory).
@@ -267,7 +273,7 @@ pub(crate) struct CompiledUnit {
     pub(crate) fast_hypercalls: usize,
 }
 
-/// The sections MCJIT allocated for one unit.
+/// The sections RuntimeDyld allocated for one unit.
 #[derive(Debug, Default)]
 pub(crate) struct UnitMemory {
     /// Code sections (executable after finalisation).
@@ -276,14 +282,14 @@ pub(crate) struct UnitMemory {
     pub(crate) data: Vec<DataSection>,
 }
 
-/// One data section MCJIT allocated.
+/// One data section RuntimeDyld allocated.
 #[derive(Debug)]
 pub(crate) struct DataSection {
     /// Its name.
     pub(crate) name: String,
     /// Its memory; `len()` is the section's size.
     pub(crate) region: CodeRegion,
-    /// Whether MCJIT asked for it to be read-only once finalised.
+    /// Whether RuntimeDyld asked for it to be read-only once finalised.
     pub(crate) read_only: bool,
 }
 
@@ -377,12 +383,23 @@ impl Ir {
             }
             None => None,
         };
+        // SAFETY: the module is live; the name is NUL-terminated.
+        let debug_info = unsafe {
+            llc::LLVMGetNamedMetadataNumOperands(prepared.as_mut_ptr(), c"llvm.dbg.cu".as_ptr()) > 0
+        };
+        let codegen = jit::Codegen::new().map_err(|message| Error::Codegen {
+            unit: origin.to_owned(),
+            message,
+        })?;
         Ok(Ir {
             prepared,
             source: bytes.to_vec(),
             lazy,
             blanket_noinline,
             target,
+            codegen,
+            debug_info,
+            built_here: Mutex::default(),
             origin: origin.to_owned(),
             osr,
             debug,
@@ -568,7 +585,8 @@ impl Ir {
     ///
     /// The passes, in order; each one's documentation says why it comes where it does:
     ///
-    /// 1. [`extract`](Self::extract) the unit's module into a context of its own;
+    /// 1. [`extract`](Self::extract) the unit's module into a context of its own (or
+    ///    [`extract_here`](Self::extract_here), into the guest's, [`builds_here`](Self::builds_here));
     /// 2. [`isolate`]: route a kept function's own address through its base entry, refuse
     ///    thread-local storage;
     /// 3. [`release_optnone`], unless at `-O0`;
@@ -582,7 +600,7 @@ impl Ir {
     /// 10. [`make_statepoints`](Self::make_statepoints), with OSR;
     /// 11. [`resolve_declarations`];
     /// 12. [`name_continuation`] for debuggers;
-    /// 13. [`emit`](Self::emit): MCJIT into the arena.
+    /// 13. [`emit`](Self::emit): code generation and loading into the arena.
     pub(crate) fn compile(
         &self,
         spec: &UnitSpec<'_>,
@@ -590,12 +608,21 @@ impl Ir {
         linker: &mut dyn Linker,
     ) -> Result<(CompiledUnit, std::time::Duration)> {
         let started = std::time::Instant::now();
-        // A context of the unit's own, dropped with it: LLVM never frees what a context
+        // A context of the unit's own, dropped with it, unless the unit is one of the few
+        // built in the guest's context ([`Ir::builds_here`]): LLVM never frees what a context
         // accumulates (named struct types that code generation creates per module, uniqued
         // constants such as each specialisation's values), so one shared context would grow
         // with every compilation, and a long run recompiles without end.
-        let ctx = Context::create();
-        let module = self.extract(&ctx, spec)?;
+        let own_context;
+        let module = if self.builds_here(spec) {
+            let extracted = self.extract_here(spec)?;
+            // SAFETY: a fresh module of the prepared module's context (which outlives it), owned
+            // from here by the returned value.
+            unsafe { Module::new(extracted) }
+        } else {
+            own_context = Context::create();
+            self.extract(&own_context, spec)?
+        };
         let m = module.as_mut_ptr();
         isolate(m, spec)?;
         if spec.opt != OptLevel::O0 {
@@ -611,13 +638,11 @@ impl Ir {
         verify(&module, spec)?;
         self.optimise(&module, spec)?;
         let fast_hypercalls = prelink(m, spec, linker);
-        if self.osr.is_some() {
-            self.make_statepoints(&module)?;
-        }
+        let statepoints = self.osr.is_some() && self.make_statepoints(&module)?;
         let mappings = resolve_declarations(m, linker)?;
         name_continuation(m, spec);
         let ir_time = started.elapsed();
-        let unit = self.emit(module, spec, arena, mappings, fast_hypercalls)?;
+        let unit = self.emit(module, spec, arena, mappings, fast_hypercalls, statepoints)?;
         Ok((unit, ir_time))
     }
 
@@ -644,8 +669,8 @@ impl Ir {
     /// whose stack-map records sit at their return addresses; every other call stays a plain
     /// call (`gc-leaf-function`). After optimisation, so that the records describe the
     /// optimised code and only the calls that survived it; the declarations are resolved after
-    /// it, over the module as code generation sees it.
-    fn make_statepoints(&self, module: &Module<'_>) -> Result<()> {
+    /// it, over the module as code generation sees it. Says whether the module has statepoints.
+    fn make_statepoints(&self, module: &Module<'_>) -> Result<bool> {
         let m = module.as_mut_ptr();
         let gc_functions: Vec<LLVMValueRef> = functions(m)
             .filter(|&f| llvm::gc_name(f).as_deref() == instrument::REWRITE_GC.to_str().ok())
@@ -677,13 +702,15 @@ impl Ir {
                 llvm::set_gc(f, instrument::CODEGEN_GC);
             }
         }
-        Ok(())
+        Ok(!gc_functions.is_empty())
     }
 
-    /// Code generation, last: MCJIT compiles the module into regions of `arena` (through the
-    /// unit's [`MemoryManager`]), with every declaration mapped to its address, and reports
-    /// where each defined function and global landed. The module and its engine are gone
-    /// when this returns; the regions stay, in the [`CompiledUnit`].
+    /// Code generation, last: LLVM's code generator compiles the module with the guest's
+    /// target machine for the level, and RuntimeDyld loads the object into regions of `arena`
+    /// (through the unit's [`MemoryManager`]), with every declaration mapped to its address;
+    /// reports where each defined function and global landed. The module is gone when this
+    /// returns; the regions stay, in the [`CompiledUnit`]. An error that code generation reports
+    /// (inline assembly that does not assemble) is [`Error::Codegen`].
     fn emit(
         &self,
         module: Module<'_>,
@@ -691,24 +718,24 @@ impl Ir {
         arena: &CodeArena,
         mappings: Vec<(LLVMValueRef, u64)>,
         fast_hypercalls: usize,
+        statepoints: bool,
     ) -> Result<CompiledUnit> {
         let m = module.as_mut_ptr();
         let captured = Arc::new(Mutex::new(Captured::default()));
-        let manager = MemoryManager {
+        let mut manager = MemoryManager {
             arena: arena.clone(),
             captured: Arc::clone(&captured),
         };
-        let defined: Vec<(String, bool)> = functions(m)
+        let defined: Vec<(LLVMValueRef, String, bool)> = functions(m)
             .map(|f| (f, true))
             .chain(globals(m).map(|g| (g, false)))
             // SAFETY: each value is a global value of `m`.
             .filter(|(v, _)| unsafe { llc::LLVMIsDeclaration(*v) } == 0)
-            .map(|(v, is_fn)| (value_name(v), is_fn))
-            .filter(|(n, _)| !n.starts_with("llvm."))
+            .map(|(v, is_fn)| (v, value_name(v), is_fn))
+            .filter(|(_, n, _)| !n.starts_with("llvm."))
             .collect();
         if defined.is_empty() {
-            // Nothing to emit (a lazy engine's base unit when the guest has no globals): MCJIT
-            // would never finalise an object nobody looks into.
+            // Nothing to emit (a lazy engine's base unit when the guest has no globals).
             return Ok(CompiledUnit {
                 registration: Registration::default(),
                 functions: Vec::new(),
@@ -717,40 +744,28 @@ impl Ir {
                 fast_hypercalls,
             });
         }
-        // Declared before the engine, so that even unwinding drops it after the engine (whose
-        // destruction still calls it).
-        let listener;
-        let engine = module
-            .create_mcjit_execution_engine_with_memory_manager(
-                manager,
-                spec.opt.codegen(),
-                CodeModel::JITDefault,
-                true,
-                false,
-            )
-            .map_err(|e| Error::Codegen {
+        let listener = debug::attach(self.debug);
+        let lookup: Vec<LLVMValueRef> = defined.iter().map(|(v, _, _)| *v).collect();
+        let emit = jit::Emit {
+            opt: spec.opt,
+            // Statepoints' register operands at O0 need the allocator that can fold them into
+            // stack slots.
+            optimize_regalloc: statepoints && deopt_values_in_registers(),
+            mapped: &mappings,
+            lookup: &lookup,
+            key: listener.key(),
+            debug: self.debug,
+        };
+        let addresses = self
+            .codegen
+            .emit(m, &mut manager, &emit)
+            .map_err(|message| Error::Codegen {
                 unit: spec.name.to_owned(),
-                message: e.to_string(),
+                message,
             })?;
-        let ee = engine.as_mut_ptr();
-        listener = debug::attach(ee, self.debug);
-        for (v, address) in mappings {
-            // SAFETY: `ee` owns `m` now, and `v` is one of its declarations.
-            unsafe { llee::LLVMAddGlobalMapping(ee, v, address as *mut _) };
-        }
         let mut functions_out = Vec::new();
         let mut globals_out = Vec::new();
-        for (name, is_fn) in defined {
-            let c = CString::new(name.as_str()).expect("LLVM names hold no NUL");
-            // SAFETY: `ee` is live; the first lookup finalises the object (relocations, then
-            // our manager's `finalize_memory`).
-            let address = unsafe {
-                if is_fn {
-                    llee::LLVMGetFunctionAddress(ee, c.as_ptr())
-                } else {
-                    llee::LLVMGetGlobalValueAddress(ee, c.as_ptr())
-                }
-            };
+        for ((_, name, is_fn), address) in defined.into_iter().zip(addresses) {
             if address == 0 {
                 continue;
             }
@@ -760,8 +775,6 @@ impl Ir {
                 globals_out.push((name, address));
             }
         }
-        // Dropping the engine destroys the module and the manager; the captured regions stay.
-        drop(engine);
         drop(module);
         let registration = listener.finish();
         let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
@@ -774,7 +787,7 @@ impl Ir {
         if !captured.finalized {
             return Err(Error::Codegen {
                 unit: spec.name.to_owned(),
-                message: "MCJIT never finalised the unit's memory".to_owned(),
+                message: "the unit's memory was never finalised".to_owned(),
             });
         }
         let mut registration = registration;
@@ -790,10 +803,45 @@ impl Ir {
         Ok(unit)
     }
 
-    /// The unit's module, in `ctx`: its functions extracted from the prepared module (bodies
-    /// read on demand), everything else declared, then carried into the unit's own context as
-    /// bitcode. A whole-program unit (`functions: None`) defines every function and global.
+    /// The unit's module, in `ctx`: [extracted](Self::extract_here), then carried into the
+    /// unit's own context as bitcode.
     fn extract<'c>(&self, ctx: &'c Context, spec: &UnitSpec<'_>) -> Result<Module<'c>> {
+        let extracted = self.extract_here(spec)?;
+        // SAFETY: `extracted` is a module the caller owns: written to memory, then disposed of.
+        let bitcode = unsafe {
+            let buffer = llvm_sys::bit_writer::LLVMWriteBitcodeToMemoryBuffer(extracted);
+            llc::LLVMDisposeModule(extracted);
+            let start = llc::LLVMGetBufferStart(buffer).cast::<u8>();
+            let bytes = std::slice::from_raw_parts(start, llc::LLVMGetBufferSize(buffer)).to_vec();
+            llc::LLVMDisposeMemoryBuffer(buffer);
+            bytes
+        };
+        let module = copy_module(ctx, &bitcode, spec.name)?;
+        module.set_name(spec.name);
+        Ok(module)
+    }
+
+    /// Whether the unit is built in the guest module's context rather than one of its own,
+    /// which saves carrying it across as bitcode (about a fifth of a small function's unit at
+    /// O0). Only the first unit of each function at each level, and only one that is neither a
+    /// continuation nor specialised, nor of a guest with debug info: what a context keeps of
+    /// each unit it compiled (types, constants, metadata) then grows with the program, not with
+    /// the run (recompilations, flips between specialisations, every site's continuation).
+    fn builds_here(&self, spec: &UnitSpec<'_>) -> bool {
+        if spec.continuation.is_some() || !spec.specialise.is_empty() || self.debug_info {
+            return false;
+        }
+        let key = (spec.functions.map(|f| f.join("\0")), spec.opt);
+        self.built_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+    }
+
+    /// The unit's module in the prepared module's context, which the caller owns: its functions
+    /// extracted from the prepared module (bodies read on demand), everything else declared. A
+    /// whole-program unit (`functions: None`) defines every function and global.
+    fn extract_here(&self, spec: &UnitSpec<'_>) -> Result<LLVMModuleRef> {
         let m = self.prepared.as_mut_ptr();
         let whole;
         let (keep, inline, data) = match spec.functions {
@@ -831,24 +879,10 @@ impl Ir {
                 (whole.0.as_slice(), whole.1.as_slice(), true)
             }
         };
-        let extracted = extract::extract(m, spec.name, keep, inline, data).map_err(|message| {
-            Error::InvalidIr {
-                origin: format!("{} ({})", self.origin, spec.name),
-                message,
-            }
-        })?;
-        // SAFETY: `extracted` is a module the caller owns: written to memory, then disposed of.
-        let bitcode = unsafe {
-            let buffer = llvm_sys::bit_writer::LLVMWriteBitcodeToMemoryBuffer(extracted);
-            llc::LLVMDisposeModule(extracted);
-            let start = llc::LLVMGetBufferStart(buffer).cast::<u8>();
-            let bytes = std::slice::from_raw_parts(start, llc::LLVMGetBufferSize(buffer)).to_vec();
-            llc::LLVMDisposeMemoryBuffer(buffer);
-            bytes
-        };
-        let module = copy_module(ctx, &bitcode, spec.name)?;
-        module.set_name(spec.name);
-        Ok(module)
+        extract::extract(m, spec.name, keep, inline, data).map_err(|message| Error::InvalidIr {
+            origin: format!("{} ({})", self.origin, spec.name),
+            message,
+        })
     }
 
     /// The direct callees of `function` whose bodies a unit may carry for the optimiser to
@@ -1114,7 +1148,7 @@ fn prelink(m: LLVMModuleRef, spec: &UnitSpec<'_>, linker: &mut dyn Linker) -> us
 }
 
 /// Resolves every declaration the module still uses, last before code generation, once no
-/// pass adds or removes any: an unresolved one would become a call to address 0 (MCJIT does
+/// pass adds or removes any: an unresolved one would become a call to address 0 (MCJIT did
 /// not fail on it). Returns each declaration with its address, for MCJIT's global mappings;
 /// an undefined weak one becomes a null pointer in the IR.
 fn resolve_declarations(

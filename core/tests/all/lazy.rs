@@ -206,3 +206,43 @@ fn a_flip_back_to_a_version_compiled_before_reuses_it() {
     let same = e.recompile("square", OptLevel::O2).unwrap();
     assert!(same.reused && same.redirected == 0);
 }
+
+/// A function whose inline assembly does not assemble: code generation reports an error.
+const BAD_ASM: &str = r#"
+define i64 @bad(i64 %x) {
+  call void asm sideeffect "uppercut_no_such_instruction %rax", "~{dirflag},~{fpsr},~{flags}"()
+  ret i64 %x
+}
+define i64 @good(i64 %x) {
+  %r = add i64 %x, 1
+  ret i64 %r
+}
+"#;
+
+#[test]
+fn a_code_generation_error_is_an_error_of_that_unit_not_an_exit() {
+    for opt_level in [OptLevel::O0, OptLevel::O2] {
+        let e = lazy(BAD_ASM, opt_level);
+        let mut request = VersionRequest::new("bad", opt_level);
+        request.relink = false;
+        match e.compile_version(&request) {
+            Err(Error::Codegen { message, .. }) => {
+                assert!(
+                    message.contains("uppercut_no_such_instruction"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A first call stops the guest at that call with the same error.
+        match e.call("bad", &[1]) {
+            Err(Error::LazyCompile { function, source }) => {
+                assert_eq!(function, "bad");
+                assert!(matches!(*source, Error::Codegen { .. }), "{source:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The engine goes on.
+        assert_eq!(e.call("good", &[1]).unwrap(), 2);
+    }
+}

@@ -18,7 +18,7 @@
 //!
 //! Each sample is one compilation (or one per site) on a fresh engine (loading and the base
 //! unit are not timed), through [`Engine`]'s API, whose [`CompileTimes`] split it into IR work
-//! (clone, trim, build the continuation, optimise), codegen (MCJIT, relocation, finalisation)
+//! (clone, trim, build the continuation, optimise), codegen (code generation, RuntimeDyld's relocation, finalisation)
 //! and linking (redirecting the old entries):
 //!
 //! - `what=version`: [`Engine::compile_version`] of the function, relinked.

@@ -29,7 +29,12 @@
 //! # Tiers (rows with `what=tier`)
 //!
 //! The same `work`, compiled unrelinked (so never from the cache) at O0 and at O2: `ir_us`
-//! (extraction, specialisation, the pipeline), `codegen_us` (MCJIT), `total_us` (medians).
+//! (extraction, specialisation, the pipeline), `codegen_us` (code generation and loading),
+//! `total_us` (medians). Interleaved with the O2 compilations, LLVM alone on the same IR (the
+//! row `what=llvm-floor`): a fresh context, the module parsed (not timed), `default<O2>`
+//! (`ir_us`), code generation into an object in memory with a target machine made once
+//! (`codegen_us`), the floor that Uppercut's optimising tier is measured against; the O2 tier
+//! row's `llvm_ratio` is its `total_us` over the floor's.
 //!
 //! # Steady state (rows with `kernel`)
 //!
@@ -43,6 +48,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use inkwell::context::Context;
+use inkwell::memory_buffer::MemoryBuffer;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
+};
 use uppercut_core::{Engine, EngineOptions, Instrumentation, OptLevel, VersionRequest};
 use uppercut_experiments::harness::{self, Args, Progress};
 use uppercut_experiments::report::{Report, Row};
@@ -316,9 +327,18 @@ fn flips(args: &Args, report: &mut Report, clang: &Clang) -> Result<()> {
         );
     }
     let e = flip_engine(ir.path(), false)?;
+    let floor = LlvmFloor::new(ir.path())?;
+    let (mut floor_ir_us, mut floor_codegen_us, mut floor_total_us) =
+        (Vec::new(), Vec::new(), Vec::new());
     for opt in [OptLevel::O0, OptLevel::O2] {
         let (mut ir_us, mut codegen_us, mut total_us) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..tiers {
+            if opt == OptLevel::O2 {
+                let (ir, codegen) = floor.compile()?;
+                floor_ir_us.push(ir.as_secs_f64() * 1e6);
+                floor_codegen_us.push(codegen.as_secs_f64() * 1e6);
+                floor_total_us.push((ir + codegen).as_secs_f64() * 1e6);
+            }
             let mut request = VersionRequest::new("work", opt);
             request.relink = false;
             let done = e.compile_version(&request).map_err(core)?;
@@ -328,17 +348,83 @@ fn flips(args: &Args, report: &mut Report, clang: &Clang) -> Result<()> {
             total_us.push((done.times.ir + done.times.codegen).as_secs_f64() * 1e6);
             progress.step("tier");
         }
-        report.push(
-            Row::new()
-                .key("what", "tier")
-                .key("function", "work")
-                .key("opt", opt)
-                .value("ir_us", harness::median(&ir_us))
-                .value("codegen_us", harness::median(&codegen_us))
-                .value("total_us", harness::median(&total_us)),
-        );
+        let total = harness::median(&total_us);
+        let mut row = Row::new()
+            .key("what", "tier")
+            .key("function", "work")
+            .key("opt", opt)
+            .value("ir_us", harness::median(&ir_us))
+            .value("codegen_us", harness::median(&codegen_us))
+            .value("total_us", total);
+        if opt == OptLevel::O2 {
+            row = row.value("llvm_ratio", total / harness::median(&floor_total_us));
+        }
+        report.push(row);
     }
+    report.push(
+        Row::new()
+            .key("what", "llvm-floor")
+            .key("function", "work")
+            .key("opt", OptLevel::O2)
+            .value("ir_us", harness::median(&floor_ir_us))
+            .value("codegen_us", harness::median(&floor_codegen_us))
+            .value("total_us", harness::median(&floor_total_us)),
+    );
     Ok(())
+}
+
+/// LLVM on its own, for the floor of the optimising tier: `default<O2>` and code generation of
+/// a guest module, each time in a fresh context, with one target machine made as Uppercut makes
+/// its own (the process's triple, each function's CPU from its attributes, the JIT code model).
+struct LlvmFloor {
+    ir: Vec<u8>,
+    machine: TargetMachine,
+}
+
+impl LlvmFloor {
+    fn new(path: &Path) -> Result<LlvmFloor> {
+        let fail = |what: &str, e: String| measurement(format!("LLVM alone: {what}: {e}"));
+        Target::initialize_native(&InitializationConfig::default())
+            .map_err(|e| fail("the native target", e))?;
+        let triple = TargetMachine::get_default_triple();
+        let target = Target::from_triple(&triple).map_err(|e| fail("the target", e.to_string()))?;
+        let machine = target
+            .create_target_machine(
+                &triple,
+                "",
+                "",
+                inkwell::OptimizationLevel::Default,
+                RelocMode::Default,
+                CodeModel::JITDefault,
+            )
+            .ok_or_else(|| fail("the target machine", "none for the host".to_owned()))?;
+        let ir = std::fs::read(path).map_err(|e| fail("reading the guest", e.to_string()))?;
+        Ok(LlvmFloor { ir, machine })
+    }
+
+    /// One compilation: the time of `default<O2>` and of code generation.
+    fn compile(&self) -> Result<(Duration, Duration)> {
+        let fail = |what: &str, e: String| measurement(format!("LLVM alone: {what}: {e}"));
+        let context = Context::create();
+        let buffer = MemoryBuffer::create_from_memory_range_copy(&self.ir, "floor");
+        let module = context
+            .create_module_from_ir(buffer)
+            .map_err(|e| fail("parsing", e.to_string()))?;
+        let started = Instant::now();
+        module
+            .run_passes("default<O2>", &self.machine, PassBuilderOptions::create())
+            .map_err(|e| fail("default<O2>", e.to_string()))?;
+        let optimised = Instant::now();
+        let object = self
+            .machine
+            .write_to_memory_buffer(&module, FileType::Object)
+            .map_err(|e| fail("code generation", e.to_string()))?;
+        let generated = Instant::now();
+        if object.get_size() == 0 {
+            return Err(fail("code generation", "an empty object".to_owned()));
+        }
+        Ok((optimised - started, generated - optimised))
+    }
 }
 
 fn steady_state(args: &Args, report: &mut Report, clang: &Clang) -> Result<()> {
