@@ -139,7 +139,8 @@ impl Policy for TierUp {
     }
 
     fn frames_wanted(&self, site: &SiteInfo) -> Option<usize> {
-        // An entry site moves no frame; a loop looks for every frame of its function.
+        // An entry site moves no frame (its own is all it walks); a loop looks for every frame
+        // of its function.
         match site.kind {
             SiteKind::Entry => Some(1),
             _ => None,
@@ -242,9 +243,9 @@ impl Policy for TierUp {
 /// folded in.
 ///
 /// The storm guard: a global whose value changed `max_changes` times stops being specialised on.
-/// At the change that reaches the bound, its readers are relinked to versions that read it from
-/// memory, and every frame that assumes a value of it leaves, as at any other change; later
-/// stores only make their hypercall.
+/// At the next change, its readers are relinked to versions that read it from memory, and every
+/// frame that assumes a value of it leaves, as at any other change; later stores only make
+/// their hypercall.
 #[derive(Debug, Clone)]
 pub struct Specialise {
     /// The watched globals.
@@ -315,9 +316,9 @@ impl Policy for Specialise {
         if *changes > self.max_changes || self.current.get(&global) == Some(&value) {
             return Ok(());
         }
-        *changes += 1;
-        // The storm guard: at the last change it allows, every version goes back to reading
-        // the global from memory.
+        *changes = changes.saturating_add(1);
+        // The storm guard: at the change after the last one it allows, every version goes back
+        // to reading the global from memory.
         let given_up = *changes > self.max_changes;
         if given_up {
             let reason = format!(
