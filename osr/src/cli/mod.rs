@@ -62,7 +62,7 @@ run        runs main(argc, argv) of an LLVM IR or bitcode program under Uppercut
   --osr-continuations=multi
                            ... in one multi-entry continuation per function and spec
   --osr-threshold=N        passes of a loop header, or calls of a function, before its site
-                           fires (tier: 1000)
+                           fires (tier: 1000, per 100 instructions of the function)
   --osr-stats              print `uppercut: osr transitions=N frames=M recompiles=K ...` at exit
   --osr-stats=json         ... as one JSON object: `uppercut: osr {\"transitions\":N,...}`
   --osr-log=FILE           write every compilation, relink, retirement, transfer and
