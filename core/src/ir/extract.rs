@@ -22,7 +22,7 @@ unsafe extern "C" {
 }
 
 /// Takes an LLVM-allocated message.
-fn take_message(message: *mut c_char) -> Option<String> {
+pub(super) fn take_message(message: *mut c_char) -> Option<String> {
     if message.is_null() {
         return None;
     }

@@ -794,8 +794,8 @@ impl Rewriter<'_> {
 
     /// A fresh `i64` counter global for a loop or entry site of `f`, starting at
     /// [`Instrumentation::initial_count`] (times `f`'s size with
-    /// [`Instrumentation::scale_counts_by_size`]).
-    fn counter_global(&mut self, f: Value) -> Value {
+    /// [`Instrumentation::scale_counts_by_size`]); a loop site's counter records its loop's depth.
+    fn counter_global(&mut self, f: Value, loop_depth: Option<u32>) -> Value {
         let i64t = l::int_type(self.ctx, 64);
         let name = format!("__uppercut.osr.count.{}", self.next_site + 1);
         let start = match self.config.scale_counts_by_size {
@@ -813,6 +813,9 @@ impl Rewriter<'_> {
             }
         };
         self.counter_starts.insert(name.clone(), start);
+        if let Some(depth) = loop_depth {
+            self.loop_depths.insert(name.clone(), depth);
+        }
         let init = l::const_int(i64t, start as u64);
         l::add_global(self.m, &name, init, false)
     }
@@ -827,15 +830,12 @@ impl Rewriter<'_> {
         kind: SiteKind,
         loop_depth: Option<u32>,
     ) {
-        let counter = self.counter_global(f);
+        let counter = self.counter_global(f, loop_depth);
         let i64t = l::int_type(self.ctx, 64);
         let c = builder.load(i64t, counter, "osr.c");
         let c1 = builder.sub(c, l::const_int(i64t, 1), "osr.c1");
         builder.store(c1, counter);
         let fires = builder.icmp(LLVMIntPredicate::LLVMIntSLE, c1, zero(i64t), "osr.fires");
-        if let Some(depth) = loop_depth {
-            self.loop_depths.insert(value_name(counter), depth);
-        }
         let fire = self.fire_block(f, counter, next, kind, |_| {}, |_| {});
         let branch = builder.cond_br(fires, fire, next);
         self.mark_unlikely(branch, 0);
@@ -877,7 +877,7 @@ impl Rewriter<'_> {
         kind: SiteKind,
         loop_depth: Option<u32>,
     ) {
-        let counter = self.counter_global(f);
+        let counter = self.counter_global(f, loop_depth);
         let i64t = l::int_type(self.ctx, 64);
         let one = l::const_int(i64t, 1);
         let entry = l::blocks(f)[0];
@@ -957,9 +957,6 @@ impl Rewriter<'_> {
         at.cond_br(swapped, synced, cas);
 
         at.at_end(synced);
-        if let Some(depth) = loop_depth {
-            self.loop_depths.insert(value_name(counter), depth);
-        }
         let fire = self.fire_block(
             f,
             counter,

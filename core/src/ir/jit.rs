@@ -6,11 +6,11 @@ use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::ptr::NonNull;
 
 use inkwell::memory_manager::McjitMemoryManager;
-use llvm_sys::core as llc;
 use llvm_sys::execution_engine::{self as llee, LLVMMCJITMemoryManagerRef};
 use llvm_sys::prelude::{LLVMBool, LLVMModuleRef, LLVMValueRef};
 
 use super::debug::DebugTargets;
+use super::extract::take_message;
 use crate::types::OptLevel;
 
 /// The C++ side's code generator (opaque).
@@ -38,20 +38,6 @@ unsafe extern "C" {
         gdb: c_int,
         perf: c_int,
     ) -> *mut c_char;
-}
-
-/// Takes an LLVM-allocated message.
-fn take_message(message: *mut c_char) -> Option<String> {
-    if message.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null message from the shim is a NUL-terminated string made by
-    // `LLVMCreateMessage`, owned by the caller, disposed of once here.
-    unsafe {
-        let out = CStr::from_ptr(message).to_string_lossy().into_owned();
-        llc::LLVMDisposeMessage(message);
-        Some(out)
-    }
 }
 
 /// The guest's code generator: a target machine per level, made when first needed and kept.

@@ -1067,6 +1067,8 @@ fn finalise(m: LLVMModuleRef, osr: &OsrModule) {
             instrument::COUNT_METADATA.len() as u32,
         )
     };
+    // SAFETY: `m` is a live module.
+    let builder = llvm::Builder::new(unsafe { llc::LLVMGetModuleContext(m) });
     for f in functions(m) {
         for b in llvm::blocks(f) {
             let Some(t) = llvm::terminator(b) else {
@@ -1075,10 +1077,6 @@ fn finalise(m: LLVMModuleRef, osr: &OsrModule) {
             let Some(go_on) = count_branch_target(t, kind) else {
                 continue;
             };
-            let builder = llvm::Builder::new(
-                // SAFETY: `m` is a live module.
-                unsafe { llc::LLVMGetModuleContext(m) },
-            );
             builder.before(t);
             builder.br(go_on);
             // SAFETY: `t` is a terminator of `b`, replaced by the branch just built before it;
